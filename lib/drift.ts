@@ -1,0 +1,86 @@
+// Drift, as Prisma computes it (`prisma migrate diff`): the SQL that would take the database to
+// what the migrations build, and the SQL that would take the migrations to prisma/schema.prisma.
+// Empty SQL means no drift.
+
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RunbookError } from "./errors.ts";
+import { prismaErrorText, runPrisma } from "./prisma-cli.ts";
+import type { Target } from "./target.ts";
+
+export interface DriftReport {
+  /** SQL from the database to the migrations' result; empty when they agree. */
+  databaseVsMigrations: string[];
+  /** SQL from the migrations' result to schema.prisma; empty when schema.prisma has no unmigrated change. */
+  migrationsVsSchema: string[];
+}
+
+// The database side is read by introspection (`prisma db pull --print`): with the WebAssembly
+// engine Prisma cannot diff a live database directly (--from-schema-datasource needs the native
+// engine, and --from-url would put the password on argv).
+export const DRIFT_COMMANDS = {
+  introspect: ["db", "pull", "--print"],
+  database: (datamodel: string) => ["migrate", "diff", "--from-schema-datamodel", datamodel, "--to-migrations", "prisma/migrations", "--script"],
+  empty: ["migrate", "diff", "--from-empty", "--to-migrations", "prisma/migrations", "--script"],
+  schema: ["migrate", "diff", "--from-migrations", "prisma/migrations", "--to-schema-datamodel", "prisma/schema.prisma", "--script"],
+};
+
+/** Statements of a `migrate diff --script` output, without comments and the empty-migration marker. */
+export function statements(script: string): string[] {
+  return script
+    .split(/;\s*\n/)
+    .map((s) =>
+      s
+        .split("\n")
+        .filter((l) => !l.trim().startsWith("--"))
+        .join("\n")
+        .trim(),
+    )
+    .filter((s) => s.length > 0)
+    .map((s) => (s.endsWith(";") ? s : `${s};`));
+}
+
+async function prismaOrFail(args: string[], target: Target, env: Record<string, string | undefined>, signal?: AbortSignal) {
+  const run = await runPrisma(args, target, env, signal);
+  if (run.exitCode !== 0) {
+    throw new RunbookError(`${run.command.split(" --")[0]} failed: ${prismaErrorText(run).split("\n").slice(0, 4).join(" ")}`);
+  }
+  return run.stdout;
+}
+
+/** SQL that would take the live database to what prisma/migrations builds. */
+export async function databaseDrift(target: Target, env: Record<string, string | undefined>, signal?: AbortSignal): Promise<string[]> {
+  const pulled = await runPrisma(DRIFT_COMMANDS.introspect, target, env, signal);
+  if (pulled.exitCode !== 0) {
+    // An empty database introspects to nothing: everything the migrations build is missing.
+    if (/introspected database was empty/i.test(prismaErrorText(pulled))) {
+      return statements(await prismaOrFail(DRIFT_COMMANDS.empty, target, env, signal));
+    }
+    throw new RunbookError(`prisma db pull failed: ${prismaErrorText(pulled).split("\n").slice(0, 4).join(" ")}`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), "runbook-drift-"));
+  try {
+    const file = join(dir, "database.prisma");
+    writeFileSync(file, pulled.stdout, { mode: 0o600 });
+    return statements(await prismaOrFail(DRIFT_COMMANDS.database(file), target, env, signal));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated). */
+export async function schemaDrift(target: Target, env: Record<string, string | undefined>, signal?: AbortSignal): Promise<string[]> {
+  return statements(await prismaOrFail(DRIFT_COMMANDS.schema, target, env, signal));
+}
+
+export async function detectDrift(
+  target: Target,
+  env: Record<string, string | undefined>,
+  signal?: AbortSignal,
+): Promise<DriftReport> {
+  return {
+    databaseVsMigrations: await databaseDrift(target, env, signal),
+    migrationsVsSchema: await schemaDrift(target, env, signal),
+  };
+}
