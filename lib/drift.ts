@@ -49,6 +49,13 @@ async function prismaOrFail(args: string[], target: Target, env: Record<string, 
   return run.stdout;
 }
 
+/** `db pull --print` output without the warnings Prisma prints before the schema on stdout. */
+function schemaText(printed: string): string {
+  const lines = printed.split("\n");
+  const start = lines.findIndex((l) => /^(generator|datasource|model|enum|view)\s/.test(l));
+  return start === -1 ? printed : lines.slice(start).join("\n");
+}
+
 /** SQL that would take the live database to what prisma/migrations builds. */
 export async function databaseDrift(target: Target, env: Record<string, string | undefined>, signal?: AbortSignal): Promise<string[]> {
   const pulled = await runPrisma(DRIFT_COMMANDS.introspect, target, env, signal);
@@ -62,7 +69,7 @@ export async function databaseDrift(target: Target, env: Record<string, string |
   const dir = mkdtempSync(join(tmpdir(), "runbook-drift-"));
   try {
     const file = join(dir, "database.prisma");
-    writeFileSync(file, pulled.stdout, { mode: 0o600 });
+    writeFileSync(file, schemaText(pulled.stdout), { mode: 0o600 });
     return statements(await prismaOrFail(DRIFT_COMMANDS.database(file), target, env, signal));
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -83,4 +90,32 @@ export async function detectDrift(
     databaseVsMigrations: await databaseDrift(target, env, signal),
     migrationsVsSchema: await schemaDrift(target, env, signal),
   };
+}
+
+const NAME = String.raw`"(?:[^"]|"")+"(?:\."(?:[^"]|"")+")?`;
+const unq = (n: string) => n.split(".").map((p) => p.slice(1, -1).replace(/""/g, '"')).filter((p) => p !== "public").join(".");
+
+/**
+ * One sentence naming what a statement of database-to-migrations SQL says about the database
+ * (the SQL undoes the drift, so DROP means "exists only in the database").
+ */
+export function explainDriftStatement(sql: string): string {
+  const rules: Array<[RegExp, (m: RegExpExecArray) => string]> = [
+    [new RegExp(`^ALTER TABLE (${NAME}) DROP COLUMN (${NAME})`, "i"), (m) => `column ${unq(m[1])}.${unq(m[2])} exists in the database but in no migration`],
+    [new RegExp(`^ALTER TABLE (${NAME}) ADD COLUMN (${NAME})`, "i"), (m) => `column ${unq(m[1])}.${unq(m[2])} is missing from the database`],
+    [new RegExp(`^ALTER TABLE (${NAME}) ALTER COLUMN (${NAME})`, "i"), (m) => `column ${unq(m[1])}.${unq(m[2])} differs from the migrations (type, default or nullability)`],
+    [new RegExp(`^DROP TABLE (${NAME})`, "i"), (m) => `table ${unq(m[1])} exists in the database but in no migration`],
+    [new RegExp(`^CREATE TABLE (${NAME})`, "i"), (m) => `table ${unq(m[1])} is missing from the database`],
+    [new RegExp(`^DROP INDEX (${NAME})`, "i"), (m) => `index ${unq(m[1])} exists in the database but in no migration`],
+    [new RegExp(`^CREATE (?:UNIQUE )?INDEX (${NAME})`, "i"), (m) => `index ${unq(m[1])} is missing from the database`],
+    [new RegExp(`^ALTER TABLE (${NAME}) DROP CONSTRAINT (${NAME})`, "i"), (m) => `constraint ${unq(m[2])} on ${unq(m[1])} exists in the database but in no migration`],
+    [new RegExp(`^ALTER TABLE (${NAME}) ADD CONSTRAINT (${NAME})`, "i"), (m) => `constraint ${unq(m[2])} on ${unq(m[1])} is missing from the database`],
+    [new RegExp(`^DROP TYPE (${NAME})`, "i"), (m) => `type ${unq(m[1])} exists in the database but in no migration`],
+    [new RegExp(`^CREATE TYPE (${NAME})`, "i"), (m) => `type ${unq(m[1])} is missing from the database`],
+  ];
+  for (const [re, say] of rules) {
+    const m = re.exec(sql.trim());
+    if (m) return say(m);
+  }
+  return "the database differs from the migrations";
 }

@@ -5,6 +5,7 @@ import { execFile } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
+import { $ } from "zx";
 import { EXIT, RunbookError, refusal } from "./errors.ts";
 import { redact } from "./secrets.ts";
 import { type Connection, libpqEnv } from "./target.ts";
@@ -84,22 +85,9 @@ export async function runTool(
   opts: { signal?: AbortSignal; appName?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<ToolRun> {
   const env = { ...(opts.env ?? process.env), ...libpqEnv(conn, opts.appName) };
-  try {
-    const { stdout, stderr } = await execFileAsync(tool.path, args, {
-      env,
-      signal: opts.signal,
-      maxBuffer: 256 * 1024 * 1024,
-    });
-    return { exitCode: 0, stdout, stderr: redact(stderr) };
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException & { code?: number | string; stdout?: string; stderr?: string };
-    if (e.name === "AbortError") throw err;
-    return {
-      exitCode: typeof e.code === "number" ? e.code : 1,
-      stdout: e.stdout ?? "",
-      stderr: redact(e.stderr ?? e.message),
-    };
-  }
+  const run = await $({ env, signal: opts.signal, quiet: true, nothrow: true })`${tool.path} ${args}`;
+  if (opts.signal?.aborted) throw new Error("aborted");
+  return { exitCode: run.exitCode ?? 1, stdout: run.stdout, stderr: redact(run.stderr) };
 }
 
 /** The command as it would be typed, for plans and logs: the connection shown as PG* variables, masked. */

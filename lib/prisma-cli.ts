@@ -2,15 +2,13 @@
 // Connection strings reach it through the environment only. PRISMA_ENGINE picks the schema
 // engine: "wasm" (default, works offline) or "native" (Prisma's downloaded binary).
 
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { $ } from "zx";
 import { redact } from "./secrets.ts";
 import type { Target } from "./target.ts";
-
-const execFileAsync = promisify(execFile);
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const PRISMA_DIR = join(ROOT, "prisma");
@@ -54,24 +52,14 @@ export async function runPrisma(
   signal?: AbortSignal,
 ): Promise<PrismaRun> {
   const command = prismaCommand(args);
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [prismaBin, ...args, "--config", CONFIG_PATH], {
-      cwd: ROOT,
-      env: prismaEnv(target, env),
-      signal,
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    return { exitCode: 0, stdout: redact(stdout), stderr: redact(stderr), command };
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException & { code?: number | string; stdout?: string; stderr?: string };
-    if (e.name === "AbortError") throw err;
-    return {
-      exitCode: typeof e.code === "number" ? e.code : 1,
-      stdout: redact(e.stdout ?? ""),
-      stderr: redact(e.stderr ?? e.message),
-      command,
-    };
-  }
+  const run = await $({ cwd: ROOT, env: prismaEnv(target, env), signal, quiet: true, nothrow: true })`${process.execPath} ${[
+    prismaBin,
+    ...args,
+    "--config",
+    CONFIG_PATH,
+  ]}`;
+  if (signal?.aborted) throw new Error("aborted");
+  return { exitCode: run.exitCode ?? 1, stdout: redact(run.stdout), stderr: redact(run.stderr), command };
 }
 
 /** Prisma's own error text, without its banner lines, for a one-paragraph failure message. */

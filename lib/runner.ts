@@ -71,11 +71,11 @@ export interface RunbookSpec<S> {
   examples: string[];
   /** Dev-only runbooks refuse remote or production-marked targets. */
   localOnly?: boolean;
-  /** The steps; a function when they depend on flags. Titles are also listed by --help. */
+  /** The steps, in order; their titles are also listed by --help. */
   steps: Step<S>[];
   state: () => S;
   /** Extra fields for the --json summary. */
-  summarize?: (ctx: Context<S>) => Record<string, unknown>;
+  summarize?: (ctx: Context<S>, ok: boolean) => Record<string, unknown>;
 }
 
 const COMMON_ENV: Record<string, string> = {
@@ -222,7 +222,7 @@ async function runSteps<S>(
       return db;
     },
     log: (text = "") => say(`    ${text.split("\n").join("\n    ")}`),
-    warn: (text) => say(style.yellow(`    ! ${text}`)),
+    warn: (text) => say(style.yellow(`    ! ${text.split("\n").join("\n      ")}`)),
     defer: (fn) => {
       cleanups.push(fn);
     },
@@ -368,7 +368,7 @@ async function runSteps<S>(
       dry_run: dryRun,
       target: target.direct.display,
       steps: reports,
-      ...(spec.summarize?.(ctx) ?? {}),
+      ...(spec.summarize?.(ctx, exitCode === EXIT.ok) ?? {}),
     });
   }
   return exitCode;

@@ -4,7 +4,7 @@
 
 import { describeTables, formatBytes, type TableInfo } from "../lib/catalog.ts";
 import { serverVersion } from "../lib/db.ts";
-import { DRIFT_COMMANDS, type DriftReport, detectDrift } from "../lib/drift.ts";
+import { DRIFT_COMMANDS, type DriftReport, detectDrift, explainDriftStatement } from "../lib/drift.ts";
 import { type History, readHistory } from "../lib/migrations.ts";
 import { prismaCommand } from "../lib/prisma-cli.ts";
 import { runRunbook } from "../lib/runner.ts";
@@ -112,21 +112,17 @@ await runRunbook<State>({
     {
       title: "Check drift (prisma migrate diff)",
       async run(ctx) {
-        ctx.log(prismaCommand([...DRIFT_COMMANDS.introspect, ">", "database.prisma"]));
+        ctx.log(`${prismaCommand(DRIFT_COMMANDS.introspect)} > database.prisma`);
         ctx.log(prismaCommand(DRIFT_COMMANDS.database("database.prisma")));
         ctx.log(prismaCommand(DRIFT_COMMANDS.schema));
         const drift = await detectDrift(ctx.target, ctx.env, ctx.signal);
         ctx.state.drift = drift;
         const problems: string[] = [];
-        if (drift.databaseVsMigrations.length) {
-          problems.push(
-            `the database differs from what prisma/migrations builds; SQL that would undo the difference:\n  ${drift.databaseVsMigrations.join("\n  ")}`,
-          );
+        for (const sql of drift.databaseVsMigrations) {
+          problems.push(`${explainDriftStatement(sql)}; to undo: ${sql}`);
         }
-        if (drift.migrationsVsSchema.length) {
-          problems.push(
-            `prisma/schema.prisma has changes that no migration holds (create one with runbooks/dev-migrate.ts):\n  ${drift.migrationsVsSchema.join("\n  ")}`,
-          );
+        for (const sql of drift.migrationsVsSchema) {
+          problems.push(`prisma/schema.prisma has a change no migration holds (create one with runbooks/dev-migrate.ts): ${sql}`);
         }
         for (const p of problems) ctx.warn(p);
         ctx.state.problems.push(...problems.map((p) => `drift: ${p}`));
@@ -138,9 +134,9 @@ await runRunbook<State>({
       },
     },
   ],
-  summarize: (ctx) => ({
+  summarize: (ctx, ok) => ({
     server_version: ctx.state.server ?? null,
-    healthy: ctx.state.problems.length === 0,
+    healthy: ok && ctx.state.problems.length === 0,
     problems: ctx.state.problems,
     latest_applied: ctx.state.history?.latestApplied ?? null,
     drift: ctx.state.drift ?? null,
