@@ -9,6 +9,7 @@ import { connect, type Db } from "./db.ts";
 import { type Env, loadEnvironment } from "./env.ts";
 import { EXIT, type ExitCode, plainError, RunbookError, refusal, usageError } from "./errors.ts";
 import { formatDuration, printJson, say, sayError, setJsonMode, style } from "./output.ts";
+import { acquireRunLock } from "./run-lock.ts";
 import { makeTarget, type Target } from "./target.ts";
 
 export type StepKind = "read" | "change" | "destroy";
@@ -71,6 +72,8 @@ export interface RunbookSpec<S> {
   examples: string[];
   /** Dev-only runbooks refuse remote or production-marked targets. */
   localOnly?: boolean;
+  /** Data-changing runbooks hold the per-database run lock, so two never run at once. */
+  exclusive?: boolean;
   /** The steps, in order; their titles are also listed by --help. */
   steps: Step<S>[];
   state: () => S;
@@ -240,6 +243,16 @@ async function runSteps<S>(
   say(style.bold(`${spec.name}${dryRun ? " (dry run: nothing will be changed)" : ""}`));
   say(`Target: ${target.direct.display}${target.isProduction ? style.red(" [production]") : ""}`);
   audit?.write({ event: "run_start", dry_run: dryRun, argv: process.argv.slice(2) });
+  if (spec.exclusive && !dryRun) {
+    try {
+      const lock = await acquireRunLock(target.direct, spec.name);
+      cleanups.push(() => lock.release());
+    } catch (err) {
+      const e = plainError(err, target.direct.display);
+      audit?.write({ event: "run_end", status: "refused", exit_code: e.exitCode, error: e.message });
+      throw e;
+    }
+  }
 
   let interrupted = false;
   const onSignal = () => {

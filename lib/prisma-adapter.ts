@@ -1,0 +1,238 @@
+/**
+ * Driver adapter factory for Prisma's WebAssembly schema engine (`engine: "js"`
+ * in prisma/prisma.config.ts), built on @prisma/adapter-pg 6.19.3.
+ *
+ * Stock `new PrismaPg(...)` does not work for migrations; the fixes:
+ *   1. catalog columns of type "char" (oid 18) / name (oid 19) are reported as text,
+ *   2. the shadow database really is a separate database, and is dropped afterwards,
+ *   3. idle pool connections do not keep the CLI alive for 10 s,
+ *   4. a migration script runs as one implicit transaction, as with the native engine,
+ *   5. (unrefSchemaEngineTimers) the engine's advisory-lock timer does not keep the CLI alive.
+ */
+import { PrismaPg } from "@prisma/adapter-pg";
+import pg from "pg";
+import { parseIntoClientConfig } from "pg-connection-string";
+
+type PrismaPgOptions = NonNullable<ConstructorParameters<typeof PrismaPg>[1]>;
+type PgAdapter = Awaited<ReturnType<PrismaPg["connect"]>>;
+
+const CHAR_OID = 18;
+const NAME_OID = 19;
+const TEXT_OID = 25;
+
+type FieldLike = { dataTypeID: number };
+type QueryCallback = (err: Error | null | undefined, res?: unknown) => void;
+
+function rewriteFields(fields: unknown): void {
+  if (!Array.isArray(fields)) return;
+  for (const field of fields as FieldLike[]) {
+    if (field && (field.dataTypeID === CHAR_OID || field.dataTypeID === NAME_OID)) {
+      field.dataTypeID = TEXT_OID;
+    }
+  }
+}
+
+/** A pg result, or the array of results of a multi-statement simple query. */
+function rewriteResult<T>(result: T): T {
+  const results: unknown[] = Array.isArray(result) ? result : [result];
+  for (const r of results) {
+    if (r && typeof r === "object") rewriteFields((r as { fields?: unknown }).fields);
+  }
+  return result;
+}
+
+function wrapCallback(cb: QueryCallback): QueryCallback {
+  return (err, res) => cb(err, err ? res : rewriteResult(res));
+}
+
+const baseQuery = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+
+/**
+ * Fix 1. adapter-pg only knows how to map a fixed list of column types and throws
+ * `Column type 'name' could not be deserialized` (UnsupportedNativeDataType) on
+ * "char"/name, which the schema engine's introspection queries on pg_catalog return.
+ * Both arrive as plain strings over the text protocol, so report them as text (oid 25)
+ * before the adapter looks at `fields`.
+ *
+ * The adapter reaches this class in two ways: `pg.Pool#query(config, values)`, which
+ * calls `client.query(config, values, callback)` (callback form), and
+ * `PoolClient#query(config, values)` inside transactions (promise form).
+ * Submittables (pg.Query, pg-cursor, ...) get their row description rewritten instead.
+ */
+export class CatalogTypesClient extends pg.Client {
+  // biome-ignore lint/suspicious/noExplicitAny: pg.Client#query is a large overload set; this forwards all of it.
+  override query(...args: any[]): any {
+    const [config, values, callback] = args as [unknown, unknown, unknown];
+
+    if (config && typeof (config as { submit?: unknown }).submit === "function") {
+      const submittable = config as { handleRowDescription?: (msg: { fields?: unknown }) => void };
+      const handle = submittable.handleRowDescription;
+      if (typeof handle === "function") {
+        submittable.handleRowDescription = function (this: unknown, msg: { fields?: unknown }) {
+          rewriteFields(msg?.fields);
+          return handle.call(this, msg);
+        };
+      }
+      return baseQuery.apply(this, args);
+    }
+
+    if (typeof callback === "function") {
+      return baseQuery.call(this, config, values, wrapCallback(callback as QueryCallback));
+    }
+    if (typeof values === "function") {
+      return baseQuery.call(this, config, wrapCallback(values as QueryCallback));
+    }
+    const configCallback =
+      config && typeof config === "object" ? (config as { callback?: unknown }).callback : undefined;
+    if (typeof configCallback === "function") {
+      // `client.query({ text, callback })`: copy the config (keeping its prototype) rather than mutate it.
+      const copy = Object.create(Object.getPrototypeOf(config), Object.getOwnPropertyDescriptors(config)) as {
+        callback: QueryCallback;
+      };
+      copy.callback = wrapCallback(configCallback as QueryCallback);
+      return baseQuery.apply(this, [copy, ...args.slice(1)]);
+    }
+
+    const result = baseQuery.apply(this, args);
+    if (result && typeof (result as Promise<unknown>).then === "function") {
+      return (result as Promise<unknown>).then(rewriteResult);
+    }
+    return result;
+  }
+}
+
+function poolConfig(clientConfig: pg.ClientConfig): pg.PoolConfig {
+  return {
+    ...clientConfig,
+    Client: CatalogTypesClient,
+    // Fix 3. The CLI process only exits once the pool has no connections left; without
+    // this it waits for idleTimeoutMillis (10 s) after every command.
+    allowExitOnIdle: true,
+  };
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/**
+ * PrismaPg with the fixes above. Takes a connection string (or parsed pg fields); use the
+ * direct (non-pooled) URL: the schema engine needs CREATE DATABASE, advisory locks, DDL.
+ */
+export class MigrationPrismaPg extends PrismaPg {
+  readonly #clientConfig: pg.ClientConfig;
+  readonly #pgOptions: PrismaPgOptions | undefined;
+
+  constructor(connection: string | pg.ClientConfig, options?: PrismaPgOptions) {
+    // Separate host/port/user/password/database fields instead of `connectionString`,
+    // so that overriding `database` (fix 2) actually takes effect.
+    const clientConfig = typeof connection === "string" ? parseIntoClientConfig(connection) : connection;
+    const pgOptions = options ?? (typeof connection === "string" ? schemaOption(connection) : undefined);
+    super(poolConfig(clientConfig), pgOptions);
+    this.#clientConfig = clientConfig;
+    this.#pgOptions = pgOptions;
+  }
+
+  override async connect(): Promise<PgAdapter> {
+    const adapter = await super.connect();
+    // Fix 4. Upstream executeScript splits the script on every ";" and runs the pieces one
+    // by one, outside any transaction: a failing migration is left half-applied, and ";"
+    // inside strings, DO $$ ... $$ blocks or function bodies breaks it. The native engine
+    // sends the whole migration.sql as one simple-protocol query, which Postgres runs as a
+    // single implicit transaction; do the same (a query without parameters is sent with
+    // the simple protocol, which accepts several statements).
+    adapter.executeScript = async (script: string) => {
+      await adapter.executeRaw({ sql: script, args: [], argTypes: [] });
+    };
+    return adapter;
+  }
+
+  /**
+   * Fix 2. Upstream builds the shadow pool as `{ ...config, database }`; with a
+   * `connectionString` in config pg lets the string win, so the "shadow" database was
+   * the main one (migrate dev / diff --from-migrations would reset the real database).
+   * Upstream also drops the shadow database while its pool still holds connections,
+   * which fails; close the shadow pool first, then DROP DATABASE ... WITH (FORCE) (PG 13+).
+   */
+  override async connectToShadowDb(): Promise<PgAdapter> {
+    const main = await this.connect();
+    const database = `prisma_migrate_shadow_db_${globalThis.crypto.randomUUID()}`;
+    try {
+      await main.executeScript(`CREATE DATABASE ${quoteIdent(database)}`);
+    } catch (error) {
+      await main.dispose();
+      throw error;
+    }
+
+    let shadow: PgAdapter;
+    try {
+      shadow = await new MigrationPrismaPg({ ...this.#clientConfig, database }, this.#pgOptions).connect();
+    } catch (error) {
+      await dropDatabase(main, database).finally(() => main.dispose());
+      throw error;
+    }
+
+    const disposeShadowPool = shadow.dispose.bind(shadow);
+    let disposed = false;
+    shadow.dispose = async () => {
+      if (disposed) return;
+      disposed = true;
+      try {
+        await disposeShadowPool();
+      } finally {
+        await dropDatabase(main, database).finally(() => main.dispose());
+      }
+    };
+    return shadow;
+  }
+}
+
+async function dropDatabase(main: PgAdapter, database: string): Promise<void> {
+  await main.executeScript(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`);
+}
+
+/** Prisma-style `?schema=name` in the URL selects the Postgres schema, as with the native engine. */
+function schemaOption(connectionString: string): PrismaPgOptions | undefined {
+  try {
+    const schema = new URL(connectionString).searchParams.get("schema");
+    return schema ? { schema } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const TIMERS_PATCHED = Symbol.for("faceswap.unrefSchemaEngineTimers");
+
+/**
+ * Fix 5 (CLI process only; call from the Prisma config). The wasm schema engine arms a
+ * 10 s timeout around `SELECT pg_advisory_lock(...)` (migrate deploy, migrate dev) and
+ * never clears it, so the CLI lingers 10 s after it is done. Timers armed from
+ * WebAssembly only race a database query, whose socket keeps the process alive by
+ * itself while the query runs, so they are unref'd: they still fire, but no longer
+ * hold the process open. Timers set by JavaScript code are untouched.
+ */
+export function unrefSchemaEngineTimers(): void {
+  const g = globalThis as typeof globalThis & { [TIMERS_PATCHED]?: true };
+  if (g[TIMERS_PATCHED]) return;
+  g[TIMERS_PATCHED] = true;
+  const original = globalThis.setTimeout;
+  const callOriginal = original as unknown as (...args: unknown[]) => unknown;
+  const patched = function (this: unknown, ...args: unknown[]) {
+    const timer = callOriginal.apply(this, args);
+    if (new Error().stack?.includes("wasm://")) {
+      (timer as { unref?: () => unknown } | undefined)?.unref?.();
+    }
+    return timer;
+  };
+  // Keep util.promisify.custom (node:timers/promises style) working.
+  for (const key of Object.getOwnPropertySymbols(original)) {
+    const descriptor = Object.getOwnPropertyDescriptor(original, key);
+    if (descriptor) Object.defineProperty(patched, key, descriptor);
+  }
+  globalThis.setTimeout = patched as unknown as typeof globalThis.setTimeout;
+}
+
+/** The factory for `adapter: async () => ...` in the Prisma config. */
+export function createMigrationAdapter(connectionString: string): MigrationPrismaPg {
+  return new MigrationPrismaPg(connectionString);
+}
