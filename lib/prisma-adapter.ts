@@ -7,7 +7,9 @@
  *   2. the shadow database really is a separate database, and is dropped afterwards,
  *   3. idle pool connections do not keep the CLI alive for 10 s,
  *   4. a migration script runs as one implicit transaction, as with the native engine,
- *   5. (unrefSchemaEngineTimers) the engine's advisory-lock timer does not keep the CLI alive.
+ *   5. (unrefSchemaEngineTimers) the engine's advisory-lock timer does not keep the CLI alive,
+ *   6. (withSessionSettings) runbooks can give every engine session a lock_timeout,
+ *      statement_timeout and application_name.
  */
 import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
@@ -126,10 +128,10 @@ export class MigrationPrismaPg extends PrismaPg {
   constructor(connection: string | pg.ClientConfig, options?: PrismaPgOptions) {
     // Separate host/port/user/password/database fields instead of `connectionString`,
     // so that overriding `database` (fix 2) actually takes effect.
-    const clientConfig = typeof connection === "string" ? parseIntoClientConfig(connection) : connection;
-    const pgOptions = options ?? (typeof connection === "string" ? schemaOption(connection) : undefined);
-    super(poolConfig(clientConfig), pgOptions);
-    this.#clientConfig = clientConfig;
+    const parsed = typeof connection === "string" ? fromUrl(connection) : { clientConfig: connection };
+    const pgOptions = options ?? parsed.pgOptions;
+    super(poolConfig(parsed.clientConfig), pgOptions);
+    this.#clientConfig = parsed.clientConfig;
     this.#pgOptions = pgOptions;
   }
 
@@ -191,14 +193,20 @@ async function dropDatabase(main: PgAdapter, database: string): Promise<void> {
   await main.executeScript(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`);
 }
 
-/** Prisma-style `?schema=name` in the URL selects the Postgres schema, as with the native engine. */
-function schemaOption(connectionString: string): PrismaPgOptions | undefined {
-  try {
-    const schema = new URL(connectionString).searchParams.get("schema");
-    return schema ? { schema } : undefined;
-  } catch {
-    return undefined;
-  }
+/**
+ * Prisma URL semantics for `?schema=name`: the native engine migrates into that schema by
+ * setting search_path; adapter-pg only uses `schema` to describe the database, so without
+ * search_path the tables would land in "public" while Prisma reads "name".
+ */
+function fromUrl(connectionString: string): { clientConfig: pg.ClientConfig; pgOptions?: PrismaPgOptions } {
+  const { schema, ...clientConfig } = parseIntoClientConfig(connectionString) as pg.ClientConfig & {
+    schema?: unknown;
+  };
+  if (typeof schema !== "string" || schema === "") return { clientConfig };
+  // libpq startup options: `-c search_path="Name"` (quoted identifier, spaces/backslashes escaped).
+  const searchPath = `"${schema.replaceAll('"', '""')}"`.replace(/[\\ ]/g, (c) => `\\${c}`);
+  const startup = [clientConfig.options, `-c search_path=${searchPath}`].filter(Boolean).join(" ");
+  return { clientConfig: { ...clientConfig, options: startup }, pgOptions: { schema } };
 }
 
 const TIMERS_PATCHED = Symbol.for("faceswap.unrefSchemaEngineTimers");
@@ -232,7 +240,53 @@ export function unrefSchemaEngineTimers(): void {
   globalThis.setTimeout = patched as unknown as typeof globalThis.setTimeout;
 }
 
+/** Settings every engine connection starts with (PostgreSQL startup options). */
+export interface SessionSettings {
+  /** lock_timeout in milliseconds: a statement that cannot get its lock in time fails (55P03). */
+  lockTimeoutMs?: number;
+  /** statement_timeout in milliseconds. */
+  statementTimeoutMs?: number;
+  /** application_name, so the engine's sessions can be found in pg_stat_activity. */
+  applicationName?: string;
+}
+
+/** RUNBOOK_LOCK_TIMEOUT / RUNBOOK_STATEMENT_TIMEOUT (ms) and RUNBOOK_APPLICATION_NAME, when set. */
+export function sessionSettingsFromEnv(env: Record<string, string | undefined>): SessionSettings {
+  const ms = (name: string) => {
+    const text = env[name];
+    if (text === undefined || text === "") return undefined;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number of milliseconds, got "${text}"`);
+    return n;
+  };
+  return {
+    lockTimeoutMs: ms("RUNBOOK_LOCK_TIMEOUT"),
+    statementTimeoutMs: ms("RUNBOOK_STATEMENT_TIMEOUT"),
+    applicationName: env.RUNBOOK_APPLICATION_NAME || undefined,
+  };
+}
+
+/**
+ * Fix 6 (runbook settings). The timeouts travel as the `options` startup parameter
+ * (`-c lock_timeout=5000`), appended to any `options` the URL already has, so they hold on every
+ * pooled connection from its first statement, with no SET that a pool could lose. (pg also falls
+ * back to PGOPTIONS, but only when the config has no `options` of its own; this is explicit.)
+ */
+export function withSessionSettings(config: pg.ClientConfig, s: SessionSettings): pg.ClientConfig {
+  const opts: string[] = [];
+  if (s.lockTimeoutMs !== undefined) opts.push(`-c lock_timeout=${s.lockTimeoutMs}`);
+  if (s.statementTimeoutMs !== undefined) opts.push(`-c statement_timeout=${s.statementTimeoutMs}`);
+  const existing = (config as { options?: string }).options;
+  const options = [existing, ...opts].filter(Boolean).join(" ");
+  return {
+    ...config,
+    ...(options ? { options } : {}),
+    ...(s.applicationName ? { application_name: s.applicationName } : {}),
+  } as pg.ClientConfig;
+}
+
 /** The factory for `adapter: async () => ...` in the Prisma config. */
-export function createMigrationAdapter(connectionString: string): MigrationPrismaPg {
-  return new MigrationPrismaPg(connectionString);
+export function createMigrationAdapter(connectionString: string, session: SessionSettings = {}): MigrationPrismaPg {
+  const { clientConfig, pgOptions } = fromUrl(connectionString);
+  return new MigrationPrismaPg(withSessionSettings(clientConfig, session), pgOptions);
 }
