@@ -10,6 +10,8 @@ export interface FlagSpec {
   value?: string;
   default?: string | number | boolean;
   short?: string;
+  /** A string flag that may be given several times; the values are joined with commas. */
+  repeatable?: boolean;
 }
 
 export type FlagSpecs = Record<string, FlagSpec>;
@@ -78,7 +80,7 @@ export function parseInvocation(argv: string[], specs: FlagSpecs, argSpecs: ArgS
     }
     const spec = specs[name];
     if (!spec) throw usageError(`Unknown flag --${name}.`, "Run with --help to see the flags.");
-    if (seen.has(name)) throw usageError(`The flag --${name} is given more than once.`);
+    if (seen.has(name) && !spec.repeatable) throw usageError(`The flag --${name} is given more than once.`);
     seen.add(name);
     if (spec.type === "boolean") {
       if (inline !== undefined && !["true", "false"].includes(inline)) {
@@ -102,7 +104,7 @@ export function parseInvocation(argv: string[], specs: FlagSpecs, argSpecs: ArgS
       if (!Number.isFinite(n) || n < 0) throw usageError(`The flag --${name} needs a non-negative number, not "${value}".`);
       flags[name] = n;
     } else {
-      flags[name] = value;
+      flags[name] = spec.repeatable && flags[name] !== undefined ? `${flags[name]},${value}` : value;
     }
   }
   for (const [name, spec] of Object.entries(specs)) {

@@ -50,3 +50,49 @@ export async function confirmDestructive(question: string, database: string, opt
     throw refusal(`The typed name does not match "${database}". Nothing was changed by this step.`);
   }
 }
+
+/**
+ * A run-wide yes/no that names the target: interactively a question; with --yes the operator must
+ * also name the database (--confirm <database>), so a CI job cannot deploy to the wrong one.
+ */
+export async function confirmTarget(question: string, database: string, opts: ConfirmOptions): Promise<void> {
+  if (opts.confirm !== undefined && opts.confirm !== database) {
+    throw refusal(
+      `--confirm "${opts.confirm}" does not match the target database "${database}". Nothing was changed.`,
+      "Check DATABASE_URL/DIRECT_URL: they may point at another database than you meant.",
+    );
+  }
+  if (opts.yes) {
+    if (opts.confirm === database) return;
+    throw refusal(
+      `--yes alone is not enough here: name the target database too. Nothing was changed.`,
+      `Rerun with --yes --confirm ${database}, or without --yes to be asked.`,
+    );
+  }
+  if (!isInteractive()) needTerminal(question);
+  const answer = await prompts(
+    { type: "confirm", name: "ok", message: question, initial: false, stdout: opts.output },
+    { onCancel: () => { throw interrupted(); } },
+  );
+  if (!answer.ok) throw refusal("Stopped: the operator answered no. Nothing was changed by this step.");
+}
+
+export interface Choice {
+  /** What the runbook receives. */
+  value: string;
+  title: string;
+  description?: string;
+}
+
+/**
+ * One of several choices, asked interactively. Without a terminal, or with --yes, nothing is asked
+ * and `fallback` is returned: the runbook takes its choice from flags instead.
+ */
+export async function choose(question: string, choices: Choice[], fallback: string, opts: ConfirmOptions): Promise<string> {
+  if (opts.yes || !isInteractive() || choices.length === 0) return fallback;
+  const answer = await prompts(
+    { type: "select", name: "value", message: question, choices, initial: 0, stdout: opts.output },
+    { onCancel: () => { throw interrupted(); } },
+  );
+  return (answer.value as string | undefined) ?? fallback;
+}

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RunbookError } from "./errors.ts";
-import { prismaErrorText, runPrisma } from "./prisma-cli.ts";
+import { displayPath, migrationsDir, prismaErrorText, runPrisma } from "./prisma-cli.ts";
 import type { Target } from "./target.ts";
 
 export interface DriftReport {
@@ -19,12 +19,19 @@ export interface DriftReport {
 // The database side is read by introspection (`prisma db pull --print`): with the WebAssembly
 // engine Prisma cannot diff a live database directly (--from-schema-datasource needs the native
 // engine, and --from-url would put the password on argv).
-export const DRIFT_COMMANDS = {
-  introspect: ["db", "pull", "--print"],
-  database: (datamodel: string) => ["migrate", "diff", "--from-schema-datamodel", datamodel, "--to-migrations", "prisma/migrations", "--script"],
-  empty: ["migrate", "diff", "--from-empty", "--to-migrations", "prisma/migrations", "--script"],
-  schema: ["migrate", "diff", "--from-migrations", "prisma/migrations", "--to-schema-datamodel", "prisma/schema.prisma", "--script"],
-};
+export function driftCommands(migrations = "prisma/migrations") {
+  return {
+    introspect: ["db", "pull", "--print"],
+    database: (datamodel: string) => ["migrate", "diff", "--from-schema-datamodel", datamodel, "--to-migrations", migrations, "--script"],
+    empty: ["migrate", "diff", "--from-empty", "--to-migrations", migrations, "--script"],
+    schema: ["migrate", "diff", "--from-migrations", migrations, "--to-schema-datamodel", "prisma/schema.prisma", "--script"],
+  };
+}
+
+export const DRIFT_COMMANDS = driftCommands();
+
+/** The commands for the migrations folder this environment names (PRISMA_MIGRATIONS_DIR). */
+const commandsFor = (env: Record<string, string | undefined>) => driftCommands(displayPath(migrationsDir(env)));
 
 /** Statements of a `migrate diff --script` output, without comments and the empty-migration marker. */
 export function statements(script: string): string[] {
@@ -58,11 +65,12 @@ function schemaText(printed: string): string {
 
 /** SQL that would take the live database to what prisma/migrations builds. */
 export async function databaseDrift(target: Target, env: Record<string, string | undefined>, signal?: AbortSignal): Promise<string[]> {
-  const pulled = await runPrisma(DRIFT_COMMANDS.introspect, target, env, signal);
+  const commands = commandsFor(env);
+  const pulled = await runPrisma(commands.introspect, target, env, signal);
   if (pulled.exitCode !== 0) {
     // An empty database introspects to nothing: everything the migrations build is missing.
     if (/introspected database was empty/i.test(prismaErrorText(pulled))) {
-      return statements(await prismaOrFail(DRIFT_COMMANDS.empty, target, env, signal));
+      return statements(await prismaOrFail(commands.empty, target, env, signal));
     }
     throw new RunbookError(`prisma db pull failed: ${prismaErrorText(pulled).split("\n").slice(0, 4).join(" ")}`);
   }
@@ -70,7 +78,7 @@ export async function databaseDrift(target: Target, env: Record<string, string |
   try {
     const file = join(dir, "database.prisma");
     writeFileSync(file, schemaText(pulled.stdout), { mode: 0o600 });
-    return statements(await prismaOrFail(DRIFT_COMMANDS.database(file), target, env, signal));
+    return statements(await prismaOrFail(commands.database(file), target, env, signal));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -78,7 +86,7 @@ export async function databaseDrift(target: Target, env: Record<string, string |
 
 /** SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated). */
 export async function schemaDrift(target: Target, env: Record<string, string | undefined>, signal?: AbortSignal): Promise<string[]> {
-  return statements(await prismaOrFail(DRIFT_COMMANDS.schema, target, env, signal));
+  return statements(await prismaOrFail(commandsFor(env).schema, target, env, signal));
 }
 
 export async function detectDrift(

@@ -4,7 +4,7 @@
 
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { $ } from "zx";
 import { redact } from "./secrets.ts";
@@ -13,7 +13,25 @@ import type { Target } from "./target.ts";
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const PRISMA_DIR = join(ROOT, "prisma");
 export const SCHEMA_PATH = join(PRISMA_DIR, "schema.prisma");
-export const MIGRATIONS_DIR = join(PRISMA_DIR, "migrations");
+
+/**
+ * The migrations folder: PRISMA_MIGRATIONS_DIR when set (absolute, or relative to the repository
+ * root), else prisma/migrations. Tests point it at a temporary copy with extra migrations; the
+ * Prisma config reads the same variable, so the CLI and the runbooks always agree.
+ */
+export function migrationsDir(env: Record<string, string | undefined> = process.env): string {
+  const dir = env.PRISMA_MIGRATIONS_DIR;
+  if (!dir) return join(PRISMA_DIR, "migrations");
+  return isAbsolute(dir) ? dir : resolve(ROOT, dir);
+}
+
+/** The folder as the operator reads it: relative to the repository root when inside it. */
+export function displayPath(path: string): string {
+  const rel = relative(ROOT, path);
+  return rel && !rel.startsWith("..") && !isAbsolute(rel) ? rel : path;
+}
+
+export const MIGRATIONS_DIR = migrationsDir();
 export const CONFIG_PATH = join(PRISMA_DIR, "prisma.config.ts");
 
 const prismaBin = join(dirname(createRequire(import.meta.url).resolve("prisma/package.json")), "build", "index.js");
@@ -37,6 +55,7 @@ export function prismaEnv(target: Target, env: Record<string, string | undefined
     DATABASE_URL: target.app.url,
     DIRECT_URL: target.direct.url,
     PRISMA_ENGINE: env.PRISMA_ENGINE ?? process.env.PRISMA_ENGINE ?? "wasm",
+    PRISMA_MIGRATIONS_DIR: migrationsDir(env),
     PRISMA_HIDE_UPDATE_MESSAGE: "1",
     CHECKPOINT_DISABLE: "1",
     PRISMA_DISABLE_WARNINGS: "1",
@@ -50,9 +69,12 @@ export async function runPrisma(
   target: Target,
   env: Record<string, string | undefined>,
   signal?: AbortSignal,
+  /** Extra variables for this child only (e.g. the session settings read by prisma.config.ts). */
+  extraEnv: Record<string, string> = {},
 ): Promise<PrismaRun> {
   const command = prismaCommand(args);
-  const run = await $({ cwd: ROOT, env: prismaEnv(target, env), signal, quiet: true, nothrow: true })`${process.execPath} ${[
+  const childEnv = { ...prismaEnv(target, env), ...extraEnv };
+  const run = await $({ cwd: ROOT, env: childEnv, signal, quiet: true, nothrow: true })`${process.execPath} ${[
     prismaBin,
     ...args,
     "--config",
@@ -62,12 +84,16 @@ export async function runPrisma(
   return { exitCode: run.exitCode ?? 1, stdout: redact(run.stdout), stderr: redact(run.stderr), command };
 }
 
+// Lines Prisma prints on every command that say nothing about the outcome.
+const PRISMA_NOISE =
+  /^(Prisma schema loaded|Datasource "|Loaded Prisma config|Prisma config detected|Environment variables loaded|WARNING: Your schema specifies the following datasource|- url$|- directUrl$|The values from your schema will NOT be used|We recommend you to remove those properties)/;
+
 /** Prisma's own error text, without its banner lines, for a one-paragraph failure message. */
 export function prismaErrorText(run: PrismaRun): string {
   const text = `${run.stderr}\n${run.stdout}`
     .split("\n")
     .map((l) => l.trimEnd())
-    .filter((l) => l && !/^(Prisma schema loaded|Datasource|Loaded Prisma config|Environment variables loaded)/.test(l));
+    .filter((l) => l && !PRISMA_NOISE.test(l.trim()));
   return text.join("\n").trim();
 }
 

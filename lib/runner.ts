@@ -4,7 +4,7 @@
 
 import { type AuditLog, openAuditLog } from "./audit.ts";
 import { type ArgSpec, COMMON_FLAGS, type FlagSpecs, type FlagValues, parseInvocation, renderHelp } from "./cli.ts";
-import { confirm, confirmDestructive } from "./confirm.ts";
+import { type Choice, choose, confirm, confirmDestructive, confirmTarget } from "./confirm.ts";
 import { connect, type Db } from "./db.ts";
 import { type Env, loadEnvironment } from "./env.ts";
 import { EXIT, type ExitCode, plainError, RunbookError, refusal, usageError } from "./errors.ts";
@@ -12,7 +12,11 @@ import { formatDuration, printJson, say, sayError, setJsonMode, style } from "./
 import { acquireRunLock } from "./run-lock.ts";
 import { makeTarget, type Target } from "./target.ts";
 
-export type StepKind = "read" | "change" | "destroy";
+/**
+ * read: runs under --dry-run too. write: writes files only (e.g. a backup), changes no database:
+ * planned under --dry-run, never asks. change/destroy: change the database, confirmed first.
+ */
+export type StepKind = "read" | "write" | "change" | "destroy";
 export type StepStatus = "ok" | "warning" | "problem" | "failed" | "skipped" | "planned" | "not run" | "interrupted";
 
 export interface StepResult {
@@ -46,11 +50,21 @@ export interface Context<S> {
   defer(fn: () => Promise<void> | void): void;
   /** Asks before a change (honours --yes; refuses without a TTY). */
   confirm(question: string): Promise<void>;
+  /**
+   * One confirmation for the rest of the run, naming the target: asks yes/no, or with --yes needs
+   * --confirm <database>. Later change steps then do not ask again.
+   */
+  confirmRun(question: string): Promise<void>;
+  /**
+   * Asks the operator to pick one of several choices. Without a terminal, or with --yes, asks
+   * nothing and returns `fallback` (the runbook then takes its choice from flags).
+   */
+  choose(question: string, choices: Choice[], fallback: string): Promise<string>;
 }
 
 export interface Step<S> {
   title: string;
-  /** read: runs under --dry-run too. change/destroy: confirmed first, only planned under --dry-run. */
+  /** read: runs under --dry-run too. write/change/destroy: only planned under --dry-run (see StepKind). */
   kind?: StepKind;
   /** Exact commands and SQL the step would run, for --dry-run and for confirmation. */
   plan?: (ctx: Context<S>) => string[] | Promise<string[]>;
@@ -119,7 +133,9 @@ export function helpText<S>(spec: RunbookSpec<S>): string {
     description: spec.description,
     args: spec.args,
     flags: { ...(spec.flags ?? {}), ...COMMON_FLAGS },
-    steps: spec.steps.map((s) => `${s.title}${s.kind && s.kind !== "read" ? ` [${s.kind}s data]` : ""}`),
+    steps: spec.steps.map(
+      (s) => `${s.title}${s.kind === "write" ? " [writes files]" : s.kind && s.kind !== "read" ? ` [${s.kind}s data]` : ""}`,
+    ),
     env: { ...COMMON_ENV, ...(spec.env ?? {}) },
     examples: spec.examples,
   });
@@ -200,6 +216,7 @@ async function runSteps<S>(
   // A dry run changes no file, the audit log included.
   const audit = dryRun ? null : openAuditLog(spec.name, target.direct.display, env);
   let db: Db | undefined;
+  let runConfirmed = false;
   const confirmOptions = {
     yes: Boolean(flags.yes),
     confirm: flags.confirm as string | undefined,
@@ -230,6 +247,11 @@ async function runSteps<S>(
       cleanups.push(fn);
     },
     confirm: (question) => confirm(question, confirmOptions),
+    async confirmRun(question) {
+      await confirmTarget(question, target.direct.database, confirmOptions);
+      runConfirmed = true;
+    },
+    choose: (question, choices, fallback) => choose(question, choices, fallback, confirmOptions),
   };
   expose(ctx);
 
@@ -295,7 +317,7 @@ async function runSteps<S>(
       const started = performance.now();
       audit?.write({ event: "step_start", step: step.title, step_no: i + 1, kind });
       try {
-        if (kind === "change") await confirm(`Run step ${i + 1}, "${step.title}", on ${target.direct.display}?`, confirmOptions);
+        if (kind === "change" && !runConfirmed) await confirm(`Run step ${i + 1}, "${step.title}", on ${target.direct.display}?`, confirmOptions);
         if (kind === "destroy") {
           await confirmDestructive(
             `Step ${i + 1}, "${step.title}", destroys or overwrites data in ${target.direct.display}.`,

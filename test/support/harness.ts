@@ -3,7 +3,7 @@
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -56,10 +56,25 @@ export interface RunResult {
 
 export interface RunOptions {
   env?: Record<string, string | undefined>;
+  /** Run the runbook of another checkout (see copyRepository). */
+  root?: string;
   cwd?: string;
   input?: string;
   /** Samples /proc for descendants' command lines while running. */
   watchChildren?: boolean;
+}
+
+/**
+ * A copy of the repository (without node_modules, which is linked) for tests that let a runbook
+ * change prisma/ or .env as it would in a real checkout.
+ */
+export function copyRepository(): string {
+  const dir = mkdtempSync(join(tmpdir(), "runbook-repo-"));
+  for (const entry of ["package.json", "tsconfig.json", "runbooks", "lib", "prisma"]) {
+    cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
+  }
+  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
 }
 
 /** A scratch directory for audit logs and the like, so tests never touch the repository's. */
@@ -75,7 +90,7 @@ function baseEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
 }
 
 export function runRunbook(name: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  return runNode([tsxCli, join(ROOT, "runbooks", `${name}.ts`), ...args], opts);
+  return runNode([tsxCli, join(opts.root ?? ROOT, "runbooks", `${name}.ts`), ...args], { cwd: opts.root, ...opts });
 }
 
 /** The real Prisma CLI with the project's config, for fixtures (e.g. migrate deploy). */
