@@ -1,0 +1,176 @@
+// `npm run demo`: a throw-away PostgreSQL (started the way the tests start theirs), the Face Swap
+// schema with realistic data, then each runbook run end to end as an operator would run it, with
+// its real output. Exits 1 if a runbook's exit code is not the one the scene expects.
+
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import pg from "pg";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import { copyRepository, scratchDir } from "./support/harness.ts";
+import { startPostgres } from "./support/postgres.ts";
+
+const tsxCli = createRequire(import.meta.url).resolve("tsx/cli");
+const users = Number(process.env.DEMO_USERS ?? 5000);
+
+interface Scene {
+	title: string;
+	runbook: string;
+	args: string[];
+	expect: number;
+	before?: () => Promise<void> | void;
+	after?: () => Promise<void> | void;
+}
+
+const banner = (text: string) =>
+	process.stdout.write(`\n${"═".repeat(100)}\n▶ ${text}\n${"═".repeat(100)}\n`);
+
+const server = await startPostgres();
+let failures = 0;
+try {
+	const admin = new URL(server.adminUrl);
+	const url = new URL(server.adminUrl);
+	url.pathname = "/faceswap";
+	const databaseUrl = url.toString();
+	const sql = async (text: string) => {
+		const db = new pg.Client({ connectionString: databaseUrl });
+		await db.connect();
+		try {
+			await db.query(text);
+		} finally {
+			await db.end();
+		}
+	};
+
+	banner(
+		`Throw-away PostgreSQL (${server.kind}) at ${admin.hostname}:${admin.port}; loading the Face Swap schema`,
+	);
+	{
+		const db = new pg.Client({ connectionString: server.adminUrl });
+		await db.connect();
+		await db.query("create database faceswap");
+		await db.end();
+	}
+	// A developer's checkout: dev-migrate writes into its prisma/ folder, not into this repository's.
+	const repo = copyRepository();
+	const work = scratchDir();
+	const env = {
+		...process.env,
+		DATABASE_URL: databaseUrl,
+		RUNBOOK_AUDIT_LOG: join(work, "audit.jsonl"),
+		BACKUP_DIR: join(work, "backups"),
+	};
+	const run = (runbook: string, args: string[]) =>
+		spawnSync(
+			process.execPath,
+			[tsxCli, join(repo, "runbooks", `${runbook}.ts`), ...args],
+			{
+				cwd: repo,
+				env,
+				stdio: ["ignore", "inherit", "inherit"],
+			},
+		).status;
+
+	const scenes: Scene[] = [
+		{
+			title:
+				"The database is empty: validate says no migration was ever deployed (exit 1)",
+			runbook: "validate",
+			args: [],
+			expect: 1,
+		},
+		{
+			title:
+				"A developer adds the seed's UserPreferences model and runs dev-migrate",
+			runbook: "dev-migrate",
+			args: ["--name", "add_user_preferences", "--yes"],
+			expect: 0,
+			before: () => {
+				const path = join(repo, "prisma", "schema.prisma");
+				const schema = readFileSync(path, "utf8").replace(
+					"  purchases       Purchase[]\n\n  @@index([role])",
+					"  purchases       Purchase[]\n  preferences     UserPreferences?\n\n  @@index([role])",
+				);
+				writeFileSync(
+					path,
+					`${schema}
+model UserPreferences {
+  id            String  @id @default(cuid())
+  userId        String  @unique
+  theme         String  @default("light")
+  language      String  @default("en")
+  notifications Boolean @default(true)
+
+  user User @relation(fields: [userId], references: [id], onDelete: Cascade)
+
+  @@map("user_preferences")
+}
+`,
+				);
+			},
+			after: async () => {
+				banner(
+					`Loading realistic data (${users} users, ${users * 10} rows in all)`,
+				);
+				await seedFaceSwap(databaseUrl, { users });
+			},
+		},
+		{
+			title: "validate on the migrated, populated database (exit 0)",
+			runbook: "validate",
+			args: ["--tables"],
+			expect: 0,
+		},
+		{
+			title:
+				"Someone adds a column by hand in psql: validate names the drift (exit 1)",
+			runbook: "validate",
+			args: [],
+			expect: 1,
+			before: () => sql("alter table users add column nickname text"),
+			after: () => sql("alter table users drop column nickname"),
+		},
+		{
+			title: "dev-migrate against a production-marked target refuses (exit 3)",
+			runbook: "dev-migrate",
+			args: ["--name", "anything", "--yes"],
+			expect: 3,
+			before: () => {
+				env.RUNBOOK_ENV = "production";
+			},
+			after: () => {
+				delete env.RUNBOOK_ENV;
+			},
+		},
+	];
+
+	for (const scene of scenes) {
+		await scene.before?.();
+		banner(
+			`${scene.title}\n  $ npx tsx runbooks/${scene.runbook}.ts ${scene.args.join(" ")}`,
+		);
+		const code = run(scene.runbook, scene.args);
+		if (code !== scene.expect) {
+			failures++;
+			process.stdout.write(
+				`\n✗ demo: expected exit ${scene.expect}, got ${code}\n`,
+			);
+		} else {
+			process.stdout.write(`\n(exit ${code}, as expected)\n`);
+		}
+		await scene.after?.();
+	}
+	banner(`Audit log of this demo: ${env.RUNBOOK_AUDIT_LOG}`);
+	process.stdout.write(
+		`${readFileSync(env.RUNBOOK_AUDIT_LOG, "utf8").trim().split("\n").slice(-4).join("\n")}\n`,
+	);
+} finally {
+	await server.stop();
+}
+process.stdout.write(
+	failures
+		? `\n✗ demo: ${failures} scene(s) did not end as expected\n`
+		: "\n✓ demo complete\n",
+);
+process.exit(failures ? 1 : 0);
