@@ -10,49 +10,66 @@ import { dirname, resolve } from "node:path";
 import { redact } from "./secrets.ts";
 
 export interface AuditEntry {
-  event: "run_start" | "step_start" | "step_end" | "run_end";
-  step?: string;
-  step_no?: number;
-  status?: string;
-  duration_ms?: number;
-  error?: string;
-  [key: string]: unknown;
+	event: "run_start" | "step_start" | "step_end" | "run_end";
+	step?: string;
+	step_no?: number;
+	status?: string;
+	duration_ms?: number;
+	error?: string;
+	[key: string]: unknown;
 }
 
 export interface AuditLog {
-  readonly path: string;
-  readonly runId: string;
-  write(entry: AuditEntry): void;
+	readonly path: string;
+	readonly runId: string;
+	write(entry: AuditEntry): void;
 }
 
 function gitCommit(): string | null {
-  try {
-    return execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { stdio: ["ignore", "pipe", "ignore"] })
-      .toString()
-      .trim();
-  } catch {
-    return null;
-  }
+	try {
+		return execFileSync("git", ["rev-parse", "--short=12", "HEAD"], {
+			stdio: ["ignore", "pipe", "ignore"],
+		})
+			.toString()
+			.trim();
+	} catch {
+		return null;
+	}
 }
 
 function operator(): string {
-  try {
-    return userInfo().username;
-  } catch {
-    return process.env.USER ?? "unknown";
-  }
+	try {
+		return userInfo().username;
+	} catch {
+		return process.env.USER ?? "unknown";
+	}
 }
 
-export function openAuditLog(runbook: string, target: string | null, env: NodeJS.ProcessEnv = process.env): AuditLog {
-  const path = resolve(env.RUNBOOK_AUDIT_LOG || "logs/audit.jsonl");
-  const base = { runbook, run_id: randomUUID(), target, operator: operator(), git_commit: gitCommit(), pid: process.pid };
-  mkdirSync(dirname(path), { recursive: true });
-  return {
-    path,
-    runId: base.run_id,
-    write(entry) {
-      const line = JSON.stringify({ time: new Date().toISOString(), ...base, ...entry });
-      appendFileSync(path, `${redact(line)}\n`, { mode: 0o600 });
-    },
-  };
+export function openAuditLog(
+	runbook: string,
+	target: string | null,
+	env: NodeJS.ProcessEnv = process.env,
+): AuditLog {
+	const path = resolve(env.RUNBOOK_AUDIT_LOG || "logs/audit.jsonl");
+	const base = {
+		runbook,
+		run_id: randomUUID(),
+		target,
+		operator: operator(),
+		git_commit: gitCommit(),
+		pid: process.pid,
+	};
+	mkdirSync(dirname(path), { recursive: true });
+	return {
+		path,
+		runId: base.run_id,
+		write(entry) {
+			const line = JSON.stringify({
+				time: new Date().toISOString(),
+				...base,
+				...entry,
+			});
+			appendFileSync(path, `${redact(line)}\n`, { mode: 0o600 });
+		},
+	};
 }

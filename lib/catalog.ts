@@ -5,114 +5,148 @@
 import { type Db, quoteIdent } from "./db.ts";
 
 export interface ColumnInfo {
-  name: string;
-  type: string;
-  nullable: boolean;
-  default: string | null;
+	name: string;
+	type: string;
+	nullable: boolean;
+	default: string | null;
 }
 
 export interface ConstraintInfo {
-  name: string;
-  type: "primary key" | "foreign key" | "unique" | "check" | "exclusion";
-  definition: string;
-  validated: boolean;
+	name: string;
+	type: "primary key" | "foreign key" | "unique" | "check" | "exclusion";
+	definition: string;
+	validated: boolean;
 }
 
 export interface IndexInfo {
-  name: string;
-  definition: string;
-  valid: boolean;
+	name: string;
+	definition: string;
+	valid: boolean;
 }
 
 export interface TableInfo {
-  name: string;
-  columns: ColumnInfo[];
-  constraints: ConstraintInfo[];
-  indexes: IndexInfo[];
-  estimatedRows: number;
-  totalBytes: number;
+	name: string;
+	columns: ColumnInfo[];
+	constraints: ConstraintInfo[];
+	indexes: IndexInfo[];
+	estimatedRows: number;
+	totalBytes: number;
 }
 
 const CONTYPE: Record<string, ConstraintInfo["type"]> = {
-  p: "primary key",
-  f: "foreign key",
-  u: "unique",
-  c: "check",
-  x: "exclusion",
+	p: "primary key",
+	f: "foreign key",
+	u: "unique",
+	c: "check",
+	x: "exclusion",
 };
 
-export async function describeTables(db: Db, schema = "public"): Promise<TableInfo[]> {
-  const tables = await db.query<{ name: string; oid: number; est: string; bytes: string }>(
-    `select c.relname as name, c.oid, greatest(c.reltuples, 0)::bigint as est, pg_total_relation_size(c.oid) as bytes
+export async function describeTables(
+	db: Db,
+	schema = "public",
+): Promise<TableInfo[]> {
+	const tables = await db.query<{
+		name: string;
+		oid: number;
+		est: string;
+		bytes: string;
+	}>(
+		`select c.relname as name, c.oid, greatest(c.reltuples, 0)::bigint as est, pg_total_relation_size(c.oid) as bytes
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where n.nspname = $1 and c.relkind in ('r', 'p')
       order by c.relname`,
-    [schema],
-  );
-  const columns = await db.query<ColumnInfo & { table: string }>(
-    `select c.relname as table, a.attname as name, format_type(a.atttypid, a.atttypmod) as type,
+		[schema],
+	);
+	const columns = await db.query<ColumnInfo & { table: string }>(
+		`select c.relname as table, a.attname as name, format_type(a.atttypid, a.atttypmod) as type,
             not a.attnotnull as nullable, pg_get_expr(d.adbin, d.adrelid) as default
        from pg_attribute a
        join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
        left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
       where n.nspname = $1 and c.relkind in ('r', 'p') and a.attnum > 0 and not a.attisdropped
       order by c.relname, a.attnum`,
-    [schema],
-  );
-  const constraints = await db.query<{ table: string; name: string; contype: string; definition: string; validated: boolean }>(
-    `select c.relname as table, k.conname as name, k.contype, pg_get_constraintdef(k.oid) as definition,
+		[schema],
+	);
+	const constraints = await db.query<{
+		table: string;
+		name: string;
+		contype: string;
+		definition: string;
+		validated: boolean;
+	}>(
+		`select c.relname as table, k.conname as name, k.contype, pg_get_constraintdef(k.oid) as definition,
             k.convalidated as validated
        from pg_constraint k
        join pg_class c on c.oid = k.conrelid join pg_namespace n on n.oid = c.relnamespace
       where n.nspname = $1
       order by c.relname, k.contype, k.conname`,
-    [schema],
-  );
-  const indexes = await db.query<{ table: string; name: string; definition: string; valid: boolean }>(
-    `select t.relname as table, i.relname as name, pg_get_indexdef(i.oid) as definition, x.indisvalid as valid
+		[schema],
+	);
+	const indexes = await db.query<{
+		table: string;
+		name: string;
+		definition: string;
+		valid: boolean;
+	}>(
+		`select t.relname as table, i.relname as name, pg_get_indexdef(i.oid) as definition, x.indisvalid as valid
        from pg_index x
        join pg_class i on i.oid = x.indexrelid join pg_class t on t.oid = x.indrelid
        join pg_namespace n on n.oid = t.relnamespace
       where n.nspname = $1
       order by t.relname, i.relname`,
-    [schema],
-  );
-  return tables.rows.map((t) => ({
-    name: t.name,
-    estimatedRows: Number(t.est),
-    totalBytes: Number(t.bytes),
-    columns: columns.rows.filter((c) => c.table === t.name).map(({ table: _t, ...c }) => c),
-    constraints: constraints.rows
-      .filter((k) => k.table === t.name)
-      .map((k) => ({ name: k.name, type: CONTYPE[k.contype] ?? "check", definition: k.definition, validated: k.validated })),
-    indexes: indexes.rows.filter((i) => i.table === t.name).map(({ table: _t, ...i }) => i),
-  }));
+		[schema],
+	);
+	return tables.rows.map((t) => ({
+		name: t.name,
+		estimatedRows: Number(t.est),
+		totalBytes: Number(t.bytes),
+		columns: columns.rows
+			.filter((c) => c.table === t.name)
+			.map(({ table: _t, ...c }) => c),
+		constraints: constraints.rows
+			.filter((k) => k.table === t.name)
+			.map((k) => ({
+				name: k.name,
+				type: CONTYPE[k.contype] ?? "check",
+				definition: k.definition,
+				validated: k.validated,
+			})),
+		indexes: indexes.rows
+			.filter((i) => i.table === t.name)
+			.map(({ table: _t, ...i }) => i),
+	}));
 }
 
 /** Exact row counts per table (used for backup manifests and restore checks). */
-export async function countRows(db: Db, tables: string[], schema = "public"): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const t of tables) {
-    const { rows } = await db.query<{ n: string }>(
-      `select count(*) as n from ${quoteIdent(schema)}.${quoteIdent(t)}`,
-    );
-    out[t] = Number(rows[0].n);
-  }
-  return out;
+export async function countRows(
+	db: Db,
+	tables: string[],
+	schema = "public",
+): Promise<Record<string, number>> {
+	const out: Record<string, number> = {};
+	for (const t of tables) {
+		const { rows } = await db.query<{ n: string }>(
+			`select count(*) as n from ${quoteIdent(schema)}.${quoteIdent(t)}`,
+		);
+		out[t] = Number(rows[0].n);
+	}
+	return out;
 }
 
 export async function databaseSize(db: Db): Promise<number> {
-  const { rows } = await db.query<{ bytes: string }>("select pg_database_size(current_database()) as bytes");
-  return Number(rows[0].bytes);
+	const { rows } = await db.query<{ bytes: string }>(
+		"select pg_database_size(current_database()) as bytes",
+	);
+	return Number(rows[0].bytes);
 }
 
 export function formatBytes(bytes: number): string {
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v < 10 && u > 0 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+	const units = ["B", "kB", "MB", "GB", "TB"];
+	let v = bytes;
+	let u = 0;
+	while (v >= 1024 && u < units.length - 1) {
+		v /= 1024;
+		u++;
+	}
+	return `${v < 10 && u > 0 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
 }

@@ -2,128 +2,251 @@
 // what the migrations build, and the SQL that would take the migrations to prisma/schema.prisma.
 // Empty SQL means no drift.
 
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RunbookError } from "./errors.ts";
-import { displayPath, migrationsDir, prismaErrorText, runPrisma } from "./prisma-cli.ts";
+import {
+	displayPath,
+	migrationsDir,
+	prismaErrorText,
+	runPrisma,
+} from "./prisma-cli.ts";
 import type { Target } from "./target.ts";
 
 export interface DriftReport {
-  /** SQL from the database to the migrations' result; empty when they agree. */
-  databaseVsMigrations: string[];
-  /** SQL from the migrations' result to schema.prisma; empty when schema.prisma has no unmigrated change. */
-  migrationsVsSchema: string[];
+	/** SQL from the database to the migrations' result; empty when they agree. */
+	databaseVsMigrations: string[];
+	/** SQL from the migrations' result to schema.prisma; empty when schema.prisma has no unmigrated change. */
+	migrationsVsSchema: string[];
 }
 
 // The database side is read by introspection (`prisma db pull --print`): with the WebAssembly
 // engine Prisma cannot diff a live database directly (--from-schema-datasource needs the native
 // engine, and --from-url would put the password on argv).
 export function driftCommands(migrations = "prisma/migrations") {
-  return {
-    introspect: ["db", "pull", "--print"],
-    database: (datamodel: string) => ["migrate", "diff", "--from-schema-datamodel", datamodel, "--to-migrations", migrations, "--script"],
-    empty: ["migrate", "diff", "--from-empty", "--to-migrations", migrations, "--script"],
-    schema: ["migrate", "diff", "--from-migrations", migrations, "--to-schema-datamodel", "prisma/schema.prisma", "--script"],
-  };
+	return {
+		introspect: ["db", "pull", "--print"],
+		database: (datamodel: string) => [
+			"migrate",
+			"diff",
+			"--from-schema-datamodel",
+			datamodel,
+			"--to-migrations",
+			migrations,
+			"--script",
+		],
+		empty: [
+			"migrate",
+			"diff",
+			"--from-empty",
+			"--to-migrations",
+			migrations,
+			"--script",
+		],
+		schema: [
+			"migrate",
+			"diff",
+			"--from-migrations",
+			migrations,
+			"--to-schema-datamodel",
+			"prisma/schema.prisma",
+			"--script",
+		],
+	};
 }
 
 export const DRIFT_COMMANDS = driftCommands();
 
 /** The commands for the migrations folder this environment names (PRISMA_MIGRATIONS_DIR). */
-const commandsFor = (env: Record<string, string | undefined>) => driftCommands(displayPath(migrationsDir(env)));
+const commandsFor = (env: Record<string, string | undefined>) =>
+	driftCommands(displayPath(migrationsDir(env)));
 
 /** Statements of a `migrate diff --script` output, without comments and the empty-migration marker. */
 export function statements(script: string): string[] {
-  return script
-    .split(/;\s*\n/)
-    .map((s) =>
-      s
-        .split("\n")
-        .filter((l) => !l.trim().startsWith("--"))
-        .join("\n")
-        .trim(),
-    )
-    .filter((s) => s.length > 0)
-    .map((s) => (s.endsWith(";") ? s : `${s};`));
+	return script
+		.split(/;\s*\n/)
+		.map((s) =>
+			s
+				.split("\n")
+				.filter((l) => !l.trim().startsWith("--"))
+				.join("\n")
+				.trim(),
+		)
+		.filter((s) => s.length > 0)
+		.map((s) => (s.endsWith(";") ? s : `${s};`));
 }
 
-async function prismaOrFail(args: string[], target: Target, env: Record<string, string | undefined>, signal?: AbortSignal) {
-  const run = await runPrisma(args, target, env, signal);
-  if (run.exitCode !== 0) {
-    throw new RunbookError(`${run.command.split(" --")[0]} failed: ${prismaErrorText(run).split("\n").slice(0, 4).join(" ")}`);
-  }
-  return run.stdout;
+async function prismaOrFail(
+	args: string[],
+	target: Target,
+	env: Record<string, string | undefined>,
+	signal?: AbortSignal,
+) {
+	const run = await runPrisma(args, target, env, signal);
+	if (run.exitCode !== 0) {
+		throw new RunbookError(
+			`${run.command.split(" --")[0]} failed: ${prismaErrorText(run).split("\n").slice(0, 4).join(" ")}`,
+		);
+	}
+	return run.stdout;
 }
 
 /** `db pull --print` output without the warnings Prisma prints before the schema on stdout. */
 function schemaText(printed: string): string {
-  const lines = printed.split("\n");
-  const start = lines.findIndex((l) => /^(generator|datasource|model|enum|view)\s/.test(l));
-  return start === -1 ? printed : lines.slice(start).join("\n");
+	const lines = printed.split("\n");
+	const start = lines.findIndex((l) =>
+		/^(generator|datasource|model|enum|view)\s/.test(l),
+	);
+	return start === -1 ? printed : lines.slice(start).join("\n");
 }
 
 /** SQL that would take the live database to what prisma/migrations builds. */
-export async function databaseDrift(target: Target, env: Record<string, string | undefined>, signal?: AbortSignal): Promise<string[]> {
-  const commands = commandsFor(env);
-  const pulled = await runPrisma(commands.introspect, target, env, signal);
-  if (pulled.exitCode !== 0) {
-    // An empty database introspects to nothing: everything the migrations build is missing.
-    if (/introspected database was empty/i.test(prismaErrorText(pulled))) {
-      return statements(await prismaOrFail(commands.empty, target, env, signal));
-    }
-    throw new RunbookError(`prisma db pull failed: ${prismaErrorText(pulled).split("\n").slice(0, 4).join(" ")}`);
-  }
-  const dir = mkdtempSync(join(tmpdir(), "runbook-drift-"));
-  try {
-    const file = join(dir, "database.prisma");
-    writeFileSync(file, schemaText(pulled.stdout), { mode: 0o600 });
-    return statements(await prismaOrFail(commands.database(file), target, env, signal));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+export async function databaseDrift(
+	target: Target,
+	env: Record<string, string | undefined>,
+	signal?: AbortSignal,
+): Promise<string[]> {
+	const commands = commandsFor(env);
+	const pulled = await runPrisma(commands.introspect, target, env, signal);
+	if (pulled.exitCode !== 0) {
+		// An empty database introspects to nothing: everything the migrations build is missing.
+		if (/introspected database was empty/i.test(prismaErrorText(pulled))) {
+			return statements(
+				await prismaOrFail(commands.empty, target, env, signal),
+			);
+		}
+		throw new RunbookError(
+			`prisma db pull failed: ${prismaErrorText(pulled).split("\n").slice(0, 4).join(" ")}`,
+		);
+	}
+	const dir = mkdtempSync(join(tmpdir(), "runbook-drift-"));
+	try {
+		const file = join(dir, "database.prisma");
+		writeFileSync(file, schemaText(pulled.stdout), { mode: 0o600 });
+		return statements(
+			await prismaOrFail(commands.database(file), target, env, signal),
+		);
+	} finally {
+		rmSync(dir, { recursive: true, force: true });
+	}
 }
 
 /** SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated). */
-export async function schemaDrift(target: Target, env: Record<string, string | undefined>, signal?: AbortSignal): Promise<string[]> {
-  return statements(await prismaOrFail(commandsFor(env).schema, target, env, signal));
+export async function schemaDrift(
+	target: Target,
+	env: Record<string, string | undefined>,
+	signal?: AbortSignal,
+): Promise<string[]> {
+	return statements(
+		await prismaOrFail(commandsFor(env).schema, target, env, signal),
+	);
+}
+
+/**
+ * SQL that would take the live database to what the named migrations (e.g. those its
+ * _prisma_migrations records as applied) build: drift without the changes of pending or failed
+ * migrations. Runs `migrate diff` against a temporary folder holding copies of those migrations.
+ */
+export async function databaseDriftAgainst(
+	target: Target,
+	env: Record<string, string | undefined>,
+	names: string[],
+	signal?: AbortSignal,
+): Promise<string[]> {
+	const source = migrationsDir(env);
+	const dir = mkdtempSync(join(tmpdir(), "runbook-applied-migrations-"));
+	try {
+		for (const name of names) {
+			if (!existsSync(join(source, name, "migration.sql"))) continue;
+			mkdirSync(join(dir, name));
+			copyFileSync(join(source, name, "migration.sql"), join(dir, name, "migration.sql"));
+		}
+		const lock = join(source, "migration_lock.toml");
+		if (existsSync(lock)) copyFileSync(lock, join(dir, "migration_lock.toml"));
+		return await databaseDrift(target, { ...env, PRISMA_MIGRATIONS_DIR: dir }, signal);
+	} finally {
+		rmSync(dir, { recursive: true, force: true });
+	}
 }
 
 export async function detectDrift(
-  target: Target,
-  env: Record<string, string | undefined>,
-  signal?: AbortSignal,
+	target: Target,
+	env: Record<string, string | undefined>,
+	signal?: AbortSignal,
 ): Promise<DriftReport> {
-  return {
-    databaseVsMigrations: await databaseDrift(target, env, signal),
-    migrationsVsSchema: await schemaDrift(target, env, signal),
-  };
+	return {
+		databaseVsMigrations: await databaseDrift(target, env, signal),
+		migrationsVsSchema: await schemaDrift(target, env, signal),
+	};
 }
 
 const NAME = String.raw`"(?:[^"]|"")+"(?:\."(?:[^"]|"")+")?`;
-const unq = (n: string) => n.split(".").map((p) => p.slice(1, -1).replace(/""/g, '"')).filter((p) => p !== "public").join(".");
+const unq = (n: string) =>
+	n
+		.split(".")
+		.map((p) => p.slice(1, -1).replace(/""/g, '"'))
+		.filter((p) => p !== "public")
+		.join(".");
 
 /**
  * One sentence naming what a statement of database-to-migrations SQL says about the database
  * (the SQL undoes the drift, so DROP means "exists only in the database").
  */
 export function explainDriftStatement(sql: string): string {
-  const rules: Array<[RegExp, (m: RegExpExecArray) => string]> = [
-    [new RegExp(`^ALTER TABLE (${NAME}) DROP COLUMN (${NAME})`, "i"), (m) => `column ${unq(m[1])}.${unq(m[2])} exists in the database but in no migration`],
-    [new RegExp(`^ALTER TABLE (${NAME}) ADD COLUMN (${NAME})`, "i"), (m) => `column ${unq(m[1])}.${unq(m[2])} is missing from the database`],
-    [new RegExp(`^ALTER TABLE (${NAME}) ALTER COLUMN (${NAME})`, "i"), (m) => `column ${unq(m[1])}.${unq(m[2])} differs from the migrations (type, default or nullability)`],
-    [new RegExp(`^DROP TABLE (${NAME})`, "i"), (m) => `table ${unq(m[1])} exists in the database but in no migration`],
-    [new RegExp(`^CREATE TABLE (${NAME})`, "i"), (m) => `table ${unq(m[1])} is missing from the database`],
-    [new RegExp(`^DROP INDEX (${NAME})`, "i"), (m) => `index ${unq(m[1])} exists in the database but in no migration`],
-    [new RegExp(`^CREATE (?:UNIQUE )?INDEX (${NAME})`, "i"), (m) => `index ${unq(m[1])} is missing from the database`],
-    [new RegExp(`^ALTER TABLE (${NAME}) DROP CONSTRAINT (${NAME})`, "i"), (m) => `constraint ${unq(m[2])} on ${unq(m[1])} exists in the database but in no migration`],
-    [new RegExp(`^ALTER TABLE (${NAME}) ADD CONSTRAINT (${NAME})`, "i"), (m) => `constraint ${unq(m[2])} on ${unq(m[1])} is missing from the database`],
-    [new RegExp(`^DROP TYPE (${NAME})`, "i"), (m) => `type ${unq(m[1])} exists in the database but in no migration`],
-    [new RegExp(`^CREATE TYPE (${NAME})`, "i"), (m) => `type ${unq(m[1])} is missing from the database`],
-  ];
-  for (const [re, say] of rules) {
-    const m = re.exec(sql.trim());
-    if (m) return say(m);
-  }
-  return "the database differs from the migrations";
+	const rules: Array<[RegExp, (m: RegExpExecArray) => string]> = [
+		[
+			new RegExp(`^ALTER TABLE (${NAME}) DROP COLUMN (${NAME})`, "i"),
+			(m) =>
+				`column ${unq(m[1])}.${unq(m[2])} exists in the database but in no migration`,
+		],
+		[
+			new RegExp(`^ALTER TABLE (${NAME}) ADD COLUMN (${NAME})`, "i"),
+			(m) => `column ${unq(m[1])}.${unq(m[2])} is missing from the database`,
+		],
+		[
+			new RegExp(`^ALTER TABLE (${NAME}) ALTER COLUMN (${NAME})`, "i"),
+			(m) =>
+				`column ${unq(m[1])}.${unq(m[2])} differs from the migrations (type, default or nullability)`,
+		],
+		[
+			new RegExp(`^DROP TABLE (${NAME})`, "i"),
+			(m) => `table ${unq(m[1])} exists in the database but in no migration`,
+		],
+		[
+			new RegExp(`^CREATE TABLE (${NAME})`, "i"),
+			(m) => `table ${unq(m[1])} is missing from the database`,
+		],
+		[
+			new RegExp(`^DROP INDEX (${NAME})`, "i"),
+			(m) => `index ${unq(m[1])} exists in the database but in no migration`,
+		],
+		[
+			new RegExp(`^CREATE (?:UNIQUE )?INDEX (${NAME})`, "i"),
+			(m) => `index ${unq(m[1])} is missing from the database`,
+		],
+		[
+			new RegExp(`^ALTER TABLE (${NAME}) DROP CONSTRAINT (${NAME})`, "i"),
+			(m) =>
+				`constraint ${unq(m[2])} on ${unq(m[1])} exists in the database but in no migration`,
+		],
+		[
+			new RegExp(`^ALTER TABLE (${NAME}) ADD CONSTRAINT (${NAME})`, "i"),
+			(m) =>
+				`constraint ${unq(m[2])} on ${unq(m[1])} is missing from the database`,
+		],
+		[
+			new RegExp(`^DROP TYPE (${NAME})`, "i"),
+			(m) => `type ${unq(m[1])} exists in the database but in no migration`,
+		],
+		[
+			new RegExp(`^CREATE TYPE (${NAME})`, "i"),
+			(m) => `type ${unq(m[1])} is missing from the database`,
+		],
+	];
+	for (const [re, say] of rules) {
+		const m = re.exec(sql.trim());
+		if (m) return say(m);
+	}
+	return "the database differs from the migrations";
 }

@@ -10,33 +10,54 @@ import type { Connection } from "./target.ts";
 const KEY = [0x52554e42, 1] as const;
 
 export interface RunLock {
-  release(): Promise<void>;
+	release(): Promise<void>;
 }
 
-export async function acquireRunLock(conn: Connection, runbook: string): Promise<RunLock> {
-  const db: pg.Client = await connect(conn, `runbook:${runbook}`);
-  const { rows } = await db.query<{ ok: boolean }>("select pg_try_advisory_lock($1, $2) as ok", [...KEY]);
-  if (!rows[0].ok) {
-    const holder = await db.query<{ pid: number; app: string; since: Date | null; usename: string }>(
-      `select a.pid, a.application_name as app, a.backend_start as since, a.usename
+export async function acquireRunLock(
+	conn: Connection,
+	runbook: string,
+): Promise<RunLock> {
+	// Through a transaction pooler the session lock would stay on a pooled server connection after
+	// this run ends, and every later runbook would find the database "busy".
+	if (conn.pooled) {
+		throw refusal(
+			`${conn.display} goes through a transaction pooler (pgbouncer=true or port 6543); ${runbook} changes data and needs a direct connection. Nothing was changed.`,
+			"Set DIRECT_URL to the direct (non-pooled) connection string, e.g. port 5432 on Supabase.",
+		);
+	}
+	const db: pg.Client = await connect(conn, `runbook:${runbook}`);
+	const { rows } = await db.query<{ ok: boolean }>(
+		"select pg_try_advisory_lock($1, $2) as ok",
+		[...KEY],
+	);
+	if (!rows[0].ok) {
+		const holder = await db.query<{
+			pid: number;
+			app: string;
+			since: Date | null;
+			usename: string;
+		}>(
+			`select a.pid, a.application_name as app, a.backend_start as since, a.usename
          from pg_locks l join pg_stat_activity a on a.pid = l.pid
         where l.locktype = 'advisory' and l.classid = $1 and l.objid = $2 and l.granted and l.database = (select oid from pg_database where datname = current_database())`,
-      [...KEY],
-    );
-    await db.end().catch(() => {});
-    const h = holder.rows[0];
-    const who = h
-      ? `${h.app.replace(/^runbook:/, "") || "another session"} (pid ${h.pid}, user ${h.usename}, since ${h.since?.toISOString()})`
-      : "another runbook";
-    throw refusal(
-      `Another runbook is already changing ${conn.display}: ${who}. Nothing was changed.`,
-      "Wait for it to finish (or stop it), then rerun. Two changes at once could interleave.",
-    );
-  }
-  return {
-    async release() {
-      await db.query("select pg_advisory_unlock($1, $2)", [...KEY]).catch(() => {});
-      await db.end().catch(() => {});
-    },
-  };
+			[...KEY],
+		);
+		await db.end().catch(() => {});
+		const h = holder.rows[0];
+		const who = h
+			? `${h.app.replace(/^runbook:/, "") || "another session"} (pid ${h.pid}, user ${h.usename}, since ${h.since?.toISOString()})`
+			: "another runbook";
+		throw refusal(
+			`Another runbook is already changing ${conn.display}: ${who}. Nothing was changed.`,
+			"Wait for it to finish (or stop it), then rerun. Two changes at once could interleave.",
+		);
+	}
+	return {
+		async release() {
+			await db
+				.query("select pg_advisory_unlock($1, $2)", [...KEY])
+				.catch(() => {});
+			await db.end().catch(() => {});
+		},
+	};
 }

@@ -14,187 +14,276 @@ import { join } from "node:path";
 import { serverVersion } from "../lib/db.ts";
 import { driftCommands, statements } from "../lib/drift.ts";
 import { RunbookError, usageError } from "../lib/errors.ts";
-import { type History, type LocalMigration, readHistory, readLocalMigrations } from "../lib/migrations.ts";
-import { displayPath, migrationsDir, openStudio, prismaCommand, prismaErrorText, runPrisma } from "../lib/prisma-cli.ts";
+import {
+	type History,
+	type LocalMigration,
+	readHistory,
+	readLocalMigrations,
+} from "../lib/migrations.ts";
+import {
+	displayPath,
+	migrationsDir,
+	openStudio,
+	prismaCommand,
+	prismaErrorText,
+	runPrisma,
+} from "../lib/prisma-cli.ts";
 import { runRunbook } from "../lib/runner.ts";
 import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
 
 interface State {
-  history?: History;
-  created?: LocalMigration;
-  lint?: LintResult;
+	history?: History;
+	created?: LocalMigration;
+	lint?: LintResult;
 }
 
 const nameOf = (flags: Record<string, unknown>) => {
-  const name = flags.name as string | undefined;
-  if (!name) throw usageError("--name is required: a short snake_case name for the migration, e.g. --name add_user_preferences.");
-  if (!/^[a-z0-9_]{1,200}$/i.test(name)) {
-    throw usageError(`--name "${name}" may hold only letters, digits and underscores (it becomes a folder name).`);
-  }
-  return name;
+	const name = flags.name as string | undefined;
+	if (!name)
+		throw usageError(
+			"--name is required: a short snake_case name for the migration, e.g. --name add_user_preferences.",
+		);
+	if (!/^[a-z0-9_]{1,200}$/i.test(name)) {
+		throw usageError(
+			`--name "${name}" may hold only letters, digits and underscores (it becomes a folder name).`,
+		);
+	}
+	return name;
 };
 
 /** Prisma's folder naming: a UTC timestamp, then the name. */
-const folderName = (name: string) => `${new Date().toISOString().replace(/\D/g, "").slice(0, 14)}_${name}`;
+const folderName = (name: string) =>
+	`${new Date().toISOString().replace(/\D/g, "").slice(0, 14)}_${name}`;
 
 await runRunbook<State>({
-  name: "dev-migrate",
-  summary: "Generate a migration from prisma/schema.prisma, lint it, apply it to the local database.",
-  description:
-    "Edit prisma/schema.prisma first. Pending migrations are applied, then Prisma generates the SQL that\n" +
-    "takes the migrations to the schema; it is written to prisma/migrations/<timestamp>_<name>/migration.sql,\n" +
-    "printed, and linted with squawk (unsafe changes explained in plain words), then applied to the local\n" +
-    "database. Refuses a target that is not local or that is marked production (RUNBOOK_ENV=production).",
-  flags: {
-    name: { type: "string", value: "<name>", description: "Name of the migration, e.g. add_user_preferences (required)." },
-    "create-only": { type: "boolean", description: "Write the migration but do not apply it (edit the SQL first)." },
-    studio: { type: "boolean", description: "Open Prisma Studio at the end (Ctrl-C to close it)." },
-  },
-  env: {
-    PRISMA_ENGINE: "Prisma schema engine: wasm (default, offline) or native.",
-    PRISMA_MIGRATIONS_DIR: "Another migrations folder (default prisma/migrations).",
-  },
-  examples: [
-    "npx tsx runbooks/dev-migrate.ts --name add_user_preferences",
-    "npx tsx runbooks/dev-migrate.ts --name add_user_preferences --create-only --dry-run",
-  ],
-  localOnly: true,
-  state: () => ({}),
-  steps: [
-    {
-      title: "Check the local database and its migration history",
-      async run(ctx) {
-        nameOf(ctx.flags);
-        const db = await ctx.db();
-        const v = await serverVersion(db);
-        const h = await readHistory(db, migrationsDir(ctx.env));
-        ctx.state.history = h;
-        const failed = h.issues.filter((i) => i.kind === "failed");
-        if (failed.length) {
-          throw new RunbookError(
-            `Migration ${failed[0].migration} failed on this database; fix that first.`,
-            3,
-            "See `npx tsx runbooks/validate.ts`; on a local database a reset is often simplest: npx prisma migrate reset --config prisma/prisma.config.ts",
-          );
-        }
-        return {
-          summary: `PostgreSQL ${v.text}; ${h.local.length} migrations, ${h.pending.length} pending`,
-        };
-      },
-    },
-    {
-      title: "Apply pending migrations (prisma migrate deploy)",
-      kind: "change",
-      skip: (ctx) => (ctx.state.history?.pending.length ? false : "none pending"),
-      plan: (ctx) => [prismaCommand(["migrate", "deploy"]), ...(ctx.state.history?.pending.map((m) => `  ${m.name}`) ?? [])],
-      async run(ctx) {
-        const run = await runPrisma(["migrate", "deploy"], ctx.target, ctx.env, ctx.signal);
-        if (run.exitCode !== 0) throw new RunbookError(`prisma migrate deploy failed:\n${prismaErrorText(run)}`);
-        return { summary: `applied ${ctx.state.history?.pending.length}` };
-      },
-    },
-    {
-      title: "Generate the migration SQL from prisma/schema.prisma (prisma migrate diff)",
-      kind: "write",
-      async plan(ctx) {
-        const lines = [
-          `${prismaCommand(driftCommands(displayPath(migrationsDir(ctx.env))).schema)} > ${displayPath(migrationsDir(ctx.env))}/<timestamp>_${nameOf(ctx.flags)}/migration.sql`,
-        ];
-        if (ctx.dryRun) {
-          // Show the SQL Prisma would write, without writing it.
-          const { script, statements: sql } = await generate(ctx);
-          lines.push(sql.length ? `-- SQL it would write:\n${script.trim()}` : "-- schema.prisma has no change to migrate");
-        }
-        return lines;
-      },
-      async run(ctx) {
-        const { script, statements: sql } = await generate(ctx);
-        if (sql.length === 0) return { summary: "no schema change: prisma/schema.prisma already matches the migrations" };
-        const dir = join(migrationsDir(ctx.env), folderName(nameOf(ctx.flags)));
-        mkdirSync(dir, { recursive: true });
-        writeFileSync(join(dir, "migration.sql"), script);
-        ctx.state.created = readLocalMigrations(migrationsDir(ctx.env)).find((m) => join(migrationsDir(ctx.env), m.name) === dir);
-        return { summary: `wrote ${displayPath(dir)}/migration.sql` };
-      },
-    },
-    {
-      title: "Show the SQL and lint it with squawk",
-      skip: (ctx) => (ctx.state.created ? false : ctx.dryRun ? "dry run: nothing written" : "no new migration"),
-      async run(ctx) {
-        const m = ctx.state.created as LocalMigration;
-        ctx.log(m.sql.trim());
-        ctx.log();
-        const lint = await lintSql(m.sql, `${m.name}/migration.sql`);
-        ctx.state.lint = lint;
-        for (const line of describeFindings(lint)) ctx.log(line);
-        const unsafe = lint.findings.length;
-        return {
-          status: unsafe ? "warning" : "ok",
-          summary: unsafe
-            ? `${unsafe} unsafe change(s): fine on your laptop, but deploy-production refuses them unless allowed (--allow <rule>)`
-            : "no unsafe statements",
-          data: lint,
-        };
-      },
-    },
-    {
-      title: "Apply it to the local database (prisma migrate deploy)",
-      kind: "change",
-      skip: (ctx) =>
-        ctx.flags["create-only"]
-          ? "--create-only: edit the SQL, then rerun without --create-only to apply it"
-          : !ctx.state.created && !ctx.dryRun
-            ? "no new migration"
-            : false,
-      plan: () => [prismaCommand(["migrate", "deploy"])],
-      async run(ctx) {
-        const m = ctx.state.created as LocalMigration;
-        const run = await runPrisma(["migrate", "deploy"], ctx.target, ctx.env, ctx.signal);
-        if (run.exitCode !== 0) {
-          throw new RunbookError(`Prisma could not apply ${m.name}:\n${prismaErrorText(run)}`);
-        }
-        return { summary: `applied ${m.name}` };
-      },
-      onFailure: (ctx) => {
-        const dir = `${displayPath(migrationsDir(ctx.env))}/${ctx.state.created?.name}`;
-        return (
-          `The migration's transaction was rolled back and ${dir} is kept; Prisma recorded it as failed.\n` +
-          `Fix prisma/schema.prisma, then: rm -r ${dir} && npx prisma migrate reset --config prisma/prisma.config.ts (local data is lost), and rerun.`
-        );
-      },
-    },
-    {
-      title: "Check the status (prisma migrate status)",
-      async run(ctx) {
-        const run = await runPrisma(["migrate", "status"], ctx.target, ctx.env, ctx.signal);
-        ctx.log(prismaErrorText(run));
-        return {
-          status: run.exitCode === 0 ? "ok" : "warning",
-          summary: run.exitCode === 0 ? "database schema is up to date" : "migrations remain to apply",
-        };
-      },
-    },
-    {
-      title: "Open Prisma Studio",
-      skip: (ctx) => (ctx.flags.studio ? false : "pass --studio to browse the data"),
-      async run(ctx) {
-        ctx.log("Prisma Studio runs until you press Ctrl-C.");
-        await openStudio(ctx.target, ctx.env, ctx.signal);
-        return { summary: "closed" };
-      },
-    },
-  ],
-  summarize: (ctx) => ({
-    migration: ctx.state.created?.name ?? null,
-    findings: ctx.state.lint?.findings ?? [],
-  }),
+	name: "dev-migrate",
+	summary:
+		"Generate a migration from prisma/schema.prisma, lint it, apply it to the local database.",
+	description:
+		"Edit prisma/schema.prisma first. Pending migrations are applied, then Prisma generates the SQL that\n" +
+		"takes the migrations to the schema; it is written to prisma/migrations/<timestamp>_<name>/migration.sql,\n" +
+		"printed, and linted with squawk (unsafe changes explained in plain words), then applied to the local\n" +
+		"database. Refuses a target that is not local or that is marked production (RUNBOOK_ENV=production).",
+	flags: {
+		name: {
+			type: "string",
+			value: "<name>",
+			description:
+				"Name of the migration, e.g. add_user_preferences (required).",
+		},
+		"create-only": {
+			type: "boolean",
+			description:
+				"Write the migration but do not apply it (edit the SQL first).",
+		},
+		studio: {
+			type: "boolean",
+			description: "Open Prisma Studio at the end (Ctrl-C to close it).",
+		},
+	},
+	env: {
+		PRISMA_ENGINE: "Prisma schema engine: wasm (default, offline) or native.",
+		PRISMA_MIGRATIONS_DIR:
+			"Another migrations folder (default prisma/migrations).",
+	},
+	examples: [
+		"npx tsx runbooks/dev-migrate.ts --name add_user_preferences",
+		"npx tsx runbooks/dev-migrate.ts --name add_user_preferences --create-only --dry-run",
+	],
+	localOnly: true,
+	state: () => ({}),
+	steps: [
+		{
+			title: "Check the local database and its migration history",
+			async run(ctx) {
+				nameOf(ctx.flags);
+				const db = await ctx.db();
+				const v = await serverVersion(db);
+				const h = await readHistory(db, migrationsDir(ctx.env));
+				ctx.state.history = h;
+				const failed = h.issues.filter((i) => i.kind === "failed");
+				if (failed.length) {
+					throw new RunbookError(
+						`Migration ${failed[0].migration} failed on this database; fix that first.`,
+						3,
+						"See `npx tsx runbooks/validate.ts`; on a local database a reset is often simplest: npx prisma migrate reset --config prisma/prisma.config.ts",
+					);
+				}
+				return {
+					summary: `PostgreSQL ${v.text}; ${h.local.length} migrations, ${h.pending.length} pending`,
+				};
+			},
+		},
+		{
+			title: "Apply pending migrations (prisma migrate deploy)",
+			kind: "change",
+			skip: (ctx) =>
+				ctx.state.history?.pending.length ? false : "none pending",
+			plan: (ctx) => [
+				prismaCommand(["migrate", "deploy"]),
+				...(ctx.state.history?.pending.map((m) => `  ${m.name}`) ?? []),
+			],
+			async run(ctx) {
+				const run = await runPrisma(
+					["migrate", "deploy"],
+					ctx.target,
+					ctx.env,
+					ctx.signal,
+				);
+				if (run.exitCode !== 0)
+					throw new RunbookError(
+						`prisma migrate deploy failed:\n${prismaErrorText(run)}`,
+					);
+				return { summary: `applied ${ctx.state.history?.pending.length}` };
+			},
+		},
+		{
+			title:
+				"Generate the migration SQL from prisma/schema.prisma (prisma migrate diff)",
+			kind: "write",
+			async plan(ctx) {
+				const lines = [
+					`${prismaCommand(driftCommands(displayPath(migrationsDir(ctx.env))).schema)} > ${displayPath(migrationsDir(ctx.env))}/<timestamp>_${nameOf(ctx.flags)}/migration.sql`,
+				];
+				if (ctx.dryRun) {
+					// Show the SQL Prisma would write, without writing it.
+					const { script, statements: sql } = await generate(ctx);
+					lines.push(
+						sql.length
+							? `-- SQL it would write:\n${script.trim()}`
+							: "-- schema.prisma has no change to migrate",
+					);
+				}
+				return lines;
+			},
+			async run(ctx) {
+				const { script, statements: sql } = await generate(ctx);
+				if (sql.length === 0)
+					return {
+						summary:
+							"no schema change: prisma/schema.prisma already matches the migrations",
+					};
+				const dir = join(migrationsDir(ctx.env), folderName(nameOf(ctx.flags)));
+				mkdirSync(dir, { recursive: true });
+				writeFileSync(join(dir, "migration.sql"), script);
+				ctx.state.created = readLocalMigrations(migrationsDir(ctx.env)).find(
+					(m) => join(migrationsDir(ctx.env), m.name) === dir,
+				);
+				return { summary: `wrote ${displayPath(dir)}/migration.sql` };
+			},
+		},
+		{
+			title: "Show the SQL and lint it with squawk",
+			skip: (ctx) =>
+				ctx.state.created
+					? false
+					: ctx.dryRun
+						? "dry run: nothing written"
+						: "no new migration",
+			async run(ctx) {
+				const m = ctx.state.created as LocalMigration;
+				ctx.log(m.sql.trim());
+				ctx.log();
+				const lint = await lintSql(m.sql, `${m.name}/migration.sql`);
+				ctx.state.lint = lint;
+				for (const line of describeFindings(lint)) ctx.log(line);
+				const unsafe = lint.findings.length;
+				return {
+					status: unsafe ? "warning" : "ok",
+					summary: unsafe
+						? `${unsafe} unsafe change(s): fine on your laptop, but deploy-production refuses them unless allowed (--allow <rule>)`
+						: "no unsafe statements",
+					data: lint,
+				};
+			},
+		},
+		{
+			title: "Apply it to the local database (prisma migrate deploy)",
+			kind: "change",
+			skip: (ctx) =>
+				ctx.flags["create-only"]
+					? "--create-only: edit the SQL, then rerun without --create-only to apply it"
+					: !ctx.state.created && !ctx.dryRun
+						? "no new migration"
+						: false,
+			plan: () => [prismaCommand(["migrate", "deploy"])],
+			async run(ctx) {
+				const m = ctx.state.created as LocalMigration;
+				const run = await runPrisma(
+					["migrate", "deploy"],
+					ctx.target,
+					ctx.env,
+					ctx.signal,
+				);
+				if (run.exitCode !== 0) {
+					throw new RunbookError(
+						`Prisma could not apply ${m.name}:\n${prismaErrorText(run)}`,
+					);
+				}
+				return { summary: `applied ${m.name}` };
+			},
+			onFailure: (ctx) => {
+				const dir = `${displayPath(migrationsDir(ctx.env))}/${ctx.state.created?.name}`;
+				return (
+					`The migration's transaction was rolled back and ${dir} is kept; Prisma recorded it as failed.\n` +
+					`Fix prisma/schema.prisma, then: rm -r ${dir} && npx prisma migrate reset --config prisma/prisma.config.ts (local data is lost), and rerun.`
+				);
+			},
+		},
+		{
+			title: "Check the status (prisma migrate status)",
+			async run(ctx) {
+				const run = await runPrisma(
+					["migrate", "status"],
+					ctx.target,
+					ctx.env,
+					ctx.signal,
+				);
+				ctx.log(prismaErrorText(run));
+				return {
+					status: run.exitCode === 0 ? "ok" : "warning",
+					summary:
+						run.exitCode === 0
+							? "database schema is up to date"
+							: "migrations remain to apply",
+				};
+			},
+		},
+		{
+			title: "Open Prisma Studio",
+			skip: (ctx) =>
+				ctx.flags.studio ? false : "pass --studio to browse the data",
+			async run(ctx) {
+				ctx.log("Prisma Studio runs until you press Ctrl-C.");
+				await openStudio(ctx.target, ctx.env, ctx.signal);
+				return { summary: "closed" };
+			},
+		},
+	],
+	summarize: (ctx) => ({
+		migration: ctx.state.created?.name ?? null,
+		findings: ctx.state.lint?.findings ?? [],
+	}),
 });
 
 /** Prisma's SQL from the migrations' end state to prisma/schema.prisma. */
-async function generate(ctx: { target: Parameters<typeof runPrisma>[1]; env: Record<string, string | undefined>; signal: AbortSignal }) {
-  const run = await runPrisma(driftCommands(migrationsDir(ctx.env)).schema, ctx.target, ctx.env, ctx.signal);
-  if (run.exitCode !== 0) {
-    throw new RunbookError(`prisma migrate diff failed:\n${prismaErrorText(run)}`, 1, "Check prisma/schema.prisma with: npx prisma validate --config prisma/prisma.config.ts");
-  }
-  return { script: run.stdout, statements: statements(run.stdout) };
+async function generate(ctx: {
+	target: Parameters<typeof runPrisma>[1];
+	env: Record<string, string | undefined>;
+	signal: AbortSignal;
+}) {
+	const run = await runPrisma(
+		driftCommands(migrationsDir(ctx.env)).schema,
+		ctx.target,
+		ctx.env,
+		ctx.signal,
+	);
+	if (run.exitCode !== 0) {
+		throw new RunbookError(
+			`prisma migrate diff failed:\n${prismaErrorText(run)}`,
+			1,
+			"Check prisma/schema.prisma with: npx prisma validate --config prisma/prisma.config.ts",
+		);
+	}
+	return { script: run.stdout, statements: statements(run.stdout) };
 }

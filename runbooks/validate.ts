@@ -4,149 +4,198 @@
 
 import { describeTables, formatBytes, type TableInfo } from "../lib/catalog.ts";
 import { serverVersion } from "../lib/db.ts";
-import { DRIFT_COMMANDS, type DriftReport, detectDrift, explainDriftStatement } from "../lib/drift.ts";
+import {
+	DRIFT_COMMANDS,
+	type DriftReport,
+	detectDrift,
+	explainDriftStatement,
+} from "../lib/drift.ts";
 import { type History, readHistory } from "../lib/migrations.ts";
+import { table } from "../lib/output.ts";
 import { prismaCommand } from "../lib/prisma-cli.ts";
 import { runRunbook } from "../lib/runner.ts";
-import { table } from "../lib/output.ts";
 
 interface State {
-  server?: string;
-  tables: TableInfo[];
-  history?: History;
-  drift?: DriftReport;
-  problems: string[];
+	server?: string;
+	tables: TableInfo[];
+	history?: History;
+	drift?: DriftReport;
+	problems: string[];
 }
 
 await runRunbook<State>({
-  name: "validate",
-  summary: "Check the database's structure, its migration history and drift; exit 1 naming each problem.",
-  description:
-    "Read-only. Healthy means: every migration in prisma/migrations is applied and unchanged, none failed\n" +
-    "or rolled back, no applied migration is missing locally, the database matches what the migrations\n" +
-    "build, and prisma/schema.prisma has no change without a migration.",
-  flags: {
-    tables: { type: "boolean", description: "Print every table's columns, constraints and indexes (default: a summary)." },
-  },
-  env: { PRISMA_ENGINE: "Prisma schema engine: wasm (default, offline) or native." },
-  examples: [
-    "npx tsx runbooks/validate.ts",
-    "npx tsx runbooks/validate.ts --tables",
-    "npx tsx runbooks/validate.ts --json | jq .problems",
-  ],
-  state: () => ({ tables: [], problems: [] }),
-  steps: [
-    {
-      title: "Connect to the database",
-      async run(ctx) {
-        const v = await serverVersion(await ctx.db());
-        ctx.state.server = v.text;
-        return { summary: `PostgreSQL ${v.text}` };
-      },
-    },
-    {
-      title: "Inspect tables, constraints and indexes",
-      async run(ctx) {
-        const tables = await describeTables(await ctx.db());
-        ctx.state.tables = tables;
-        const app = tables.filter((t) => t.name !== "_prisma_migrations");
-        ctx.log(
-          table(
-            app.map((t) => ({
-              table: t.name,
-              "rows (est.)": t.estimatedRows,
-              size: formatBytes(t.totalBytes),
-              columns: t.columns.length,
-              constraints: t.constraints.length,
-              indexes: t.indexes.length,
-            })),
-          ),
-        );
-        if (ctx.flags.tables) for (const t of app) printTable(ctx.log, t);
-        const problems: string[] = [];
-        for (const t of tables) {
-          for (const i of t.indexes.filter((x) => !x.valid)) {
-            problems.push(`index ${i.name} on ${t.name} is invalid (a failed CREATE INDEX CONCURRENTLY): drop and recreate it`);
-          }
-          for (const c of t.constraints.filter((x) => !x.validated)) {
-            problems.push(`constraint ${c.name} on ${t.name} is NOT VALID: existing rows were never checked (run VALIDATE CONSTRAINT)`);
-          }
-        }
-        for (const p of problems) ctx.warn(p);
-        ctx.state.problems.push(...problems);
-        return {
-          summary: `${app.length} tables`,
-          status: problems.length ? "problem" : "ok",
-          data: tables,
-        };
-      },
-    },
-    {
-      title: "Check the migration history (_prisma_migrations)",
-      async run(ctx) {
-        const h = await readHistory(await ctx.db());
-        ctx.state.history = h;
-        if (h.tableMissing) {
-          const p = "no _prisma_migrations table: no migration was ever deployed to this database";
-          ctx.state.problems.push(p);
-          ctx.warn(p);
-          return { status: "problem", summary: `${h.local.length} migrations in the repository, none applied` };
-        }
-        ctx.log(`${h.local.length} migrations in prisma/migrations, latest applied: ${h.latestApplied ?? "none"}`);
-        for (const i of h.issues) {
-          const p = `migration ${i.migration}: ${i.detail}`;
-          ctx.state.problems.push(p);
-          ctx.warn(p);
-        }
-        const failed = h.issues.filter((i) => i.kind === "failed");
-        if (failed.length) {
-          ctx.log(`To inspect the failure: select logs from _prisma_migrations where migration_name = '${failed[0].migration}';`);
-        }
-        return {
-          status: h.issues.length ? "problem" : "ok",
-          summary: h.issues.length ? `${h.issues.length} problem(s)` : "all migrations applied, none failed or changed",
-          data: { issues: h.issues, latest_applied: h.latestApplied },
-        };
-      },
-    },
-    {
-      title: "Check drift (prisma migrate diff)",
-      async run(ctx) {
-        ctx.log(`${prismaCommand(DRIFT_COMMANDS.introspect)} > database.prisma`);
-        ctx.log(prismaCommand(DRIFT_COMMANDS.database("database.prisma")));
-        ctx.log(prismaCommand(DRIFT_COMMANDS.schema));
-        const drift = await detectDrift(ctx.target, ctx.env, ctx.signal);
-        ctx.state.drift = drift;
-        const problems: string[] = [];
-        for (const sql of drift.databaseVsMigrations) {
-          problems.push(`${explainDriftStatement(sql)}; to undo: ${sql}`);
-        }
-        for (const sql of drift.migrationsVsSchema) {
-          problems.push(`prisma/schema.prisma has a change no migration holds (create one with runbooks/dev-migrate.ts): ${sql}`);
-        }
-        for (const p of problems) ctx.warn(p);
-        ctx.state.problems.push(...problems.map((p) => `drift: ${p}`));
-        return {
-          status: problems.length ? "problem" : "ok",
-          summary: problems.length ? "drift found" : "no drift",
-          data: drift,
-        };
-      },
-    },
-  ],
-  summarize: (ctx, ok) => ({
-    server_version: ctx.state.server ?? null,
-    healthy: ok && ctx.state.problems.length === 0,
-    problems: ctx.state.problems,
-    latest_applied: ctx.state.history?.latestApplied ?? null,
-    drift: ctx.state.drift ?? null,
-  }),
+	name: "validate",
+	summary:
+		"Check the database's structure, its migration history and drift; exit 1 naming each problem.",
+	description:
+		"Read-only. Healthy means: every migration in prisma/migrations is applied and unchanged, none failed\n" +
+		"or rolled back, no applied migration is missing locally, the database matches what the migrations\n" +
+		"build, and prisma/schema.prisma has no change without a migration.",
+	flags: {
+		tables: {
+			type: "boolean",
+			description:
+				"Print every table's columns, constraints and indexes (default: a summary).",
+		},
+	},
+	env: {
+		PRISMA_ENGINE: "Prisma schema engine: wasm (default, offline) or native.",
+	},
+	examples: [
+		"npx tsx runbooks/validate.ts",
+		"npx tsx runbooks/validate.ts --tables",
+		"npx tsx runbooks/validate.ts --json | jq .problems",
+	],
+	state: () => ({ tables: [], problems: [] }),
+	steps: [
+		{
+			title: "Connect to the database",
+			async run(ctx) {
+				const v = await serverVersion(await ctx.db());
+				ctx.state.server = v.text;
+				return { summary: `PostgreSQL ${v.text}` };
+			},
+		},
+		{
+			title: "Inspect tables, constraints and indexes",
+			async run(ctx) {
+				const tables = await describeTables(await ctx.db());
+				ctx.state.tables = tables;
+				const app = tables.filter((t) => t.name !== "_prisma_migrations");
+				ctx.log(
+					table(
+						app.map((t) => ({
+							table: t.name,
+							"rows (est.)": t.estimatedRows,
+							size: formatBytes(t.totalBytes),
+							columns: t.columns.length,
+							constraints: t.constraints.length,
+							indexes: t.indexes.length,
+						})),
+					),
+				);
+				if (ctx.flags.tables) for (const t of app) printTable(ctx.log, t);
+				const problems: string[] = [];
+				for (const t of tables) {
+					for (const i of t.indexes.filter((x) => !x.valid)) {
+						problems.push(
+							`index ${i.name} on ${t.name} is invalid (a failed CREATE INDEX CONCURRENTLY): drop and recreate it`,
+						);
+					}
+					for (const c of t.constraints.filter((x) => !x.validated)) {
+						problems.push(
+							`constraint ${c.name} on ${t.name} is NOT VALID: existing rows were never checked (run VALIDATE CONSTRAINT)`,
+						);
+					}
+				}
+				for (const p of problems) ctx.warn(p);
+				ctx.state.problems.push(...problems);
+				return {
+					summary: `${app.length} tables`,
+					status: problems.length ? "problem" : "ok",
+					data: tables,
+				};
+			},
+		},
+		{
+			title: "Check the migration history (_prisma_migrations)",
+			async run(ctx) {
+				const h = await readHistory(await ctx.db());
+				ctx.state.history = h;
+				if (h.tableMissing) {
+					const p =
+						"no _prisma_migrations table: no migration was ever deployed to this database";
+					ctx.state.problems.push(p);
+					ctx.warn(p);
+					return {
+						status: "problem",
+						summary: `${h.local.length} migrations in the repository, none applied`,
+					};
+				}
+				ctx.log(
+					`${h.local.length} migrations in prisma/migrations, latest applied: ${h.latestApplied ?? "none"}`,
+				);
+				for (const i of h.issues) {
+					const p = `migration ${i.migration}: ${i.detail}`;
+					ctx.state.problems.push(p);
+					ctx.warn(p);
+				}
+				const failed = h.issues.filter((i) => i.kind === "failed");
+				if (failed.length) {
+					ctx.log(
+						`To inspect the failure: select logs from _prisma_migrations where migration_name = '${failed[0].migration}';`,
+					);
+				}
+				return {
+					status: h.issues.length ? "problem" : "ok",
+					summary: h.issues.length
+						? `${h.issues.length} problem(s)`
+						: "all migrations applied, none failed or changed",
+					data: { issues: h.issues, latest_applied: h.latestApplied },
+				};
+			},
+		},
+		{
+			title: "Check drift (prisma migrate diff)",
+			async run(ctx) {
+				ctx.log(
+					`${prismaCommand(DRIFT_COMMANDS.introspect)} > database.prisma`,
+				);
+				ctx.log(prismaCommand(DRIFT_COMMANDS.database("database.prisma")));
+				ctx.log(prismaCommand(DRIFT_COMMANDS.schema));
+				const drift = await detectDrift(ctx.target, ctx.env, ctx.signal);
+				ctx.state.drift = drift;
+				const problems: string[] = [];
+				for (const sql of drift.databaseVsMigrations) {
+					problems.push(`${explainDriftStatement(sql)}; to undo: ${sql}`);
+				}
+				for (const sql of drift.migrationsVsSchema) {
+					problems.push(
+						`prisma/schema.prisma has a change no migration holds (create one with runbooks/dev-migrate.ts): ${sql}`,
+					);
+				}
+				for (const p of problems) ctx.warn(p);
+				ctx.state.problems.push(...problems.map((p) => `drift: ${p}`));
+				return {
+					status: problems.length ? "problem" : "ok",
+					summary: problems.length ? "drift found" : "no drift",
+					data: drift,
+				};
+			},
+		},
+	],
+	summarize: (ctx, ok) => ({
+		server_version: ctx.state.server ?? null,
+		healthy: ok && ctx.state.problems.length === 0,
+		problems: ctx.state.problems,
+		latest_applied: ctx.state.history?.latestApplied ?? null,
+		drift: ctx.state.drift ?? null,
+	}),
 });
 
 function printTable(log: (text?: string) => void, t: TableInfo): void {
-  log();
-  log(`${t.name}`);
-  log(table(t.columns.map((c) => ({ column: c.name, type: c.type, null: c.nullable ? "yes" : "no", default: c.default }))));
-  log(table(t.constraints.map((c) => ({ constraint: c.name, type: c.type, definition: c.definition }))));
-  log(table(t.indexes.map((i) => ({ index: i.name, definition: i.definition }))));
+	log();
+	log(`${t.name}`);
+	log(
+		table(
+			t.columns.map((c) => ({
+				column: c.name,
+				type: c.type,
+				null: c.nullable ? "yes" : "no",
+				default: c.default,
+			})),
+		),
+	);
+	log(
+		table(
+			t.constraints.map((c) => ({
+				constraint: c.name,
+				type: c.type,
+				definition: c.definition,
+			})),
+		),
+	);
+	log(
+		table(t.indexes.map((i) => ({ index: i.name, definition: i.definition }))),
+	);
 }

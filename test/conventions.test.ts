@@ -5,67 +5,94 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { seedFaceSwap } from "./support/fixtures.ts";
-import { createDatabase, dropDatabase, ROOT, runPrismaCli, runRunbook, scratchDir } from "./support/harness.ts";
+import {
+	createDatabase,
+	dropDatabase,
+	ROOT,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
 import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
 
 /** Arguments that make each runbook's dry run meaningful. Every runbook must be listed. */
 const DRY_RUN_ARGS: Record<string, string[]> = {
-  validate: [],
-  "dev-migrate": ["--name", "dry_run_check"],
+	validate: [],
+	"dev-migrate": ["--name", "dry_run_check"],
 };
 
 const runbooks = readdirSync(join(ROOT, "runbooks"))
-  .filter((f) => f.endsWith(".ts"))
-  .map((f) => f.replace(/\.ts$/, ""))
-  .sort();
+	.filter((f) => f.endsWith(".ts"))
+	.map((f) => f.replace(/\.ts$/, ""))
+	.sort();
 
 let url: string;
 
 beforeAll(async () => {
-  url = await createDatabase("conventions");
-  const deploy = await runPrismaCli(["migrate", "deploy"], url);
-  expect(deploy.code, deploy.stderr).toBe(0);
-  await seedFaceSwap(url, { users: 200 });
+	url = await createDatabase("conventions");
+	const deploy = await runPrismaCli(["migrate", "deploy"], url);
+	expect(deploy.code, deploy.stderr).toBe(0);
+	await seedFaceSwap(url, { users: 200 });
 });
 
 afterAll(async () => {
-  await dropDatabase(url);
+	await dropDatabase(url);
 });
 
 describe.each(runbooks)("runbooks/%s.ts", (name) => {
-  it("answers --help without a database", async () => {
-    const run = await runRunbook(name, ["--help"], { env: { DATABASE_URL: undefined } });
-    expect(run.code, run.stderr).toBe(0);
-    for (const part of ["Usage:", "Steps:", "Flags:", "Environment:", "Examples:", "--dry-run", "DATABASE_URL"]) {
-      expect(run.stdout).toContain(part);
-    }
-  });
+	it("answers --help without a database", async () => {
+		const run = await runRunbook(name, ["--help"], {
+			env: { DATABASE_URL: undefined },
+		});
+		expect(run.code, run.stderr).toBe(0);
+		for (const part of [
+			"Usage:",
+			"Steps:",
+			"Flags:",
+			"Environment:",
+			"Examples:",
+			"--dry-run",
+			"DATABASE_URL",
+		]) {
+			expect(run.stdout).toContain(part);
+		}
+	});
 
-  it("rejects an unknown flag and a missing DATABASE_URL with exit 2", async () => {
-    const unknown = await runRunbook(name, ["--no-such-flag"], { env: { DATABASE_URL: url } });
-    expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toContain("Unknown flag --no-such-flag.");
-    const noUrl = await runRunbook(name, [...(DRY_RUN_ARGS[name] ?? []), "--dry-run"], {
-      env: { DATABASE_URL: undefined },
-      cwd: scratchDir(),
-    });
-    expect(noUrl.code).toBe(2);
-    expect(noUrl.stderr).toContain("DATABASE_URL is not set.");
-  });
+	it("rejects an unknown flag and a missing DATABASE_URL with exit 2", async () => {
+		const unknown = await runRunbook(name, ["--no-such-flag"], {
+			env: { DATABASE_URL: url },
+		});
+		expect(unknown.code).toBe(2);
+		expect(unknown.stderr).toContain("Unknown flag --no-such-flag.");
+		const noUrl = await runRunbook(
+			name,
+			[...(DRY_RUN_ARGS[name] ?? []), "--dry-run"],
+			{
+				env: { DATABASE_URL: undefined },
+				cwd: scratchDir(),
+			},
+		);
+		expect(noUrl.code).toBe(2);
+		expect(noUrl.stderr).toContain("DATABASE_URL is not set.");
+	});
 
-  it("changes nothing under --dry-run", async () => {
-    expect(DRY_RUN_ARGS[name], `add ${name} to DRY_RUN_ARGS`).toBeDefined();
-    const audit = join(scratchDir(), "audit.jsonl");
-    const watched = [join(ROOT, "prisma"), join(ROOT, ".env"), join(ROOT, "backups")];
-    const filesBefore = snapshotFiles(watched);
-    const dbBefore = await snapshotDatabase(url);
-    const run = await runRunbook(name, [...DRY_RUN_ARGS[name], "--dry-run"], {
-      env: { DATABASE_URL: url, RUNBOOK_AUDIT_LOG: audit },
-    });
-    expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
-    expect(run.stdout).toContain("dry run");
-    expect(await snapshotDatabase(url)).toEqual(dbBefore);
-    expect(snapshotFiles(watched)).toEqual(filesBefore);
-    expect(existsSync(audit)).toBe(false);
-  });
+	it("changes nothing under --dry-run", async () => {
+		expect(DRY_RUN_ARGS[name], `add ${name} to DRY_RUN_ARGS`).toBeDefined();
+		const audit = join(scratchDir(), "audit.jsonl");
+		const watched = [
+			join(ROOT, "prisma"),
+			join(ROOT, ".env"),
+			join(ROOT, "backups"),
+		];
+		const filesBefore = snapshotFiles(watched);
+		const dbBefore = await snapshotDatabase(url);
+		const run = await runRunbook(name, [...DRY_RUN_ARGS[name], "--dry-run"], {
+			env: { DATABASE_URL: url, RUNBOOK_AUDIT_LOG: audit },
+		});
+		expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+		expect(run.stdout).toContain("dry run");
+		expect(await snapshotDatabase(url)).toEqual(dbBefore);
+		expect(snapshotFiles(watched)).toEqual(filesBefore);
+		expect(existsSync(audit)).toBe(false);
+	});
 });

@@ -55,10 +55,11 @@ try {
 	// A developer's checkout: dev-migrate writes into its prisma/ folder, not into this repository's.
 	const repo = copyRepository();
 	const work = scratchDir();
-	const env = {
+	const auditLog = join(work, "audit.jsonl");
+	const env: NodeJS.ProcessEnv = {
 		...process.env,
 		DATABASE_URL: databaseUrl,
-		RUNBOOK_AUDIT_LOG: join(work, "audit.jsonl"),
+		RUNBOOK_AUDIT_LOG: auditLog,
 		BACKUP_DIR: join(work, "backups"),
 	};
 	const run = (runbook: string, args: string[]) =>
@@ -161,9 +162,9 @@ model UserPreferences {
 		}
 		await scene.after?.();
 	}
-	banner(`Audit log of this demo: ${env.RUNBOOK_AUDIT_LOG}`);
+	banner(`Audit log of this demo: ${auditLog}`);
 	process.stdout.write(
-		`${readFileSync(env.RUNBOOK_AUDIT_LOG, "utf8").trim().split("\n").slice(-4).join("\n")}\n`,
+		`${readFileSync(auditLog, "utf8").trim().split("\n").slice(-4).join("\n")}\n`,
 	);
 } finally {
 	await server.stop();

@@ -9,138 +9,204 @@ import { parseInvocation } from "../lib/cli.ts";
 import { EXIT, plainError, RunbookError } from "../lib/errors.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg-tools.ts";
 import { redact } from "../lib/secrets.ts";
-import { isLocalHost, libpqEnv, makeTarget, parseConnection } from "../lib/target.ts";
+import {
+	isLocalHost,
+	libpqEnv,
+	makeTarget,
+	parseConnection,
+} from "../lib/target.ts";
 import { adminUrl } from "./support/harness.ts";
 
 describe("targets and masking", () => {
-  it("shows a target as user@host:port/db and never its password", () => {
-    const c = parseConnection("postgresql://app:s3cr%40t-pw@db.example.com:6543/faceswap?pgbouncer=true");
-    expect(c.display).toBe("app@db.example.com:6543/faceswap");
-    expect(c.password).toBe("s3cr@t-pw");
-    expect(c.pooled).toBe(true);
-    expect(redact(`failed: ${c.url} with s3cr@t-pw`)).toBe("failed: **** with ****");
-    expect(redact("postgres://u:other-password@h/db")).toBe("postgres://u:****@h/db");
-  });
+	it("shows a target as user@host:port/db and never its password", () => {
+		const c = parseConnection(
+			"postgresql://app:s3cr%40t-pw@db.example.com:6543/faceswap?pgbouncer=true",
+		);
+		expect(c.display).toBe("app@db.example.com:6543/faceswap");
+		expect(c.password).toBe("s3cr@t-pw");
+		expect(c.pooled).toBe(true);
+		expect(redact(`failed: ${c.url} with s3cr@t-pw`)).toBe(
+			"failed: **** with ****",
+		);
+		expect(redact("postgres://u:other-password@h/db")).toBe(
+			"postgres://u:****@h/db",
+		);
+	});
 
-  it("tells local hosts from remote ones and honours RUNBOOK_ENV=production", () => {
-    for (const h of ["localhost", "127.0.0.1", "127.1.2.3", "::1", "/var/run/postgresql"]) expect(isLocalHost(h)).toBe(true);
-    for (const h of ["db.example.com", "10.0.0.5", "128.0.0.1"]) expect(isLocalHost(h)).toBe(false);
-    const t = makeTarget("postgresql://u:p@localhost/db", "postgresql://u:p@db.supabase.co:5432/postgres", {
-      RUNBOOK_ENV: "production",
-    });
-    expect(t.isLocal).toBe(false);
-    expect(t.isProduction).toBe(true);
-    expect(t.direct.display).toBe("u@db.supabase.co:5432/postgres");
-  });
+	it("tells local hosts from remote ones and honours RUNBOOK_ENV=production", () => {
+		for (const h of [
+			"localhost",
+			"127.0.0.1",
+			"127.1.2.3",
+			"::1",
+			"/var/run/postgresql",
+		])
+			expect(isLocalHost(h)).toBe(true);
+		for (const h of ["db.example.com", "10.0.0.5", "128.0.0.1"])
+			expect(isLocalHost(h)).toBe(false);
+		const t = makeTarget(
+			"postgresql://u:p@localhost/db",
+			"postgresql://u:p@db.supabase.co:5432/postgres",
+			{
+				RUNBOOK_ENV: "production",
+			},
+		);
+		expect(t.isLocal).toBe(false);
+		expect(t.isProduction).toBe(true);
+		expect(t.direct.display).toBe("u@db.supabase.co:5432/postgres");
+	});
 
-  it("rejects malformed connection strings with exit 2", () => {
-    for (const bad of ["mysql://u:p@h/db", "not a url", "postgresql://u:p@h:99999/db", "postgresql://u:p@h:5432/"]) {
-      let err: unknown;
-      try {
-        parseConnection(bad);
-      } catch (e) {
-        err = e;
-      }
-      expect(err, bad).toBeInstanceOf(RunbookError);
-      expect((err as RunbookError).exitCode).toBe(EXIT.usage);
-      expect((err as RunbookError).message).not.toContain(":p@");
-    }
-  });
+	it("rejects malformed connection strings with exit 2", () => {
+		for (const bad of [
+			"mysql://u:p@h/db",
+			"not a url",
+			"postgresql://u:p@h:99999/db",
+			"postgresql://u:p@h:5432/",
+		]) {
+			let err: unknown;
+			try {
+				parseConnection(bad);
+			} catch (e) {
+				err = e;
+			}
+			expect(err, bad).toBeInstanceOf(RunbookError);
+			expect((err as RunbookError).exitCode).toBe(EXIT.usage);
+			expect((err as RunbookError).message).not.toContain(":p@");
+		}
+	});
 
-  it("passes the password to libpq tools in the environment, not in the command", () => {
-    const c = parseConnection("postgresql://app:hunter22@localhost:5432/faceswap");
-    expect(libpqEnv(c).PGPASSWORD).toBe("hunter22");
-    const shown = describeCommand("pg_dump", ["-Fc", "-f", "x.dump"], c);
-    expect(shown).not.toContain("hunter22");
-    expect(shown).toContain("PGPASSWORD=****");
-  });
+	it("passes the password to libpq tools in the environment, not in the command", () => {
+		const c = parseConnection(
+			"postgresql://app:hunter22@localhost:5432/faceswap",
+		);
+		expect(libpqEnv(c).PGPASSWORD).toBe("hunter22");
+		const shown = describeCommand("pg_dump", ["-Fc", "-f", "x.dump"], c);
+		expect(shown).not.toContain("hunter22");
+		expect(shown).toContain("PGPASSWORD=****");
+	});
 });
 
 describe("flag parsing", () => {
-  const specs = {
-    name: { type: "string" as const, description: "n" },
-    retries: { type: "number" as const, description: "r", default: 5 },
-    yes: { type: "boolean" as const, short: "y", description: "y" },
-  };
-  const usage = (argv: string[]) => {
-    try {
-      parseInvocation(argv, specs);
-    } catch (e) {
-      return e as RunbookError;
-    }
-    throw new Error(`no error for ${argv.join(" ")}`);
-  };
+	const specs = {
+		name: { type: "string" as const, description: "n" },
+		retries: { type: "number" as const, description: "r", default: 5 },
+		yes: { type: "boolean" as const, short: "y", description: "y" },
+	};
+	const usage = (argv: string[]) => {
+		try {
+			parseInvocation(argv, specs);
+		} catch (e) {
+			return e as RunbookError;
+		}
+		throw new Error(`no error for ${argv.join(" ")}`);
+	};
 
-  it("parses values, defaults and short flags", () => {
-    const inv = parseInvocation(["--name=x", "-y"], specs);
-    expect(inv.flags).toEqual({ name: "x", yes: true, retries: 5 });
-    expect(parseInvocation(["--retries", "2"], specs).flags.retries).toBe(2);
-  });
+	it("parses values, defaults and short flags", () => {
+		const inv = parseInvocation(["--name=x", "-y"], specs);
+		expect(inv.flags).toEqual({ name: "x", yes: true, retries: 5 });
+		expect(parseInvocation(["--retries", "2"], specs).flags.retries).toBe(2);
+	});
 
-  it("rejects unknown, duplicate and value-less flags with exit 2", () => {
-    expect(usage(["--nope"]).message).toBe("Unknown flag --nope.");
-    expect(usage(["--name", "a", "--name", "b"]).message).toBe("The flag --name is given more than once.");
-    expect(usage(["--name"]).message).toContain("needs a value");
-    expect(usage(["--name", "--yes"]).message).toContain("needs a value");
-    expect(usage(["--retries", "many"]).message).toContain("non-negative number");
-    expect(usage(["extra"]).message).toContain('Unexpected argument "extra"');
-    for (const argv of [["--nope"], ["--name"], ["extra"]]) expect(usage(argv).exitCode).toBe(EXIT.usage);
-  });
+	it("rejects unknown, duplicate and value-less flags with exit 2", () => {
+		expect(usage(["--nope"]).message).toBe("Unknown flag --nope.");
+		expect(usage(["--name", "a", "--name", "b"]).message).toBe(
+			"The flag --name is given more than once.",
+		);
+		expect(usage(["--name"]).message).toContain("needs a value");
+		expect(usage(["--name", "--yes"]).message).toContain("needs a value");
+		expect(usage(["--retries", "many"]).message).toContain(
+			"non-negative number",
+		);
+		expect(usage(["extra"]).message).toContain('Unexpected argument "extra"');
+		for (const argv of [["--nope"], ["--name"], ["extra"]])
+			expect(usage(argv).exitCode).toBe(EXIT.usage);
+	});
 });
 
 describe("PostgreSQL client tools", () => {
-  it("finds pg_dump and refuses it for a newer server", async () => {
-    const tool = await findTool("pg_dump", 15);
-    expect(tool.major).toBeGreaterThanOrEqual(15);
-    await expect(findTool("pg_dump", tool.major + 1)).rejects.toMatchObject({
-      exitCode: EXIT.refused,
-      message: expect.stringContaining(`older than the server (PostgreSQL ${tool.major + 1})`),
-    });
-  });
+	it("finds pg_dump and refuses it for a newer server", async () => {
+		const tool = await findTool("pg_dump", 15);
+		expect(tool.major).toBeGreaterThanOrEqual(15);
+		await expect(findTool("pg_dump", tool.major + 1)).rejects.toMatchObject({
+			exitCode: EXIT.refused,
+			message: expect.stringContaining(
+				`older than the server (PostgreSQL ${tool.major + 1})`,
+			),
+		});
+	});
 
-  it("says plainly when a tool is missing", async () => {
-    const empty = mkdtempSync(join(tmpdir(), "no-tools-"));
-    await expect(findTool("pg_restore", undefined, { PG_BIN_DIR: empty })).rejects.toMatchObject({
-      message: expect.stringContaining("pg_restore was not found in PG_BIN_DIR"),
-    });
-  });
+	it("says plainly when a tool is missing", async () => {
+		const empty = mkdtempSync(join(tmpdir(), "no-tools-"));
+		await expect(
+			findTool("pg_restore", undefined, { PG_BIN_DIR: empty }),
+		).rejects.toMatchObject({
+			message: expect.stringContaining(
+				"pg_restore was not found in PG_BIN_DIR",
+			),
+		});
+	});
 
-  it("runs psql against the real server with the password from the environment", async () => {
-    const psql = await findTool("psql");
-    const conn = parseConnection(adminUrl());
-    const run = await runTool(psql, ["-XAtc", "select current_user"], conn, { env: { PATH: process.env.PATH } });
-    expect(run.exitCode).toBe(0);
-    expect(run.stdout.trim()).toBe(conn.user);
-  });
+	it("runs psql against the real server with the password from the environment", async () => {
+		const psql = await findTool("psql");
+		const conn = parseConnection(adminUrl());
+		const run = await runTool(psql, ["-XAtc", "select current_user"], conn, {
+			env: { PATH: process.env.PATH },
+		});
+		expect(run.exitCode).toBe(0);
+		expect(run.stdout.trim()).toBe(conn.user);
+	});
 
-  it("turns a refused connection and a wrong password into plain sentences", async () => {
-    const { connect } = await import("../lib/db.ts");
-    await expect(connect(parseConnection("postgresql://u:p@127.0.0.1:1/db"))).rejects.toMatchObject({
-      message: "Could not connect to u@127.0.0.1:1/db: the connection was refused.",
-    });
-    const wrong = new URL(adminUrl());
-    wrong.password = "wrong-password";
-    await expect(connect(parseConnection(wrong.toString()))).rejects.toMatchObject({
-      message: expect.stringContaining("rejected the user name or password"),
-    });
-    expect(plainError({ code: "3D000" }, "x").message).toBe("The database x does not exist.");
-  });
+	it("turns a refused connection and a wrong password into plain sentences", async () => {
+		const { connect } = await import("../lib/db.ts");
+		await expect(
+			connect(parseConnection("postgresql://u:p@127.0.0.1:1/db")),
+		).rejects.toMatchObject({
+			message:
+				"Could not connect to u@127.0.0.1:1/db: the connection was refused.",
+		});
+		const wrong = new URL(adminUrl());
+		wrong.password = "wrong-password";
+		await expect(
+			connect(parseConnection(wrong.toString())),
+		).rejects.toMatchObject({
+			message: expect.stringContaining("rejected the user name or password"),
+		});
+		expect(plainError({ code: "3D000" }, "x").message).toBe(
+			"The database x does not exist.",
+		);
+	});
 });
 
 describe("audit log", () => {
-  it("appends one redacted JSON line per event with operator, target and commit", () => {
-    const dir = mkdtempSync(join(tmpdir(), "audit-"));
-    const path = join(dir, "sub", "audit.jsonl");
-    parseConnection("postgresql://u:topsecret-pw@localhost/db"); // registers the secret
-    const log = openAuditLog("test-runbook", "u@localhost:5432/db", { RUNBOOK_AUDIT_LOG: path });
-    log.write({ event: "step_start", step: "Backup", step_no: 1 });
-    log.write({ event: "step_end", step: "Backup", step_no: 1, status: "failed", error: "pw topsecret-pw leaked?" });
-    const lines = readFileSync(path, "utf8").trim().split("\n").map((l) => JSON.parse(l));
-    expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatchObject({ runbook: "test-runbook", event: "step_start", step: "Backup", target: "u@localhost:5432/db" });
-    expect(typeof lines[0].operator).toBe("string");
-    expect(lines[0].run_id).toBe(lines[1].run_id);
-    expect(lines[1].error).toBe("pw **** leaked?");
-    expect(readFileSync(path, "utf8")).not.toContain("topsecret-pw");
-  });
+	it("appends one redacted JSON line per event with operator, target and commit", () => {
+		const dir = mkdtempSync(join(tmpdir(), "audit-"));
+		const path = join(dir, "sub", "audit.jsonl");
+		parseConnection("postgresql://u:topsecret-pw@localhost/db"); // registers the secret
+		const log = openAuditLog("test-runbook", "u@localhost:5432/db", {
+			RUNBOOK_AUDIT_LOG: path,
+		});
+		log.write({ event: "step_start", step: "Backup", step_no: 1 });
+		log.write({
+			event: "step_end",
+			step: "Backup",
+			step_no: 1,
+			status: "failed",
+			error: "pw topsecret-pw leaked?",
+		});
+		const lines = readFileSync(path, "utf8")
+			.trim()
+			.split("\n")
+			.map((l) => JSON.parse(l));
+		expect(lines).toHaveLength(2);
+		expect(lines[0]).toMatchObject({
+			runbook: "test-runbook",
+			event: "step_start",
+			step: "Backup",
+			target: "u@localhost:5432/db",
+		});
+		expect(typeof lines[0].operator).toBe("string");
+		expect(lines[0].run_id).toBe(lines[1].run_id);
+		expect(lines[1].error).toBe("pw **** leaked?");
+		expect(readFileSync(path, "utf8")).not.toContain("topsecret-pw");
+	});
 });

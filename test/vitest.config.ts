@@ -1,13 +1,13 @@
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
-  test: {
-    root: new URL("..", import.meta.url).pathname,
-    include: ["test/**/*.test.ts"],
-    globalSetup: ["test/support/global-setup.ts"],
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
-    // Two cores: files run in parallel, each on its own database.
-    maxWorkers: 2,
-  },
+	test: {
+		root: new URL("..", import.meta.url).pathname,
+		include: ["test/**/*.test.ts"],
+		globalSetup: ["test/support/global-setup.ts"],
+		testTimeout: 120_000,
+		hookTimeout: 120_000,
+		// Two cores: files run in parallel, each on its own database.
+		maxWorkers: 2,
+	},
 });

@@ -3,7 +3,13 @@
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
+import {
+	cpSync,
+	mkdtempSync,
+	readdirSync,
+	readFileSync,
+	symlinkSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,56 +18,66 @@ import { inject } from "vitest";
 
 export const ROOT = new URL("../..", import.meta.url).pathname;
 const tsxCli = createRequire(import.meta.url).resolve("tsx/cli");
-const prismaCli = join(createRequire(import.meta.url).resolve("prisma/package.json"), "..", "build", "index.js");
+const prismaCli = join(
+	createRequire(import.meta.url).resolve("prisma/package.json"),
+	"..",
+	"build",
+	"index.js",
+);
 
 export function adminUrl(): string {
-  return inject("adminUrl");
+	return inject("adminUrl");
 }
 
 export function urlFor(database: string, base = adminUrl()): string {
-  const u = new URL(base);
-  u.pathname = `/${database}`;
-  return u.toString();
+	const u = new URL(base);
+	u.pathname = `/${database}`;
+	return u.toString();
 }
 
-export async function admin<T>(fn: (db: pg.Client) => Promise<T>, url = adminUrl()): Promise<T> {
-  const db = new pg.Client({ connectionString: url });
-  await db.connect();
-  try {
-    return await fn(db);
-  } finally {
-    await db.end();
-  }
+export async function admin<T>(
+	fn: (db: pg.Client) => Promise<T>,
+	url = adminUrl(),
+): Promise<T> {
+	const db = new pg.Client({ connectionString: url });
+	await db.connect();
+	try {
+		return await fn(db);
+	} finally {
+		await db.end();
+	}
 }
 
 /** A new, empty database for one test file (or one test); returns its connection string. */
 export async function createDatabase(prefix: string): Promise<string> {
-  const name = `${prefix.replace(/[^a-z0-9_]/gi, "_").toLowerCase()}_${randomBytes(4).toString("hex")}`;
-  await admin((db) => db.query(`create database "${name}"`));
-  return urlFor(name);
+	const name = `${prefix.replace(/[^a-z0-9_]/gi, "_").toLowerCase()}_${randomBytes(4).toString("hex")}`;
+	await admin((db) => db.query(`create database "${name}"`));
+	return urlFor(name);
 }
 
 export async function dropDatabase(url: string): Promise<void> {
-  const name = new URL(url).pathname.slice(1);
-  await admin((db) => db.query(`drop database if exists "${name}" with (force)`));
+	const name = new URL(url).pathname.slice(1);
+	await admin((db) =>
+		db.query(`drop database if exists "${name}" with (force)`),
+	);
 }
 
 export interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** Every child process's argv seen while the runbook ran (from /proc). */
-  childArgv: string[];
+	code: number | null;
+	stdout: string;
+	stderr: string;
+	/** Every child process's argv seen while the runbook ran (from /proc). */
+	childArgv: string[];
 }
 
 export interface RunOptions {
-  env?: Record<string, string | undefined>;
-  /** Run the runbook of another checkout (see copyRepository). */
-  root?: string;
-  cwd?: string;
-  input?: string;
-  /** Samples /proc for descendants' command lines while running. */
-  watchChildren?: boolean;
+	env?: Record<string, string | undefined>;
+	/** Run the runbook of another checkout (see copyRepository). */
+	root?: string;
+	cwd?: string;
+	input?: string;
+	/** Samples /proc for descendants' command lines while running. */
+	watchChildren?: boolean;
 }
 
 /**
@@ -69,82 +85,117 @@ export interface RunOptions {
  * change prisma/ or .env as it would in a real checkout.
  */
 export function copyRepository(): string {
-  const dir = mkdtempSync(join(tmpdir(), "runbook-repo-"));
-  for (const entry of ["package.json", "tsconfig.json", "runbooks", "lib", "prisma"]) {
-    cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
-  }
-  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
-  return dir;
+	const dir = mkdtempSync(join(tmpdir(), "runbook-repo-"));
+	for (const entry of [
+		"package.json",
+		"tsconfig.json",
+		"runbooks",
+		"lib",
+		"prisma",
+	]) {
+		cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
+	}
+	symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+	return dir;
 }
 
 /** A scratch directory for audit logs and the like, so tests never touch the repository's. */
 export function scratchDir(): string {
-  return mkdtempSync(join(tmpdir(), "runbook-test-"));
+	return mkdtempSync(join(tmpdir(), "runbook-test-"));
 }
 
 function baseEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1", ...extra };
-  for (const k of ["DATABASE_URL", "DIRECT_URL", "RUNBOOK_ENV"]) if (!(k in extra)) delete env[k];
-  for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-  return env;
+	const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1", ...extra };
+	for (const k of ["DATABASE_URL", "DIRECT_URL", "RUNBOOK_ENV"])
+		if (!(k in extra)) delete env[k];
+	for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+	return env;
 }
 
-export function runRunbook(name: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  return runNode([tsxCli, join(opts.root ?? ROOT, "runbooks", `${name}.ts`), ...args], { cwd: opts.root, ...opts });
+export function runRunbook(
+	name: string,
+	args: string[],
+	opts: RunOptions = {},
+): Promise<RunResult> {
+	return runNode(
+		[tsxCli, join(opts.root ?? ROOT, "runbooks", `${name}.ts`), ...args],
+		{ cwd: opts.root, ...opts },
+	);
 }
 
 /** The real Prisma CLI with the project's config, for fixtures (e.g. migrate deploy). */
-export function runPrismaCli(args: string[], databaseUrl: string): Promise<RunResult> {
-  return runNode([prismaCli, ...args, "--config", join(ROOT, "prisma", "prisma.config.ts")], {
-    env: { DATABASE_URL: databaseUrl, DIRECT_URL: databaseUrl, PRISMA_HIDE_UPDATE_MESSAGE: "1", CHECKPOINT_DISABLE: "1" },
-  });
+export function runPrismaCli(
+	args: string[],
+	databaseUrl: string,
+): Promise<RunResult> {
+	return runNode(
+		[prismaCli, ...args, "--config", join(ROOT, "prisma", "prisma.config.ts")],
+		{
+			env: {
+				DATABASE_URL: databaseUrl,
+				DIRECT_URL: databaseUrl,
+				PRISMA_HIDE_UPDATE_MESSAGE: "1",
+				CHECKPOINT_DISABLE: "1",
+			},
+		},
+	);
 }
 
 function runNode(argv: string[], opts: RunOptions): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, argv, {
-      cwd: opts.cwd ?? ROOT,
-      env: baseEnv(opts.env ?? {}),
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    const childArgv = new Set<string>();
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    const timer = opts.watchChildren ? setInterval(() => sampleDescendants(child.pid, childArgv), 15) : undefined;
-    child.stdin.end(opts.input ?? "");
-    child.on("error", reject);
-    child.on("close", (code) => {
-      if (timer) clearInterval(timer);
-      resolve({ code, stdout, stderr, childArgv: [...childArgv] });
-    });
-  });
+	return new Promise((resolve, reject) => {
+		const child = spawn(process.execPath, argv, {
+			cwd: opts.cwd ?? ROOT,
+			env: baseEnv(opts.env ?? {}),
+			stdio: ["pipe", "pipe", "pipe"],
+		});
+		let stdout = "";
+		let stderr = "";
+		const childArgv = new Set<string>();
+		child.stdout.on("data", (d) => {
+			stdout += d;
+		});
+		child.stderr.on("data", (d) => {
+			stderr += d;
+		});
+		const timer = opts.watchChildren
+			? setInterval(() => sampleDescendants(child.pid, childArgv), 15)
+			: undefined;
+		child.stdin.end(opts.input ?? "");
+		child.on("error", reject);
+		child.on("close", (code) => {
+			if (timer) clearInterval(timer);
+			resolve({ code, stdout, stderr, childArgv: [...childArgv] });
+		});
+	});
 }
 
-
-function sampleDescendants(rootPid: number | undefined, into: Set<string>): void {
-  if (!rootPid) return;
-  const parents = new Map<number, number>();
-  const cmdlines = new Map<number, string>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      parents.set(Number(entry), ppid);
-      cmdlines.set(Number(entry), readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0").join(" ").trim());
-    } catch {
-      // the process ended between listing and reading
-    }
-  }
-  for (const [pid, cmd] of cmdlines) {
-    let p = parents.get(pid);
-    while (p && p !== rootPid && p > 1) p = parents.get(p);
-    if (p === rootPid && cmd) into.add(cmd);
-  }
+function sampleDescendants(
+	rootPid: number | undefined,
+	into: Set<string>,
+): void {
+	if (!rootPid) return;
+	const parents = new Map<number, number>();
+	const cmdlines = new Map<number, string>();
+	for (const entry of readdirSync("/proc")) {
+		if (!/^\d+$/.test(entry)) continue;
+		try {
+			const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+			const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+			parents.set(Number(entry), ppid);
+			cmdlines.set(
+				Number(entry),
+				readFileSync(`/proc/${entry}/cmdline`, "utf8")
+					.split("\0")
+					.join(" ")
+					.trim(),
+			);
+		} catch {
+			// the process ended between listing and reading
+		}
+	}
+	for (const [pid, cmd] of cmdlines) {
+		let p = parents.get(pid);
+		while (p && p !== rootPid && p > 1) p = parents.get(p);
+		if (p === rootPid && cmd) into.add(cmd);
+	}
 }

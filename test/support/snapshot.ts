@@ -7,10 +7,12 @@ import { join } from "node:path";
 import { admin } from "./harness.ts";
 
 /** Catalog and data of a database: tables, columns, constraints, indexes, and a checksum per table. */
-export async function snapshotDatabase(url: string): Promise<Record<string, string>> {
-  return admin(async (db) => {
-    const out: Record<string, string> = {};
-    const catalog = await db.query(`
+export async function snapshotDatabase(
+	url: string,
+): Promise<Record<string, string>> {
+	return admin(async (db) => {
+		const out: Record<string, string> = {};
+		const catalog = await db.query(`
       select n.nspname || '.' || c.relname || ' ' || c.relkind::text as obj,
              coalesce((select string_agg(a.attname || ':' || format_type(a.atttypid, a.atttypmod) || ':' || a.attnotnull, ',' order by a.attnum)
                          from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '') as cols,
@@ -18,34 +20,39 @@ export async function snapshotDatabase(url: string): Promise<Record<string, stri
         from pg_class c join pg_namespace n on n.oid = c.relnamespace
        where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
        order by 1`);
-    for (const r of catalog.rows) out[`catalog ${r.obj}`] = `${r.cols} | ${r.cons}`;
-    const dbs = await db.query("select string_agg(datname, ',' order by datname) as names from pg_database");
-    out.databases_count = String(dbs.rows[0].names.split(",").length);
-    const tables = await db.query<{ t: string }>(
-      "select format('%I.%I', schemaname, tablename) as t from pg_tables where schemaname not in ('pg_catalog', 'information_schema') order by 1",
-    );
-    for (const { t } of tables.rows) {
-      const r = await db.query(`select count(*) as n, coalesce(md5(string_agg(md5(x::text), '' order by md5(x::text))), '') as h from ${t} x`);
-      out[`rows ${t}`] = `${r.rows[0].n} ${r.rows[0].h}`;
-    }
-    return out;
-  }, url);
+		for (const r of catalog.rows)
+			out[`catalog ${r.obj}`] = `${r.cols} | ${r.cons}`;
+		const dbs = await db.query(
+			"select string_agg(datname, ',' order by datname) as names from pg_database",
+		);
+		out.databases_count = String(dbs.rows[0].names.split(",").length);
+		const tables = await db.query<{ t: string }>(
+			"select format('%I.%I', schemaname, tablename) as t from pg_tables where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+		);
+		for (const { t } of tables.rows) {
+			const r = await db.query(
+				`select count(*) as n, coalesce(md5(string_agg(md5(x::text), '' order by md5(x::text))), '') as h from ${t} x`,
+			);
+			out[`rows ${t}`] = `${r.rows[0].n} ${r.rows[0].h}`;
+		}
+		return out;
+	}, url);
 }
 
 /** sha256 of every file under the given paths (missing paths recorded as such). */
 export function snapshotFiles(paths: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (p: string) => {
-    if (!existsSync(p)) {
-      out[p] = "missing";
-      return;
-    }
-    if (statSync(p).isDirectory()) {
-      for (const e of readdirSync(p).sort()) walk(join(p, e));
-    } else {
-      out[p] = createHash("sha256").update(readFileSync(p)).digest("hex");
-    }
-  };
-  for (const p of paths) walk(p);
-  return out;
+	const out: Record<string, string> = {};
+	const walk = (p: string) => {
+		if (!existsSync(p)) {
+			out[p] = "missing";
+			return;
+		}
+		if (statSync(p).isDirectory()) {
+			for (const e of readdirSync(p).sort()) walk(join(p, e));
+		} else {
+			out[p] = createHash("sha256").update(readFileSync(p)).digest("hex");
+		}
+	};
+	for (const p of paths) walk(p);
+	return out;
 }
