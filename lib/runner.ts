@@ -361,9 +361,16 @@ async function runSteps<S>(
 	}
 
 	let interrupted = false;
+	let interruptedAt = 0;
 	const onSignal = () => {
-		if (interrupted) process.exit(EXIT.interrupted);
+		// tsx relays the terminal's SIGINT, so one Ctrl-C can arrive twice: only a press more
+		// than a second later means "quit at once".
+		if (interrupted) {
+			if (Date.now() - interruptedAt > 1000) process.exit(EXIT.interrupted);
+			return;
+		}
 		interrupted = true;
+		interruptedAt = Date.now();
 		sayError(
 			style.yellow(
 				"\nInterrupt received: stopping the current step (press Ctrl-C again to quit at once).",
@@ -515,7 +522,12 @@ async function runSteps<S>(
 	if (audit) say(style.dim(`Audit log: ${audit.path} (run ${audit.runId})`));
 	audit?.write({
 		event: "run_end",
-		status: exitCode === EXIT.ok ? "ok" : failedAt ? failedAt.status : "problems found",
+		status:
+			exitCode === EXIT.ok
+				? "ok"
+				: failedAt
+					? failedAt.status
+					: "problems found",
 		exit_code: exitCode,
 	});
 	if (json) {

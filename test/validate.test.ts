@@ -150,3 +150,33 @@ describe("validate.ts", () => {
 		);
 	});
 });
+
+describe("Ctrl-C", () => {
+	it("stops the running step cleanly, audits it and exits 130", async () => {
+		const log = join(scratchDir(), "audit.jsonl");
+		const run = await runRunbook("validate", [], {
+			env: { DATABASE_URL: url, RUNBOOK_AUDIT_LOG: log },
+			watchChildren: true,
+			signalOn: {
+				pattern: /\[4\/4\] Check drift/,
+				signal: "SIGINT",
+				delayMs: 500,
+			},
+		});
+		expect(run.code).toBe(130);
+		expect(run.stderr).toContain("Interrupt received");
+		expect(run.stderr).toContain(
+			"Step 4 (Check drift (prisma migrate diff)): Interrupted by the operator.",
+		);
+		const lines = readFileSync(log, "utf8")
+			.trim()
+			.split("\n")
+			.map((l) => JSON.parse(l));
+		expect(lines.at(-2)).toMatchObject({
+			event: "step_end",
+			step_no: 4,
+			status: "interrupted",
+		});
+		expect(lines.at(-1)).toMatchObject({ event: "run_end", exit_code: 130 });
+	});
+});

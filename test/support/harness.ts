@@ -78,6 +78,11 @@ export interface RunOptions {
 	input?: string;
 	/** Samples /proc for descendants' command lines while running. */
 	watchChildren?: boolean;
+	/**
+	 * Sends a signal to the runbook's whole process group (as Ctrl-C or `kill -9` from a
+	 * terminal would) the first time its output matches the pattern.
+	 */
+	signalOn?: { pattern: RegExp; signal: NodeJS.Signals; delayMs?: number };
 }
 
 /**
@@ -147,15 +152,32 @@ function runNode(argv: string[], opts: RunOptions): Promise<RunResult> {
 			cwd: opts.cwd ?? ROOT,
 			env: baseEnv(opts.env ?? {}),
 			stdio: ["pipe", "pipe", "pipe"],
+			// Its own process group, so a signal reaches tsx's child too, as from a terminal.
+			detached: true,
 		});
 		let stdout = "";
 		let stderr = "";
+		let signalled = false;
 		const childArgv = new Set<string>();
+		const watch = () => {
+			const on = opts.signalOn;
+			if (!on || signalled || !on.pattern.test(stdout + stderr)) return;
+			signalled = true;
+			setTimeout(() => {
+				try {
+					if (child.pid) process.kill(-child.pid, on.signal);
+				} catch {
+					// already gone
+				}
+			}, on.delayMs ?? 0);
+		};
 		child.stdout.on("data", (d) => {
 			stdout += d;
+			watch();
 		});
 		child.stderr.on("data", (d) => {
 			stderr += d;
+			watch();
 		});
 		const timer = opts.watchChildren
 			? setInterval(() => sampleDescendants(child.pid, childArgv), 15)
