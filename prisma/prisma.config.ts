@@ -11,7 +11,11 @@
  * non-pooled connection. No .env loading here: callers pass the environment explicitly.
  */
 import { defineConfig } from "prisma/config";
-import { createMigrationAdapter, sessionSettingsFromEnv, unrefSchemaEngineTimers } from "../lib/prisma-adapter.js";
+import {
+	createMigrationAdapter,
+	sessionSettingsFromEnv,
+	unrefSchemaEngineTimers,
+} from "../lib/prisma-adapter.js";
 
 // Fail here with a clear message: without a URL, schema.prisma's env("DATABASE_URL") /
 // env("DIRECT_URL") do not resolve, the CLI then cannot read the schema's generator,
@@ -19,9 +23,9 @@ import { createMigrationAdapter, sessionSettingsFromEnv, unrefSchemaEngineTimers
 // https://binaries.prisma.sh/... failed" offline), whatever the command.
 const url = process.env.DIRECT_URL || process.env.DATABASE_URL;
 if (!url) {
-  throw new Error(
-    "prisma/prisma.config.ts: set DATABASE_URL (and DIRECT_URL when DATABASE_URL goes through a pooler)",
-  );
+	throw new Error(
+		"prisma/prisma.config.ts: set DATABASE_URL (and DIRECT_URL when DATABASE_URL goes through a pooler)",
+	);
 }
 // Both env() calls in schema.prisma must resolve (values unused by the wasm engine; this
 // changes only this CLI process's environment). Without a pooler the two URLs are the same.
@@ -30,13 +34,15 @@ process.env.DATABASE_URL ||= url;
 
 const engine = process.env.PRISMA_ENGINE || "wasm";
 if (engine !== "wasm" && engine !== "native") {
-  throw new Error(`prisma/prisma.config.ts: PRISMA_ENGINE must be "wasm" or "native", got "${engine}"`);
+	throw new Error(
+		`prisma/prisma.config.ts: PRISMA_ENGINE must be "wasm" or "native", got "${engine}"`,
+	);
 }
 
 // PRISMA_MIGRATIONS_DIR: another migrations folder (lib/prisma-cli.ts passes it absolute).
 const paths = {
-  schema: "schema.prisma",
-  migrations: { path: process.env.PRISMA_MIGRATIONS_DIR || "migrations" },
+	schema: "schema.prisma",
+	migrations: { path: process.env.PRISMA_MIGRATIONS_DIR || "migrations" },
 };
 
 // Session settings for every connection the engine opens (set by runbooks, e.g. deploy-production):
@@ -44,20 +50,22 @@ const paths = {
 const session = sessionSettingsFromEnv(process.env);
 
 export default engine === "native"
-  ? defineConfig({
-      ...paths,
-      engine: "classic",
-      datasource: {
-        url,
-        ...(process.env.SHADOW_DATABASE_URL ? { shadowDatabaseUrl: process.env.SHADOW_DATABASE_URL } : {}),
-      },
-    })
-  : defineConfig({
-      ...paths,
-      experimental: { adapter: true },
-      engine: "js",
-      adapter: async () => {
-        unrefSchemaEngineTimers();
-        return createMigrationAdapter(url, session);
-      },
-    });
+	? defineConfig({
+			...paths,
+			engine: "classic",
+			datasource: {
+				url,
+				...(process.env.SHADOW_DATABASE_URL
+					? { shadowDatabaseUrl: process.env.SHADOW_DATABASE_URL }
+					: {}),
+			},
+		})
+	: defineConfig({
+			...paths,
+			experimental: { adapter: true },
+			engine: "js",
+			adapter: async () => {
+				unrefSchemaEngineTimers();
+				return createMigrationAdapter(url, session);
+			},
+		});
