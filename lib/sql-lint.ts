@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { RunbookError } from "./errors.ts";
 
@@ -153,12 +153,21 @@ export interface LintResult {
 	findings: Finding[];
 }
 
-const squawkBin = join(
-	dirname(createRequire(import.meta.url).resolve("squawk-cli/package.json")),
-	"js",
-	"bin",
-	"squawk",
-);
+/**
+ * squawk's binary ships in one npm package per platform (@squawk-cli/<platform>-<arch>). Only the
+ * linux-x64 one is a dependency: the registry reachable here lacks the others, and npm ci refuses
+ * a lockfile without them. Elsewhere set SQUAWK_BIN or put squawk on PATH.
+ */
+function squawkBin(): string {
+	if (process.env.SQUAWK_BIN) return process.env.SQUAWK_BIN;
+	try {
+		return createRequire(import.meta.url).resolve(
+			`@squawk-cli/${process.platform}-${process.arch}/bin/squawk`,
+		);
+	} catch {
+		return "squawk";
+	}
+}
 
 interface SquawkViolation {
 	line: number;
@@ -186,12 +195,19 @@ async function runSquawk(
 	];
 	let stdout: string;
 	try {
-		({ stdout } = await execFileAsync(process.execPath, [squawkBin, ...args], {
+		({ stdout } = await execFileAsync(squawkBin(), args, {
 			maxBuffer: 16 * 1024 * 1024,
 		}));
 	} catch (err) {
 		// squawk exits 1 when it finds something; its JSON is still on stdout.
-		const e = err as { stdout?: string; stderr?: string; message: string };
+		const e = err as { stdout?: string; stderr?: string; message: string; code?: string };
+		if (e.code === "ENOENT") {
+			throw new RunbookError(
+				"squawk (the SQL linter) is not installed for this platform.",
+				1,
+				"Install it (npm install -g squawk-cli, or a release binary) and set SQUAWK_BIN to its path.",
+			);
+		}
 		if (!e.stdout?.trim().startsWith("[")) {
 			throw new RunbookError(
 				`squawk could not lint ${file}: ${(e.stderr || e.message).trim().split("\n")[0]}`,
