@@ -2,7 +2,14 @@
 // what the migrations build, and the SQL that would take the migrations to prisma/schema.prisma.
 // Empty SQL means no drift.
 
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+	copyFileSync,
+	existsSync,
+	mkdirSync,
+	mkdtempSync,
+	rmSync,
+	writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RunbookError } from "./errors.ts";
@@ -160,11 +167,18 @@ export async function databaseDriftAgainst(
 		for (const name of names) {
 			if (!existsSync(join(source, name, "migration.sql"))) continue;
 			mkdirSync(join(dir, name));
-			copyFileSync(join(source, name, "migration.sql"), join(dir, name, "migration.sql"));
+			copyFileSync(
+				join(source, name, "migration.sql"),
+				join(dir, name, "migration.sql"),
+			);
 		}
 		const lock = join(source, "migration_lock.toml");
 		if (existsSync(lock)) copyFileSync(lock, join(dir, "migration_lock.toml"));
-		return await databaseDrift(target, { ...env, PRISMA_MIGRATIONS_DIR: dir }, signal);
+		return await databaseDrift(
+			target,
+			{ ...env, PRISMA_MIGRATIONS_DIR: dir },
+			signal,
+		);
 	} finally {
 		rmSync(dir, { recursive: true, force: true });
 	}
@@ -249,4 +263,23 @@ export function explainDriftStatement(sql: string): string {
 		if (m) return say(m);
 	}
 	return "the database differs from the migrations";
+}
+
+/**
+ * One sentence per change in database-to-migrations SQL: Prisma folds several changes to one table
+ * into one ALTER TABLE ("ALTER TABLE t DROP COLUMN a,\nDROP COLUMN b;"), explained here clause by clause.
+ */
+export function explainDrift(sql: string[]): string[] {
+	const out: string[] = [];
+	for (const statement of sql) {
+		const m = /^(ALTER TABLE\s+\S+)\s+([\s\S]+?);?$/i.exec(statement.trim());
+		const clauses = m ? m[2].split(/,\s*\n\s*/) : [];
+		if (m && clauses.length > 1) {
+			for (const c of clauses)
+				out.push(explainDriftStatement(`${m[1]} ${c.trim()};`));
+		} else {
+			out.push(explainDriftStatement(statement));
+		}
+	}
+	return out;
 }

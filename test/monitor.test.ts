@@ -1,0 +1,273 @@
+// monitor.ts as an operator runs it, against real sessions that really block each other.
+
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkSignalTarget, ownPid, signalSession } from "../lib/activity.ts";
+import { connect } from "../lib/db.ts";
+import { parseConnection } from "../lib/target.ts";
+import {
+	admin,
+	createDatabase,
+	dropDatabase,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+
+let url: string;
+let dbName: string;
+let audit: string;
+const env = (extra: Record<string, string> = {}) => ({
+	DATABASE_URL: url,
+	RUNBOOK_AUDIT_LOG: audit,
+	...extra,
+});
+
+beforeAll(async () => {
+	url = await createDatabase("monitor");
+	dbName = new URL(url).pathname.slice(1);
+	audit = join(scratchDir(), "audit.jsonl");
+	await admin(async (db) => {
+		await db.query(
+			"create table users (id int primary key, name text not null)",
+		);
+		await db.query(
+			"insert into users select g, 'user ' || g from generate_series(1, 500) g",
+		);
+	}, url);
+});
+
+afterAll(async () => {
+	await dropDatabase(url);
+});
+
+async function session(
+	name: string,
+): Promise<{ client: pg.Client; pid: number }> {
+	const client = new pg.Client({
+		connectionString: url,
+		application_name: name,
+	});
+	client.on("error", () => {});
+	await client.connect();
+	const { rows } = await client.query<{ pid: number }>(
+		"select pg_backend_pid() as pid",
+	);
+	return { client, pid: rows[0].pid };
+}
+
+/** Waits until the session waits for a lock (polling pg_stat_activity, not a fixed sleep). */
+async function waitingForLock(pid: number): Promise<void> {
+	for (let i = 0; i < 200; i++) {
+		const { rows } = await admin(
+			(db) =>
+				db.query(
+					"select wait_event_type from pg_stat_activity where pid = $1",
+					[pid],
+				),
+			url,
+		);
+		if (rows[0]?.wait_event_type === "Lock") return;
+		await new Promise((r) => setTimeout(r, 50));
+	}
+	throw new Error(`pid ${pid} never waited for a lock`);
+}
+
+const alive = async (pid: number) =>
+	(
+		await admin(
+			(db) => db.query("select 1 from pg_stat_activity where pid = $1", [pid]),
+			url,
+		)
+	).rowCount === 1;
+
+interface Node {
+	pid: number;
+	state: string | null;
+	database: string | null;
+	waitingMs: number | null;
+	waitingFor: string | null;
+	holds: string[];
+	blocks: Node[];
+}
+
+describe("monitor.ts", () => {
+	it("shows A → B → C (B waits for A's lock, C queues behind B) as a tree with pids and wait times", async () => {
+		const a = await session("holder-a");
+		const b = await session("migration-b");
+		const c = await session("reader-c");
+		await a.client.query("begin");
+		await a.client.query("select * from users limit 1");
+		const bDone = b.client
+			.query("alter table users add column nickname text")
+			.catch((e: Error) => e);
+		await waitingForLock(b.pid);
+		const cDone = c.client
+			.query("select count(*) from users")
+			.catch((e: Error) => e);
+		await waitingForLock(c.pid);
+		try {
+			const run = await runRunbook(
+				"monitor",
+				["--once", "--json", "--threshold", "0"],
+				{ env: env() },
+			);
+			expect(run.code, run.stderr).toBe(1); // sessions blocked over the threshold (0 s)
+			const report = JSON.parse(run.stdout);
+			expect(report.activity.own_pid).not.toBe(a.pid);
+			const root: Node = report.activity.tree.find(
+				(n: Node) => n.pid === a.pid,
+			);
+			expect(root, JSON.stringify(report.activity.tree)).toBeDefined();
+			expect(root.database).toBe(dbName);
+			expect(root.state).toBe("idle in transaction");
+			expect(root.waitingMs).toBeNull();
+			expect(root.holds).toContain("AccessShareLock on users");
+			expect(root.blocks.map((n) => n.pid)).toEqual([b.pid]);
+			const nodeB = root.blocks[0];
+			expect(nodeB.waitingFor).toBe("AccessExclusiveLock on table users");
+			expect(nodeB.waitingMs).toBeGreaterThan(0);
+			expect(nodeB.blocks.map((n) => n.pid)).toEqual([c.pid]);
+			const nodeC = nodeB.blocks[0];
+			expect(nodeC.waitingFor).toBe("AccessShareLock on table users");
+			expect(nodeC.waitingMs).toBeGreaterThan(0);
+			expect(nodeC.blocks).toEqual([]);
+			expect(report.blocked_over_threshold).toEqual(
+				expect.arrayContaining([b.pid, c.pid]),
+			);
+			expect(report.blocked_over_threshold).not.toContain(a.pid);
+
+			const human = await runRunbook("monitor", ["--threshold", "3600"], {
+				env: env(),
+			});
+			expect(human.code, human.stderr).toBe(0);
+			expect(human.stdout).toMatch(
+				new RegExp(`pid ${a.pid} postgres \\(holder-a\\)  idle in transaction`),
+			);
+			expect(human.stdout).toMatch(
+				new RegExp(
+					`└─ pid ${b.pid} postgres \\(migration-b\\)  waits [\\d.]+m?s for AccessExclusiveLock`,
+				),
+			);
+			expect(human.stdout).toMatch(
+				new RegExp(`└─ pid ${c.pid} postgres \\(reader-c\\)  waits`),
+			);
+			// An idle-in-transaction holder: cancelling would not free the lock, so it says terminate.
+			expect(human.stdout).toContain(
+				`npx tsx runbooks/monitor.ts --terminate ${a.pid}`,
+			);
+		} finally {
+			await a.client.query("rollback");
+			await bDone;
+			await cDone;
+			for (const s of [a, b, c]) await s.client.end();
+		}
+	});
+
+	it("--watch prints timestamped lines when not on a terminal, and stops at --duration", async () => {
+		const run = await runRunbook(
+			"monitor",
+			["--watch", "0.5", "--duration", "1"],
+			{ env: env() },
+		);
+		expect(run.code, run.stderr).toBe(0);
+		const stamped = run.stdout
+			.split("\n")
+			.filter((l) => /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}\S+: /.test(l));
+		expect(stamped.length).toBeGreaterThanOrEqual(2);
+		expect(run.stdout).not.toContain("\x1b[");
+		const bad = await runRunbook("monitor", ["--watch", "1", "--json"], {
+			env: env(),
+		});
+		expect(bad.code).toBe(2);
+	});
+
+	it("terminates a session only with the typed confirmation, and refuses pids it must not touch", async () => {
+		const victim = await session("victim");
+		await victim.client.query("begin");
+		await victim.client.query("select * from users limit 1");
+		try {
+			const unconfirmed = await runRunbook(
+				"monitor",
+				["--terminate", String(victim.pid)],
+				{ env: env() },
+			);
+			expect(unconfirmed.code).toBe(3);
+			const yesOnly = await runRunbook(
+				"monitor",
+				["--terminate", String(victim.pid), "--yes"],
+				{ env: env() },
+			);
+			expect(yesOnly.code).toBe(3);
+			expect(yesOnly.stderr).toContain("--yes alone is not enough");
+			expect(await alive(victim.pid)).toBe(true);
+
+			const missing = await runRunbook(
+				"monitor",
+				["--cancel", "2147483000", "--yes"],
+				{ env: env() },
+			);
+			expect(missing.code).toBe(2);
+			expect(missing.stderr).toContain("No session with pid 2147483000");
+
+			// A session of another database is not this target's to signal.
+			const other = new pg.Client({
+				connectionString: new URL("/postgres", url).toString(),
+			});
+			await other.connect();
+			const otherPid = (await other.query("select pg_backend_pid() as pid"))
+				.rows[0].pid;
+			const foreign = await runRunbook(
+				"monitor",
+				["--cancel", String(otherPid), "--yes"],
+				{ env: env() },
+			);
+			await other.end();
+			expect(foreign.code).toBe(3);
+			expect(foreign.stderr).toContain('connected to database "postgres"');
+
+			const done = await runRunbook(
+				"monitor",
+				[
+					"--terminate",
+					String(victim.pid),
+					"--yes",
+					"--confirm",
+					dbName,
+					"--json",
+				],
+				{
+					env: env(),
+				},
+			);
+			expect(done.code, done.stderr).toBe(0);
+			expect(JSON.parse(done.stdout).signalled).toEqual({
+				kind: "terminate",
+				pid: victim.pid,
+				after: "gone",
+			});
+			expect(await alive(victim.pid)).toBe(false);
+		} finally {
+			await victim.client.end().catch(() => {});
+		}
+	});
+
+	it("refuses to cancel or terminate its own session (exit 3)", async () => {
+		const db = await connect(parseConnection(url), "runbook:monitor");
+		try {
+			const own = await ownPid(db);
+			for (const kind of ["cancel", "terminate"] as const) {
+				await expect(checkSignalTarget(db, own, kind)).rejects.toMatchObject({
+					exitCode: 3,
+					message: `pid ${own} is this runbook's own session: refusing to ${kind} it. Nothing was changed.`,
+				});
+				await expect(signalSession(db, own, kind)).rejects.toMatchObject({
+					exitCode: 3,
+				});
+			}
+			expect((await db.query("select 1 as ok")).rows[0].ok).toBe(1);
+		} finally {
+			await db.end();
+		}
+	});
+});
