@@ -19,6 +19,19 @@ import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
 const DRY_RUN_ARGS: Record<string, string[]> = {
 	validate: [],
 	"dev-migrate": ["--name", "dry_run_check"],
+	"db-health": [],
+	monitor: [],
+	troubleshoot: ["--reset", "--skip-drift"],
+	"switch-db-env": ["status"],
+	"migrate-to-supabase": ["--no-switch"],
+};
+
+/** Extra environment for a runbook's dry run: `spare` is a second, empty database. */
+const DRY_RUN_ENV: Record<
+	string,
+	(url: string, spare: string) => Record<string, string>
+> = {
+	"migrate-to-supabase": (_url, spare) => ({ REMOTE_DIRECT_URL: spare }),
 };
 
 const runbooks = readdirSync(join(ROOT, "runbooks"))
@@ -27,9 +40,11 @@ const runbooks = readdirSync(join(ROOT, "runbooks"))
 	.sort();
 
 let url: string;
+let spare: string;
 
 beforeAll(async () => {
 	url = await createDatabase("conventions");
+	spare = await createDatabase("conventions_spare");
 	const deploy = await runPrismaCli(["migrate", "deploy"], url);
 	expect(deploy.code, deploy.stderr).toBe(0);
 	await seedFaceSwap(url, { users: 200 });
@@ -37,6 +52,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
 	await dropDatabase(url);
+	await dropDatabase(spare);
 });
 
 describe.each(runbooks)("runbooks/%s.ts", (name) => {
@@ -86,12 +102,18 @@ describe.each(runbooks)("runbooks/%s.ts", (name) => {
 		];
 		const filesBefore = snapshotFiles(watched);
 		const dbBefore = await snapshotDatabase(url);
+		const spareBefore = await snapshotDatabase(spare);
 		const run = await runRunbook(name, [...DRY_RUN_ARGS[name], "--dry-run"], {
-			env: { DATABASE_URL: url, RUNBOOK_AUDIT_LOG: audit },
+			env: {
+				DATABASE_URL: url,
+				RUNBOOK_AUDIT_LOG: audit,
+				...(DRY_RUN_ENV[name]?.(url, spare) ?? {}),
+			},
 		});
 		expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
 		expect(run.stdout).toContain("dry run");
 		expect(await snapshotDatabase(url)).toEqual(dbBefore);
+		expect(await snapshotDatabase(spare)).toEqual(spareBefore);
 		expect(snapshotFiles(watched)).toEqual(filesBefore);
 		expect(existsSync(audit)).toBe(false);
 	});
