@@ -22,10 +22,6 @@ export async function snapshotDatabase(
        order by 1`);
 		for (const r of catalog.rows)
 			out[`catalog ${r.obj}`] = `${r.cols} | ${r.cons}`;
-		const dbs = await db.query(
-			"select string_agg(datname, ',' order by datname) as names from pg_database",
-		);
-		out.databases_count = String(dbs.rows[0].names.split(",").length);
 		const tables = await db.query<{ t: string }>(
 			"select format('%I.%I', schemaname, tablename) as t from pg_tables where schemaname not in ('pg_catalog', 'information_schema') order by 1",
 		);
