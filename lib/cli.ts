@@ -162,7 +162,8 @@ export function parseInvocation(
 	argSpecs.forEach((a, i) => {
 		const v = args[i];
 		if (v === undefined) {
-			if (a.required)
+			// --help needs none of the arguments.
+			if (a.required && !flags.help)
 				throw usageError(
 					`Missing <${a.name}>: ${a.description}.`,
 					"Run with --help for an example.",

@@ -83,11 +83,13 @@ export async function readAppliedMigrations(
 
 // The wasm engine's logs start with "external connector error"; the line after says what happened.
 const firstLine = (text: string | null) =>
-	((text ?? "")
-		.trim()
-		.split("\n")
-		.map((l) => l.trim())
-		.find((l) => l && !/^(Error: )?external connector error$/i.test(l)) ?? "").slice(0, 300);
+	(
+		(text ?? "")
+			.trim()
+			.split("\n")
+			.map((l) => l.trim())
+			.find((l) => l && !/^(Error: )?external connector error$/i.test(l)) ?? ""
+	).slice(0, 300);
 
 /** Compares the repository's migrations with the database's history. */
 export function compareHistory(

@@ -91,6 +91,12 @@ export interface Context<S> {
 	 */
 	confirmRun(question: string): Promise<void>;
 	/**
+	 * confirmRun for a run that destroys or overwrites data: the operator types the database name
+	 * (or passes --yes --confirm <database>) once, after seeing what will happen; later change and
+	 * destroy steps then do not ask again.
+	 */
+	confirmRunDestructive(question: string): Promise<void>;
+	/**
 	 * Asks the operator to pick one of several choices. Without a terminal, or with --yes, asks
 	 * nothing and returns `fallback` (the runbook then takes its choice from flags).
 	 */
@@ -129,6 +135,16 @@ export interface RunbookSpec<S> {
 	localOnly?: boolean;
 	/** Data-changing runbooks hold the per-database run lock, so two never run at once. */
 	exclusive?: boolean;
+	/**
+	 * Where the target comes from, for runbooks that do not work on DATABASE_URL/DIRECT_URL (the
+	 * default): e.g. a profile named on the command line. Return null when the run has no single
+	 * target database (ctx.target and ctx.db() then throw). Throw usageError for missing settings.
+	 */
+	resolveTarget?: (input: {
+		env: Env;
+		flags: FlagValues;
+		args: string[];
+	}) => Target | null;
 	/** The steps, in order; their titles are also listed by --help. */
 	steps: Step<S>[];
 	state: () => S;
@@ -218,16 +234,10 @@ async function execute<S>(
 			return EXIT.ok;
 		}
 		const env = loadEnvironment(inv.flags["env-file"] as string | undefined);
-		const databaseUrl =
-			(inv.flags["database-url"] as string | undefined) ?? env.DATABASE_URL;
-		if (!databaseUrl) {
-			throw usageError(
-				"DATABASE_URL is not set.",
-				"Set it in the environment or in .env (see .env.example), or pass --env-file <path>.",
-			);
-		}
-		const target = makeTarget(databaseUrl, env.DIRECT_URL || undefined, env);
-		if (spec.localOnly) refuseNonLocal(spec.name, target);
+		const target = spec.resolveTarget
+			? spec.resolveTarget({ env, flags: inv.flags, args: inv.args })
+			: defaultTarget(inv.flags, env);
+		if (spec.localOnly && target) refuseNonLocal(spec.name, target);
 		return await runSteps(spec, inv.flags, inv.args, env, target, (c) => {
 			ctx = c;
 		});
@@ -250,6 +260,19 @@ async function execute<S>(
 	}
 }
 
+/** The target from DATABASE_URL (or --database-url) and DIRECT_URL. */
+function defaultTarget(flags: FlagValues, env: Env): Target {
+	const databaseUrl =
+		(flags["database-url"] as string | undefined) ?? env.DATABASE_URL;
+	if (!databaseUrl) {
+		throw usageError(
+			"DATABASE_URL is not set.",
+			"Set it in the environment or in .env (see .env.example), or pass --env-file <path>.",
+		);
+	}
+	return makeTarget(databaseUrl, env.DIRECT_URL || undefined, env);
+}
+
 function refuseNonLocal(name: string, target: Target): void {
 	if (target.isProduction) {
 		throw refusal(
@@ -270,7 +293,7 @@ async function runSteps<S>(
 	flags: FlagValues,
 	args: string[],
 	env: Env,
-	target: Target,
+	target: Target | null,
 	expose: (ctx: Context<S>) => void,
 ): Promise<ExitCode> {
 	const dryRun = Boolean(flags["dry-run"]);
@@ -281,9 +304,15 @@ async function runSteps<S>(
 	// A dry run changes no file, the audit log included.
 	const audit = dryRun
 		? null
-		: openAuditLog(spec.name, target.direct.display, env);
+		: openAuditLog(spec.name, target?.direct.display ?? null, env);
+	const where = target?.direct.display;
+	const noTarget = () =>
+		new RunbookError(
+			`${spec.name} has no single target database (internal error: ctx.target used).`,
+		);
 	let db: Db | undefined;
 	let runConfirmed = false;
+	let destroyConfirmed = false;
 	const reports: StepReport[] = spec.steps.map((s, i) => ({
 		no: i + 1,
 		title: s.title,
@@ -300,7 +329,10 @@ async function runSteps<S>(
 		flags,
 		args,
 		env,
-		target,
+		get target(): Target {
+			if (!target) throw noTarget();
+			return target;
+		},
 		dryRun,
 		json,
 		verbose,
@@ -308,6 +340,7 @@ async function runSteps<S>(
 		audit,
 		state: spec.state(),
 		async db() {
+			if (!target) throw noTarget();
 			if (!db) {
 				db = await connect(target.direct, `runbook:${spec.name}`);
 				cleanups.push(() => db?.end().catch(() => {}));
@@ -322,8 +355,19 @@ async function runSteps<S>(
 		},
 		confirm: (question) => confirm(question, confirmOptions),
 		async confirmRun(question) {
+			if (!target) throw noTarget();
 			await confirmTarget(question, target.direct.database, confirmOptions);
 			runConfirmed = true;
+		},
+		async confirmRunDestructive(question) {
+			if (!target) throw noTarget();
+			await confirmDestructive(
+				question,
+				target.direct.database,
+				confirmOptions,
+			);
+			runConfirmed = true;
+			destroyConfirmed = true;
 		},
 		choose: (question, choices, fallback) =>
 			choose(question, choices, fallback, confirmOptions),
@@ -336,20 +380,21 @@ async function runSteps<S>(
 			`${spec.name}${dryRun ? " (dry run: nothing will be changed)" : ""}`,
 		),
 	);
-	say(
-		`Target: ${target.direct.display}${target.isProduction ? style.red(" [production]") : ""}`,
-	);
+	if (target)
+		say(
+			`Target: ${target.direct.display}${target.isProduction ? style.red(" [production]") : ""}`,
+		);
 	audit?.write({
 		event: "run_start",
 		dry_run: dryRun,
 		argv: process.argv.slice(2),
 	});
-	if (spec.exclusive && !dryRun) {
+	if (spec.exclusive && !dryRun && target) {
 		try {
 			const lock = await acquireRunLock(target.direct, spec.name);
 			cleanups.push(() => lock.release());
 		} catch (err) {
-			const e = plainError(err, target.direct.display);
+			const e = plainError(err, where);
 			audit?.write({
 				event: "run_end",
 				status: "refused",
@@ -426,10 +471,11 @@ async function runSteps<S>(
 			try {
 				if (kind === "change" && !runConfirmed)
 					await confirm(
-						`Run step ${i + 1}, "${step.title}", on ${target.direct.display}?`,
+						`Run step ${i + 1}, "${step.title}"${where ? `, on ${where}` : ""}?`,
 						confirmOptions,
 					);
-				if (kind === "destroy") {
+				if (kind === "destroy" && !destroyConfirmed) {
+					if (!target) throw noTarget();
 					await confirmDestructive(
 						`Step ${i + 1}, "${step.title}", destroys or overwrites data in ${target.direct.display}.`,
 						target.direct.database,
@@ -463,7 +509,7 @@ async function runSteps<S>(
 				report.duration_ms = Math.round(performance.now() - started);
 				const e = interrupted
 					? new RunbookError("Interrupted by the operator.", EXIT.interrupted)
-					: plainError(err, target.direct.display);
+					: plainError(err, where);
 				report.status = interrupted ? "interrupted" : "failed";
 				report.error = e.message;
 				failedAt = report;
@@ -536,7 +582,7 @@ async function runSteps<S>(
 			ok: exitCode === EXIT.ok,
 			exit_code: exitCode,
 			dry_run: dryRun,
-			target: target.direct.display,
+			target: where ?? null,
 			steps: reports,
 			...(spec.summarize?.(ctx, exitCode === EXIT.ok) ?? {}),
 		});

@@ -200,7 +200,12 @@ async function runSquawk(
 		}));
 	} catch (err) {
 		// squawk exits 1 when it finds something; its JSON is still on stdout.
-		const e = err as { stdout?: string; stderr?: string; message: string; code?: string };
+		const e = err as {
+			stdout?: string;
+			stderr?: string;
+			message: string;
+			code?: string;
+		};
 		if (e.code === "ENOENT") {
 			throw new RunbookError(
 				"squawk (the SQL linter) is not installed for this platform.",

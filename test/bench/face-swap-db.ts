@@ -2,15 +2,20 @@
 // database, migrated and seeded if empty), else a throw-away local cluster with a new database.
 // Seeding uses test/support/fixtures.ts; about 230,000 users make 1 GB.
 
+import { execFileSync } from "node:child_process";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import pg from "pg";
-import { createRequire } from "node:module";
-import { execFileSync } from "node:child_process";
 import { seedFaceSwap } from "../support/fixtures.ts";
 import { startLocalCluster } from "../support/postgres.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
-const prismaCli = join(createRequire(import.meta.url).resolve("prisma/package.json"), "..", "build", "index.js");
+const prismaCli = join(
+	createRequire(import.meta.url).resolve("prisma/package.json"),
+	"..",
+	"build",
+	"index.js",
+);
 
 export interface BenchDb {
 	url: string;
@@ -18,13 +23,22 @@ export interface BenchDb {
 	stop(): Promise<void>;
 }
 
-async function size(url: string): Promise<{ bytes: number; users: number | null }> {
+async function size(
+	url: string,
+): Promise<{ bytes: number; users: number | null }> {
 	const db = new pg.Client({ connectionString: url });
 	await db.connect();
 	try {
-		const bytes = Number((await db.query("select pg_database_size(current_database()) as b")).rows[0].b);
-		const has = (await db.query("select to_regclass('public.users') is not null as ok")).rows[0].ok;
-		const users = has ? Number((await db.query("select count(*) as n from users")).rows[0].n) : null;
+		const bytes = Number(
+			(await db.query("select pg_database_size(current_database()) as b"))
+				.rows[0].b,
+		);
+		const has = (
+			await db.query("select to_regclass('public.users') is not null as ok")
+		).rows[0].ok;
+		const users = has
+			? Number((await db.query("select count(*) as n from users")).rows[0].n)
+			: null;
 		return { bytes, users };
 	} finally {
 		await db.end();
@@ -32,7 +46,9 @@ async function size(url: string): Promise<{ bytes: number; users: number | null 
 }
 
 /** Migrates (real Prisma CLI) and seeds the database unless it already holds users. */
-export async function faceSwapDatabase(users = Number(process.env.BENCH_USERS ?? 230_000)): Promise<BenchDb> {
+export async function faceSwapDatabase(
+	users = Number(process.env.BENCH_USERS ?? 230_000),
+): Promise<BenchDb> {
 	let url = process.env.BENCH_DATABASE_URL;
 	let stop = async () => {};
 	if (!url) {
@@ -48,14 +64,33 @@ export async function faceSwapDatabase(users = Number(process.env.BENCH_USERS ??
 	}
 	const before = await size(url);
 	if (!before.users) {
-		process.stderr.write(`migrating and seeding ${users} users (about ${Math.round(users / 230)} MB)...\n`);
-		execFileSync(process.execPath, [prismaCli, "migrate", "deploy", "--config", join(ROOT, "prisma", "prisma.config.ts")], {
-			env: { ...process.env, DATABASE_URL: url, DIRECT_URL: url, PRISMA_HIDE_UPDATE_MESSAGE: "1" },
-			stdio: "ignore",
-		});
+		process.stderr.write(
+			`migrating and seeding ${users} users (about ${Math.round(users / 230)} MB)...\n`,
+		);
+		execFileSync(
+			process.execPath,
+			[
+				prismaCli,
+				"migrate",
+				"deploy",
+				"--config",
+				join(ROOT, "prisma", "prisma.config.ts"),
+			],
+			{
+				env: {
+					...process.env,
+					DATABASE_URL: url,
+					DIRECT_URL: url,
+					PRISMA_HIDE_UPDATE_MESSAGE: "1",
+				},
+				stdio: "ignore",
+			},
+		);
 		const t = performance.now();
 		await seedFaceSwap(url, { users });
-		process.stderr.write(`seeded in ${((performance.now() - t) / 1000).toFixed(0)}s\n`);
+		process.stderr.write(
+			`seeded in ${((performance.now() - t) / 1000).toFixed(0)}s\n`,
+		);
 		const db = new pg.Client({ connectionString: url });
 		await db.connect();
 		await db.query("vacuum analyze");
@@ -67,7 +102,9 @@ export async function faceSwapDatabase(users = Number(process.env.BENCH_USERS ??
 
 export function median(xs: number[]): number {
 	const s = [...xs].sort((a, b) => a - b);
-	return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+	return s.length % 2
+		? s[(s.length - 1) / 2]
+		: (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 export const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;

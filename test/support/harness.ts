@@ -1,7 +1,7 @@
 // What a test file needs: its own database on the shared server, the runbooks run as child
 // processes the way a user runs them, and the real Prisma CLI to migrate fixtures.
 
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
 	cpSync,
@@ -78,6 +78,8 @@ export interface RunOptions {
 	input?: string;
 	/** Samples /proc for descendants' command lines while running. */
 	watchChildren?: boolean;
+	/** Called with the child process once started (e.g. to signal or kill it mid-run). */
+	onSpawn?: (child: ChildProcess) => void;
 	/**
 	 * Sends a signal to the runbook's whole process group (as Ctrl-C or `kill -9` from a
 	 * terminal would) the first time its output matches the pattern.
@@ -132,11 +134,14 @@ export function runRunbook(
 export function runPrismaCli(
 	args: string[],
 	databaseUrl: string,
+	/** e.g. PRISMA_MIGRATIONS_DIR for a temporary migrations folder. */
+	extraEnv: Record<string, string> = {},
 ): Promise<RunResult> {
 	return runNode(
 		[prismaCli, ...args, "--config", join(ROOT, "prisma", "prisma.config.ts")],
 		{
 			env: {
+				...extraEnv,
 				DATABASE_URL: databaseUrl,
 				DIRECT_URL: databaseUrl,
 				PRISMA_HIDE_UPDATE_MESSAGE: "1",
@@ -155,6 +160,7 @@ function runNode(argv: string[], opts: RunOptions): Promise<RunResult> {
 			// Its own process group, so a signal reaches tsx's child too, as from a terminal.
 			detached: true,
 		});
+		opts.onSpawn?.(child);
 		let stdout = "";
 		let stderr = "";
 		let signalled = false;

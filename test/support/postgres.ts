@@ -36,7 +36,7 @@ export function findPgBin(tool: string): string {
 	return tool;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
 	return new Promise((resolve, reject) => {
 		const srv = createServer();
 		srv.unref();
@@ -76,8 +76,13 @@ async function startContainer(): Promise<PgServer | null> {
 
 /** Starts a throw-away cluster on 127.0.0.1 with password authentication. */
 export async function startLocalCluster(
-	opts: { fsync?: boolean } = {},
+	opts: {
+		fsync?: boolean;
+		/** The bootstrap superuser's name (default postgres), e.g. supabase_admin for a Supabase-shaped server. */
+		superuser?: string;
+	} = {},
 ): Promise<PgServer> {
+	const superuser = opts.superuser ?? "postgres";
 	const dir = mkdtempSync(join(tmpdir(), "runbook-pg-"));
 	const data = join(dir, "data");
 	const password = randomBytes(12).toString("hex");
@@ -107,7 +112,7 @@ export async function startLocalCluster(
 		"-D",
 		data,
 		"-U",
-		"postgres",
+		superuser,
 		"--auth=scram-sha-256",
 		`--pwfile=${pwfile}`,
 		"-E",
@@ -137,7 +142,7 @@ export async function startLocalCluster(
 		"start",
 	]);
 	return {
-		adminUrl: `postgresql://postgres:${password}@127.0.0.1:${port}/postgres`,
+		adminUrl: `postgresql://${superuser}:${password}@127.0.0.1:${port}/postgres`,
 		kind: "local",
 		async stop() {
 			try {

@@ -1,0 +1,417 @@
+// add-required-field.ts as an operator runs it, in a copy of the repository (it writes migration
+// folders and prisma/schema.prisma there), on generated_videos: end to end under a concurrent
+// writer, Prisma's status and validate clean afterwards, a constant default, a lock held by
+// another session (lock_timeout and retries), reruns, and bad input (exit 2, nothing changed).
+
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import {
+	admin,
+	copyRepository,
+	createDatabase,
+	dropDatabase,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+
+let repo: string;
+let url: string;
+let audit: string;
+
+beforeAll(async () => {
+	repo = copyRepository();
+	url = await createDatabase("addrequired");
+	audit = join(scratchDir(), "audit.jsonl");
+	const deploy = await runPrismaCli(["migrate", "deploy"], url);
+	expect(deploy.code, deploy.stderr).toBe(0);
+	await seedFaceSwap(url, { users: 2000 });
+});
+
+afterAll(async () => {
+	await dropDatabase(url);
+});
+
+const env = () => ({
+	DATABASE_URL: url,
+	RUNBOOK_AUDIT_LOG: audit,
+	RUNBOOK_PROGRESS_INTERVAL_MS: "200",
+});
+
+const sql = <T extends pg.QueryResultRow = Record<string, unknown>>(
+	text: string,
+	values: unknown[] = [],
+) => admin(async (db) => (await db.query<T>(text, values)).rows, url);
+
+const migrations = () =>
+	readdirSync(join(repo, "prisma", "migrations")).filter((d) =>
+		/^\d{14}_/.test(d),
+	);
+const schema = () =>
+	readFileSync(join(repo, "prisma", "schema.prisma"), "utf8");
+
+const column = async (name: string) =>
+	(
+		await sql<{ notnull: boolean; type: string }>(
+			`select attnotnull as notnull, format_type(atttypid, atttypmod) as type
+			   from pg_attribute where attrelid = 'generated_videos'::regclass and attname = $1 and not attisdropped`,
+			[name],
+		)
+	)[0];
+
+const THUMB = [
+	"--table",
+	"generated_videos",
+	"--column",
+	"thumbnail_path",
+	"--type",
+	"text",
+	"--backfill",
+	"'thumbs/' || id || '.jpg'",
+];
+
+describe("add-required-field.ts", () => {
+	it("plans with --dry-run and changes nothing", async () => {
+		const before = { migrations: migrations(), schema: schema() };
+		const run = await runRunbook(
+			"add-required-field",
+			[...THUMB, "--dry-run"],
+			{
+				env: env(),
+				root: repo,
+			},
+		);
+		expect(run.code, run.stdout + run.stderr).toBe(0);
+		expect(run.stdout).toContain(
+			'ALTER TABLE "generated_videos" ADD COLUMN "thumbnail_path" text;',
+		);
+		expect(run.stdout).toContain("VALIDATE CONSTRAINT");
+		expect(run.stdout).toContain("ACCESS EXCLUSIVE");
+		expect(migrations()).toEqual(before.migrations);
+		expect(schema()).toBe(before.schema);
+		expect(await column("thumbnail_path")).toBeUndefined();
+	});
+
+	it("refuses bad input with exit 2 and changes nothing", async () => {
+		const before = { migrations: migrations(), schema: schema() };
+		const cases: Array<[string[], RegExp]> = [
+			[
+				[
+					"--table",
+					"generated_video",
+					"--column",
+					"x",
+					"--type",
+					"text",
+					"--default",
+					"'a'",
+				],
+				/no table "generated_video"/,
+			],
+			[
+				[
+					"--table",
+					"generated_videos",
+					"--column",
+					"x",
+					"--type",
+					"texte",
+					"--default",
+					"'a'",
+				],
+				/--type texte is not a PostgreSQL type/,
+			],
+			[
+				[
+					"--table",
+					"generated_videos",
+					"--column",
+					"x",
+					"--type",
+					"text",
+					"--default",
+					"'a'",
+					"--backfill",
+					"'b'",
+				],
+				/either --default/,
+			],
+			[
+				[
+					"--table",
+					"generated_videos",
+					"--column",
+					"x",
+					"--type",
+					"text",
+					"--backfill",
+					"output_pth",
+				],
+				/--backfill is not valid SQL here: column "output_pth" does not exist/,
+			],
+			[
+				[
+					"--table",
+					"generated_videos",
+					"--column",
+					"x",
+					"--type",
+					"text",
+					"--backfill",
+					"output_path",
+				],
+				/--backfill gives NULL for [\d,]+ of [\d,]+ rows.*\n.*coalesce/,
+			],
+			[
+				[
+					"--table",
+					"generated_videos",
+					"--column",
+					"x",
+					"--type",
+					"text",
+					"--default",
+					"user_id",
+				],
+				/cannot refer to other columns|cannot use column reference/,
+			],
+			[
+				[
+					"--table",
+					"generated_videos",
+					"--column",
+					"Bad-Name",
+					"--type",
+					"text",
+					"--default",
+					"'a'",
+				],
+				/snake_case/,
+			],
+			[
+				[
+					"--table",
+					"generated_videos",
+					"--column",
+					"status",
+					"--type",
+					"text",
+					"--default",
+					"'a'",
+				],
+				/exists already, as "VideoStatus", not text/,
+			],
+		];
+		for (const [args, message] of cases) {
+			const run = await runRunbook("add-required-field", [...args, "--yes"], {
+				env: env(),
+				root: repo,
+			});
+			expect(run.code, `${args.join(" ")}\n${run.stdout}${run.stderr}`).toBe(2);
+			expect(run.stdout + run.stderr).toMatch(message);
+		}
+		expect(migrations()).toEqual(before.migrations);
+		expect(schema()).toBe(before.schema);
+		expect(await column("x")).toBeUndefined();
+	});
+
+	it("makes a column required under a concurrent writer, in Prisma's history, with no drift", async () => {
+		const before = migrations();
+		const writer = new pg.Client({ connectionString: url });
+		await writer.connect();
+		const ids = (
+			await writer.query<{ id: string }>(
+				"select id from generated_videos order by random() limit 2000",
+			)
+		).rows.map((r) => r.id);
+		let stop = false;
+		let worst = 0;
+		let ops = 0;
+		let inserted = 0;
+		const errors: string[] = [];
+		const writing = (async () => {
+			for (let i = 0; !stop; i++) {
+				const t0 = performance.now();
+				try {
+					if (i % 10 === 0) {
+						// New rows: the app writes the column once it exists (deployed first).
+						const has = await column("thumbnail_path");
+						await writer.query(
+							`insert into generated_videos (id, user_id, face_source_id, template_id, updated_at${has ? ", thumbnail_path" : ""})
+							 select 'cw' || md5(random()::text), user_id, face_source_id, template_id, now()${has ? ", 'thumbs/new.jpg'" : ""}
+							   from generated_videos where id = $1`,
+							[ids[i % ids.length]],
+						);
+						inserted++;
+					} else {
+						await writer.query(
+							"update generated_videos set progress = (progress + 1) % 100, updated_at = now() where id = $1",
+							[ids[i % ids.length]],
+						);
+					}
+					ops++;
+				} catch (err) {
+					errors.push((err as Error).message);
+				}
+				worst = Math.max(worst, performance.now() - t0);
+				await new Promise((r) => setTimeout(r, 3));
+			}
+		})();
+		const run = await runRunbook(
+			"add-required-field",
+			[...THUMB, "--yes", "--json"],
+			{ env: env(), root: repo },
+		);
+		stop = true;
+		await writing;
+		await writer.end();
+		expect(run.code, run.stdout + run.stderr).toBe(0);
+		const report = JSON.parse(run.stdout);
+		expect(report.healthy).toBe(true);
+		expect(errors).toEqual([]);
+		expect(ops).toBeGreaterThan(50);
+		expect(inserted).toBeGreaterThan(5);
+		// The writer never waited long: each lock was short (a loaded CI machine gets some slack).
+		expect(worst).toBeLessThan(3000);
+
+		// The column is NOT NULL and every row has its value.
+		expect(await column("thumbnail_path")).toEqual({
+			notnull: true,
+			type: "text",
+		});
+		const [r] = await sql<{ wrong: string }>(
+			`select count(*) filter (where id not like 'cw%' and thumbnail_path <> 'thumbs/' || id || '.jpg') as wrong from generated_videos`,
+		);
+		expect(Number(r.wrong)).toBe(0);
+		const checks = await sql(
+			"select 1 from pg_constraint where conname like 'generated_videos_thumbnail_path%'",
+		);
+		expect(checks).toEqual([]);
+
+		// Four migrations, recorded as Prisma records them; the field in schema.prisma.
+		const added = migrations().filter((m) => !before.includes(m));
+		expect(added.map((m) => m.slice(15))).toEqual([
+			"add_generated_videos_thumbnail_path",
+			"generated_videos_thumbnail_path_not_null_check_not_valid",
+			"generated_videos_thumbnail_path_validate_not_null_check",
+			"generated_videos_thumbnail_path_set_not_null",
+		]);
+		const rows = await sql<{
+			migration_name: string;
+			finished_at: Date | null;
+			applied_steps_count: number;
+		}>(
+			"select migration_name, finished_at, applied_steps_count from _prisma_migrations where migration_name = any($1) order by migration_name",
+			[added],
+		);
+		expect(rows.map((x) => x.migration_name)).toEqual(added);
+		expect(
+			rows.every((x) => x.finished_at && x.applied_steps_count === 1),
+		).toBe(true);
+		expect(schema()).toMatch(
+			/^ {2}thumbnailPath +String +@map\("thumbnail_path"\)$/m,
+		);
+		expect(report.locks).toHaveLength(4);
+		expect(report.locks.map((l: { mode: string }) => l.mode)).toEqual([
+			"ACCESS EXCLUSIVE",
+			"ACCESS EXCLUSIVE",
+			"SHARE UPDATE EXCLUSIVE",
+			"ACCESS EXCLUSIVE",
+		]);
+		expect(run.stderr).toMatch(
+			/lock: ACCESS EXCLUSIVE on generated_videos, waited \d+ms, held \d+ms/,
+		);
+
+		// Prisma agrees (its own CLI), and validate reports the database healthy.
+		const status = await runPrismaCli(["migrate", "status"], url, {
+			PRISMA_MIGRATIONS_DIR: join(repo, "prisma", "migrations"),
+		});
+		expect(status.code, status.stdout + status.stderr).toBe(0);
+		expect(status.stdout).toContain("Database schema is up to date");
+		const validate = await runRunbook("validate", ["--json"], {
+			env: env(),
+			root: repo,
+		});
+		expect(validate.code, validate.stdout + validate.stderr).toBe(0);
+		expect(JSON.parse(validate.stdout).healthy).toBe(true);
+
+		// Run again, it finds every step done and would change nothing.
+		const again = await runRunbook(
+			"add-required-field",
+			[...THUMB, "--dry-run"],
+			{ env: env(), root: repo },
+		);
+		expect(again.code, again.stdout + again.stderr).toBe(0);
+		expect(again.stdout).toContain(
+			"4 of 4 migrations applied by an earlier run",
+		);
+		expect(again.stdout.match(/skipped: (?:\S+ is )?applied$/gm)?.length).toBe(
+			4,
+		);
+		expect(migrations().length).toBe(before.length + 4);
+	});
+
+	it("adds a column with a constant default, waiting out a session that holds the table", async () => {
+		// Another session keeps the table locked for a while: the schema change times out
+		// (lock_timeout) and retries instead of queueing the app behind it.
+		const holder = new pg.Client({ connectionString: url });
+		await holder.connect();
+		await holder.query(
+			"begin; lock table generated_videos in access share mode",
+		);
+		// It lets go once the runbook has timed out on the lock and said so (or after a minute).
+		let released = false;
+		const release = () => {
+			if (released) return;
+			released = true;
+			holder.query("commit").catch(() => {});
+		};
+		const fallback = setTimeout(release, 60_000);
+		const run = await runRunbook(
+			"add-required-field",
+			[
+				"--table",
+				"generated_videos",
+				"--column",
+				"priority",
+				"--type",
+				"integer",
+				"--default",
+				"0",
+				"--lock-timeout-ms",
+				"200",
+				"--yes",
+			],
+			{
+				env: env(),
+				root: repo,
+				onSpawn: (child) => {
+					let out = "";
+					child.stdout?.on("data", (d) => {
+						out += d;
+						if (/attempt 1: /.test(out)) release();
+					});
+				},
+			},
+		);
+		clearTimeout(fallback);
+		release();
+		await holder.end().catch(() => {});
+		expect(run.code, run.stdout + run.stderr).toBe(0);
+		expect(run.stdout).toMatch(
+			/attempt 1: the ACCESS EXCLUSIVE lock was not granted within 200ms/,
+		);
+		expect(run.stdout).toMatch(/held by pid \d+/);
+		// Released as soon as the runbook said so: it got the lock on one of the next attempts.
+		expect(run.stdout).not.toMatch(/attempt 4: /);
+		expect(run.stdout).toContain("existing rows read the default");
+		expect(await column("priority")).toEqual({
+			notnull: true,
+			type: "integer",
+		});
+		expect(schema()).toMatch(/^ {2}priority +Int +@default\(0\)$/m);
+	});
+});
