@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
 	cpSync,
+	existsSync,
 	mkdtempSync,
 	readdirSync,
 	readFileSync,
@@ -126,8 +127,71 @@ export function runRunbook(
 ): Promise<RunResult> {
 	return runNode(
 		[tsxCli, join(opts.root ?? ROOT, "runbooks", `${name}.ts`), ...args],
-		{ cwd: opts.root, ...opts },
-	);
+		{ cwd: opts.root, ...opts, watchChildren: true },
+	).then((result) => {
+		assertNoSecrets(name, result, opts);
+		return result;
+	});
+}
+
+/**
+ * Every runbook run in the suite is scanned: the test server's password and every connection
+ * string the test passed in the environment must appear nowhere in stdout, stderr, the audit
+ * log, the manifests in BACKUP_DIR, or the argv of any process the runbook started.
+ */
+function assertNoSecrets(
+	name: string,
+	result: RunResult,
+	opts: RunOptions,
+): void {
+	const secrets = new Set<string>();
+	const addUrl = (value: string | undefined) => {
+		if (!value || !/^postgres(ql)?:\/\//.test(value)) return;
+		try {
+			const u = new URL(value);
+			if (u.password.length >= 6) {
+				secrets.add(value);
+				secrets.add(decodeURIComponent(u.password));
+			}
+		} catch {
+			// not a URL: nothing to look for
+		}
+	};
+	try {
+		addUrl(adminUrl());
+	} catch {
+		// outside vitest (the demo): only the URLs given below
+	}
+	for (const v of Object.values(opts.env ?? {})) addUrl(v);
+	const sources: Array<[string, string]> = [
+		["stdout", result.stdout],
+		["stderr", result.stderr],
+		// The runbook's own command line is the operator's choice; its children's are the runbook's.
+		...result.childArgv
+			.filter((a) => !a.includes(`/runbooks/${name}.ts`))
+			.map((a): [string, string] => [`a child's argv (${a.slice(0, 60)}…)`, a]),
+	];
+	const audit = opts.env?.RUNBOOK_AUDIT_LOG;
+	if (audit && existsSync(audit))
+		sources.push(["the audit log", readFileSync(audit, "utf8")]);
+	const backups = opts.env?.BACKUP_DIR;
+	if (backups && existsSync(backups)) {
+		for (const f of readdirSync(backups).filter((f) => f.endsWith(".json"))) {
+			sources.push([
+				`backup manifest ${f}`,
+				readFileSync(join(backups, f), "utf8"),
+			]);
+		}
+	}
+	for (const secret of secrets) {
+		for (const [where, text] of sources) {
+			if (text.includes(secret)) {
+				throw new Error(
+					`secret scan: runbooks/${name}.ts leaked a password or connection string into ${where}`,
+				);
+			}
+		}
+	}
 }
 
 /** The real Prisma CLI with the project's config, for fixtures (e.g. migrate deploy). */
@@ -186,7 +250,7 @@ function runNode(argv: string[], opts: RunOptions): Promise<RunResult> {
 			watch();
 		});
 		const timer = opts.watchChildren
-			? setInterval(() => sampleDescendants(child.pid, childArgv), 15)
+			? setInterval(() => sampleDescendants(child.pid, childArgv), 20)
 			: undefined;
 		child.stdin.end(opts.input ?? "");
 		child.on("error", reject);
