@@ -17,7 +17,7 @@ describe("secret scan", () => {
 		join(repo, "runbooks", "leaky-argv.ts"),
 		[
 			'import { execFileSync } from "node:child_process";',
-			'execFileSync("sleep", ["0.3", new URL(process.env.DATABASE_URL ?? "").password]);',
+			'execFileSync("sh", ["-c", "sleep 0.3", "sh", new URL(process.env.DATABASE_URL ?? "").password]);',
 			"",
 		].join("\n"),
 	);
@@ -40,7 +40,7 @@ describe("secret scan", () => {
 				env: { DATABASE_URL: adminUrl() },
 			}),
 		).rejects.toThrow(
-			"leaked a password or connection string into a child's argv",
+			"leaked a password or connection string into a child's argv (sh -c sleep 0.3 sh",
 		);
 	});
 });
