@@ -144,6 +144,83 @@ model UserPreferences {
 				delete env.RUNBOOK_ENV;
 			},
 		},
+		{
+			title: "Before a large migration: db-health on a quiet database (exit 0)",
+			runbook: "db-health",
+			args: [],
+			expect: 0,
+		},
+		{
+			title: "monitor: one snapshot of sessions and locks",
+			runbook: "monitor",
+			args: ["--once"],
+			expect: 0,
+		},
+		{
+			title: "troubleshoot: a migration marked failed is diagnosed (exit 1)",
+			runbook: "troubleshoot",
+			args: ["--skip-drift"],
+			expect: 1,
+			before: () =>
+				sql(
+					"update _prisma_migrations set finished_at = null, logs = 'ERROR: could not obtain lock' where migration_name = '20241230000000_comprehensive_schema'",
+				),
+		},
+		{
+			title:
+				"troubleshoot: the operator marks it rolled back, as prisma migrate resolve would",
+			runbook: "troubleshoot",
+			args: [
+				"--skip-drift",
+				"--resolve-rolled-back",
+				"20241230000000_comprehensive_schema",
+				"--yes",
+			],
+			expect: 0,
+			// The failure was staged by the demo: the migration had in fact been applied.
+			after: () =>
+				sql(
+					"update _prisma_migrations set rolled_back_at = null, finished_at = started_at, logs = null where migration_name = '20241230000000_comprehensive_schema'",
+				),
+		},
+		{
+			title:
+				"A large-table backfill in keyset batches (the seed's OFFSET loop skipped half the rows)",
+			runbook: "backfill",
+			args: [
+				"--table",
+				"generated_videos",
+				"--set",
+				"quality = '720p'",
+				"--where",
+				"quality = '480p'",
+				"--yes",
+			],
+			expect: 0,
+		},
+		{
+			title:
+				"A required column on a busy table, without downtime, kept in Prisma's history",
+			runbook: "add-required-field",
+			args: [
+				"--table",
+				"generated_videos",
+				"--column",
+				"priority",
+				"--type",
+				"integer",
+				"--default",
+				"0",
+				"--yes",
+			],
+			expect: 0,
+		},
+		{
+			title: "validate after all that (exit 0)",
+			runbook: "validate",
+			args: [],
+			expect: 0,
+		},
 	];
 
 	for (const scene of scenes) {
