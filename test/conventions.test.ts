@@ -24,6 +24,29 @@ const DRY_RUN_ARGS: Record<string, string[]> = {
 	troubleshoot: ["--reset", "--skip-drift"],
 	"switch-db-env": ["status"],
 	"migrate-to-supabase": ["--no-switch"],
+	backfill: [
+		"--table",
+		"generated_videos",
+		"--set",
+		"quality = '1080p'",
+		"--where",
+		"quality = '720p'",
+	],
+	"add-required-field": [
+		"--table",
+		"generated_videos",
+		"--column",
+		"dry_run_col",
+		"--type",
+		"text",
+		"--backfill",
+		"'x' || id",
+	],
+	// With no backup in BACKUP_DIR the dry run says so (a real run would refuse) and exits 0.
+	"emergency-rollback": [],
+	backup: ["create", "--keep", "3"],
+	// Nothing pending on the fixture: the preflight runs and says so.
+	"deploy-production": [],
 };
 
 /** Extra environment for a runbook's dry run: `spare` is a second, empty database. */

@@ -1,0 +1,49 @@
+// Durations as operators type them ("5s", "500ms", "2min", "1h", or plain seconds), for timeouts
+// and waits; and back into PostgreSQL's own spelling.
+
+import { usageError } from "./errors.ts";
+
+const UNITS: Record<string, number> = {
+	ms: 1,
+	s: 1000,
+	sec: 1000,
+	m: 60_000,
+	min: 60_000,
+	h: 3_600_000,
+};
+
+/** Milliseconds, or a usage error (exit 2) naming the flag. A bare number means seconds. */
+export function parseDuration(text: string | number, flag: string): number {
+	if (typeof text === "number") return Math.round(text * 1000);
+	const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)?\s*$/i.exec(text);
+	if (!m) {
+		throw usageError(
+			`${flag} needs a duration such as 5s, 500ms or 2min, not "${text}".`,
+		);
+	}
+	return Math.round(Number(m[1]) * UNITS[(m[2] ?? "s").toLowerCase()]);
+}
+
+/** "5s", "1.5s", "2min": the way PostgreSQL prints timeouts. */
+export function formatMs(ms: number): string {
+	if (ms === 0) return "0 (none)";
+	if (ms % 60_000 === 0) return `${ms / 60_000}min`;
+	if (ms % 1000 === 0) return `${ms / 1000}s`;
+	return ms < 1000 ? `${ms}ms` : `${(ms / 1000).toFixed(1)}s`;
+}
+
+/** Resolves after ms, or rejects at once when the signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+	return new Promise((resolve, reject) => {
+		if (signal?.aborted) return reject(new Error("aborted"));
+		const timer = setTimeout(() => {
+			signal?.removeEventListener("abort", onAbort);
+			resolve();
+		}, ms);
+		const onAbort = () => {
+			clearTimeout(timer);
+			reject(new Error("aborted"));
+		};
+		signal?.addEventListener("abort", onAbort, { once: true });
+	});
+}

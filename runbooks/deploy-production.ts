@@ -1,0 +1,831 @@
+#!/usr/bin/env -S npx tsx
+// The seed's "Production Migration Workflow" (backup, prisma migrate deploy, migrate status, test,
+// monitor) as one command an engineer or a CI job can trust with the production database: checks
+// first, a verified backup, one confirmation naming the database, migrations applied with a lock
+// timeout (retried, naming what blocked them), then verified, smoke-tested and watched.
+
+import {
+	describeSession,
+	type LockHolder,
+	lockHolders,
+	longTransactions,
+} from "../lib/activity.ts";
+import { type HookRun, runHookOrAsk } from "../lib/app-hooks.ts";
+import {
+	type BackupCheck,
+	type BackupManifest,
+	checkBackup,
+	createBackup,
+	describeBackup,
+	rollbackCommand,
+	verifyBackup,
+} from "../lib/backup.ts";
+import { describeTables, formatBytes } from "../lib/catalog.ts";
+import { type Db, quoteLiteral, serverVersion } from "../lib/db.ts";
+import {
+	databaseDrift,
+	explainDriftStatement,
+	schemaDrift,
+} from "../lib/drift.ts";
+import { formatMs, parseDuration } from "../lib/duration.ts";
+import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
+import { type WatchReport, watchLocks } from "../lib/lock-watch.ts";
+import {
+	backoffMs,
+	DEPLOY_ARGS,
+	type DeployOutcome,
+	type DeploySettings,
+	deployCommand,
+	deployWithRetries,
+} from "../lib/migrate-deploy.ts";
+import { tableOfStatement, tablesTouched } from "../lib/migration-sql.ts";
+import {
+	type History,
+	type LocalMigration,
+	readHistory,
+} from "../lib/migrations.ts";
+import { formatDuration, table } from "../lib/output.ts";
+import {
+	displayPath,
+	migrationsDir,
+	prismaErrorText,
+	runPrisma,
+} from "../lib/prisma-cli.ts";
+import { type Context, runRunbook } from "../lib/runner.ts";
+import { type SmokeQuery, smokeQueries } from "../lib/smoke.ts";
+import {
+	acceptOnSmallTables,
+	describeFindings,
+	type Finding,
+	type LintResult,
+	lintSql,
+} from "../lib/sql-lint.ts";
+
+interface State {
+	server?: string;
+	history?: History;
+	pending: LocalMigration[];
+	lint: LintResult[];
+	touched: string[];
+	holders: LockHolder[];
+	backupCheck?: BackupCheck;
+	backup?: BackupManifest;
+	deploy?: DeployOutcome;
+	interrupted?: {
+		migration: string | null;
+		applied: string[];
+		markedRolledBack: boolean;
+		leftSessions: number;
+	};
+	applying: boolean;
+	smoke?: { queries: SmokeQuery[]; hook: HookRun };
+	watch?: WatchReport;
+	schemaDrift: string[];
+}
+
+type Ctx = Context<State>;
+
+interface Settings extends DeploySettings {
+	maxHolderAgeMs: number;
+	smallTableBytes: number;
+	monitorSeconds: number;
+	allow: string[];
+}
+
+function settings(ctx: Ctx): Settings {
+	const f = ctx.flags;
+	const lockTimeoutMs = parseDuration(
+		f["lock-timeout"] as string,
+		"--lock-timeout",
+	);
+	if (lockTimeoutMs < 100)
+		throw usageError(
+			"--lock-timeout must be at least 100ms (0 would wait forever, which is what it prevents).",
+		);
+	const statementTimeoutMs = parseDuration(
+		f["statement-timeout"] as string,
+		"--statement-timeout",
+	);
+	const retries = Number(f.retries);
+	if (!Number.isInteger(retries))
+		throw usageError(`--retries needs a whole number, not "${f.retries}".`);
+	const allow = String(f.allow ?? "")
+		.split(",")
+		.map((r) => r.trim())
+		.filter(Boolean);
+	for (const r of allow)
+		if (!/^[a-z][a-z0-9-]*$/.test(r))
+			throw usageError(
+				`--allow takes squawk rule names such as adding-required-field, not "${r}".`,
+			);
+	return {
+		lockTimeoutMs,
+		statementTimeoutMs,
+		retries,
+		maxHolderAgeMs: parseDuration(
+			f["max-holder-age"] as string,
+			"--max-holder-age",
+		),
+		smallTableBytes: Number(f["small-table-mb"]) * 1024 * 1024,
+		monitorSeconds: Number(f["monitor-seconds"]),
+		allow,
+	};
+}
+
+const nothingPending = (ctx: Ctx) =>
+	ctx.state.history && ctx.state.pending.length === 0
+		? "nothing to deploy"
+		: false;
+const notInDryRun = (ctx: Ctx) =>
+	ctx.dryRun ? "dry run: nothing was applied" : nothingPending(ctx);
+const rollback = (ctx: Ctx) =>
+	ctx.state.backup ? rollbackCommand(ctx.state.backup.id) : null;
+
+const markRolledBackSql = (name: string) =>
+	`UPDATE "_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = ${quoteLiteral(name)} AND finished_at IS NULL AND rolled_back_at IS NULL;`;
+
+/** What the database holds after a failure at or after the apply step, and the way back. */
+function stateAfterFailure(ctx: Ctx): string {
+	const lines: string[] = [];
+	const d = ctx.state.deploy;
+	const pending = ctx.state.pending.map((m) => m.name);
+	if (d) {
+		lines.push(
+			`Applied by this deploy: ${d.applied.length ? d.applied.join(", ") : "none"}.`,
+		);
+		const f = d.failure;
+		if (f?.migration) {
+			lines.push(
+				`Failed: ${f.migration}. PostgreSQL rolled its transaction back, so none of it is in the database; ${
+					f.markedRolledBack
+						? "it is marked rolled back in _prisma_migrations, so the next deploy applies it again."
+						: `_prisma_migrations records it as failed, and deploys refuse until it is resolved: fix the migration, then mark it rolled back:\n  ${markRolledBackSql(f.migration as string)}`
+				}`,
+			);
+		}
+		const rest = pending.filter(
+			(n) => !d.applied.includes(n) && n !== d.failure?.migration,
+		);
+		if (rest.length) lines.push(`Not applied: ${rest.join(", ")}.`);
+	} else if (ctx.state.interrupted) {
+		const i = ctx.state.interrupted;
+		lines.push(
+			`Applied by this deploy before the interrupt: ${i.applied.length ? i.applied.join(", ") : "none"}.`,
+		);
+		if (i.migration && i.markedRolledBack) {
+			lines.push(
+				`${i.migration} was running: its session was cancelled, PostgreSQL rolled it back, and it is marked rolled back in _prisma_migrations (the next deploy applies it again).`,
+			);
+		} else if (i.migration) {
+			lines.push(
+				`${i.migration} was running and is recorded as unfinished in _prisma_migrations${
+					i.leftSessions
+						? ` (its session was still there; it ends at the lock or statement timeout)`
+						: ""
+				}. Once npx tsx runbooks/monitor.ts shows no "runbook:deploy-production:prisma" session, it was rolled back: mark it so:\n  ${markRolledBackSql(i.migration)}`,
+			);
+		}
+		lines.push("Rerun the deploy to apply the rest.");
+	} else if (ctx.state.applying) {
+		lines.push(
+			"The deploy was stopped while prisma migrate deploy ran: a migration in progress was rolled back by PostgreSQL when its session ended.",
+			"Check with: npx tsx runbooks/validate.ts (a migration shown as failed/unfinished was not applied; mark it rolled back:",
+			`  ${markRolledBackSql("<migration>")})`,
+		);
+	} else {
+		lines.push(
+			`All ${pending.length} pending migration(s) are applied: ${pending.join(", ")}.`,
+		);
+	}
+	const cmd = rollback(ctx);
+	if (cmd)
+		lines.push(
+			`To restore the database as it was before this deploy (pre-deploy backup): ${cmd}`,
+		);
+	return lines.join("\n");
+}
+
+/** Findings on a table small enough that the lock they warn about lasts a fraction of a second, accepted. */
+async function judgeFindings(
+	db: Db,
+	result: LintResult,
+	s: Settings,
+	createdEarlier: Set<string>,
+): Promise<LintResult> {
+	return acceptOnSmallTables(
+		result,
+		s.smallTableBytes,
+		async (f: Finding) => {
+			const drop =
+				/^DROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?("(?:[^"]|"")+"|\w+)/i.exec(
+					f.statement,
+				);
+			if (drop) {
+				const r = await db.query<{ t: string | null }>(
+					"select (select format('%I.%I', n.nspname, c.relname) from pg_index i join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace where i.indexrelid = to_regclass($1)) as t",
+					[drop[1]],
+				);
+				return r.rows[0].t;
+			}
+			return tableOfStatement(f.statement);
+		},
+		async (table) => {
+			const r = await db.query<{ bytes: string | null }>(
+				"select pg_table_size(to_regclass($1)) as bytes",
+				[table],
+			);
+			return r.rows[0].bytes === null ? null : Number(r.rows[0].bytes);
+		},
+		(table) => createdEarlier.has(table),
+	);
+}
+
+await runRunbook<State>({
+	name: "deploy-production",
+	summary:
+		"Deploy pending migrations to production: checks, verified backup, confirmation, apply with a lock timeout, verify, smoke test, monitor.",
+	description:
+		"Connects through DIRECT_URL when set (never through a transaction pooler). Refuses (exit 3), changing\n" +
+		"nothing, when _prisma_migrations holds a failed or unfinished migration, when squawk finds an unsafe\n" +
+		"statement in a pending migration.sql that is not allowed by name (--allow <rule>), or when a session has\n" +
+		"held a lock on a table the migrations touch for longer than --max-holder-age. Index builds and constraint\n" +
+		"checks on tables under --small-table-mb are accepted: their lock lasts a fraction of a second.\n" +
+		"Then takes a pre-deploy backup and verifies it (no verified backup, no deploy), asks (or --yes --confirm\n" +
+		"<database>), and runs prisma migrate deploy with lock_timeout and statement_timeout on every session, so\n" +
+		"a migration that cannot get its lock gives up instead of queueing every query on the table behind it;\n" +
+		"it is then marked rolled back (PostgreSQL rolled it back) and retried with backoff, naming the blocker.\n" +
+		"With nothing pending it says so and exits 0 without a backup.",
+	flags: {
+		allow: {
+			type: "string",
+			value: "<rule>",
+			repeatable: true,
+			description:
+				"Accept one squawk rule by name (repeat, or comma-separate), e.g. --allow adding-required-field.",
+		},
+		"lock-timeout": {
+			type: "string",
+			value: "<duration>",
+			default: "5s",
+			description: "Longest wait for a lock per statement.",
+		},
+		"statement-timeout": {
+			type: "string",
+			value: "<duration>",
+			default: "5min",
+			description:
+				"Longest run of one statement (raise it for an allowed table rewrite).",
+		},
+		retries: {
+			type: "number",
+			value: "<n>",
+			default: 5,
+			description: "Retries after a lock timeout (backoff 1s, 2s, 4s ... 30s).",
+		},
+		"max-holder-age": {
+			type: "string",
+			value: "<duration>",
+			default: "2min",
+			description:
+				"Refuse when a session has held a lock on a touched table in a transaction this old.",
+		},
+		"small-table-mb": {
+			type: "number",
+			value: "<MB>",
+			default: 10,
+			description:
+				"Accept non-concurrent index builds and constraint checks on tables smaller than this.",
+		},
+		"monitor-seconds": {
+			type: "number",
+			value: "<s>",
+			default: 30,
+			description:
+				"How long to watch for blocked sessions after the deploy (0: skip).",
+		},
+	},
+	env: {
+		BACKUP_DIR: "Where the pre-deploy backup goes (default backups/).",
+		BACKUP_MIN_FREE_MB:
+			"Space to leave free on BACKUP_DIR's disk after the dump (default 256).",
+		SMOKE_TEST_CMD:
+			"Shell command run after the built-in smoke queries, e.g. curl -fsS https://app/api/health.",
+		PRISMA_MIGRATIONS_DIR: "Migrations folder (default prisma/migrations).",
+		PRISMA_ENGINE:
+			"Prisma schema engine: wasm (default; the only one the timeouts are tested with) or native.",
+		PG_BIN_DIR:
+			"Directory of pg_dump/pg_restore when not the newest under /usr/lib/postgresql or on PATH.",
+	},
+	examples: [
+		"npx tsx runbooks/deploy-production.ts --dry-run",
+		"npx tsx runbooks/deploy-production.ts",
+		"npx tsx runbooks/deploy-production.ts --yes --confirm faceswap --monitor-seconds 60",
+		"npx tsx runbooks/deploy-production.ts --yes --confirm faceswap --allow adding-required-field --lock-timeout 3s",
+	],
+	exclusive: true,
+	state: () => ({
+		pending: [],
+		lint: [],
+		touched: [],
+		holders: [],
+		applying: false,
+		schemaDrift: [],
+	}),
+	steps: [
+		{
+			title: "Preflight: connection, migration history, lint, size, locks",
+			async run(ctx) {
+				const s = settings(ctx);
+				const t = ctx.target;
+				const via = ctx.env.DIRECT_URL ? "DIRECT_URL" : "DATABASE_URL";
+				if (t.direct.pooled) {
+					throw refusal(
+						`${via} (${t.direct.display}) goes through a transaction pooler (pgbouncer=true or port 6543); migrations and dumps need a direct connection.`,
+						"Set DIRECT_URL to the direct, non-pooled connection string (on Supabase: port 5432, db.<project>.supabase.co).",
+					);
+				}
+				const db = await ctx.db();
+				const v = await serverVersion(db);
+				ctx.state.server = v.text;
+				ctx.log(
+					`connected through ${via}: ${t.direct.display}, PostgreSQL ${v.text}${t.isProduction ? " [production]" : ""}`,
+				);
+				if ((ctx.env.PRISMA_ENGINE ?? "wasm") !== "wasm") {
+					ctx.warn(
+						"PRISMA_ENGINE is not wasm: the lock and statement timeouts are set through the wasm engine's driver and may not apply.",
+					);
+				}
+
+				const dir = migrationsDir(ctx.env);
+				const h = await readHistory(db, dir);
+				ctx.state.history = h;
+				const failed = h.issues.filter((i) => i.kind === "failed");
+				if (failed.length) {
+					for (const i of failed) ctx.warn(`${i.migration}: ${i.detail}`);
+					throw refusal(
+						`_prisma_migrations has ${failed.length} failed or unfinished migration(s): ${failed.map((i) => i.migration).join(", ")}.`,
+						`See what happened: npx tsx runbooks/validate.ts. If PostgreSQL rolled it back (a failed migration.sql runs in one transaction), fix it and mark it rolled back:\n  ${markRolledBackSql(failed[0].migration)}`,
+					);
+				}
+				if (h.tableMissing) {
+					const tables = await db.query<{ n: string }>(
+						"select count(*) as n from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r','p')",
+					);
+					if (Number(tables.rows[0].n) > 0) {
+						throw refusal(
+							"The database has tables but no _prisma_migrations: it was never deployed with Prisma Migrate, so deploying would try to create what exists.",
+							"Baseline it first: mark the migrations it already contains as applied (prisma migrate resolve --applied <name>).",
+						);
+					}
+				}
+				// Rows marked rolled back belong to migrations that are pending again: not a problem for a deploy.
+				for (const i of h.issues.filter(
+					(x) => !["failed", "pending", "rolled_back"].includes(x.kind),
+				))
+					ctx.warn(`${i.migration}: ${i.detail}`);
+				ctx.state.pending = h.pending;
+				ctx.log(
+					`${h.local.length} migrations in ${displayPath(dir)}; latest applied: ${h.latestApplied ?? "none"}`,
+				);
+				if (h.pending.length === 0) {
+					return {
+						summary: `nothing to deploy: all ${h.local.length} migrations are applied (latest ${h.latestApplied ?? "none"})`,
+					};
+				}
+				ctx.log(`pending (${h.pending.length}):`);
+				for (const m of h.pending) ctx.log(`  ${m.name}`);
+
+				// Lint every pending migration.sql; findings about short locks on small tables are accepted.
+				const created = new Set<string>();
+				for (const m of h.pending) {
+					const raw = await lintSql(
+						m.sql,
+						`${m.name}/migration.sql`,
+						s.allow,
+						String(v.major),
+					);
+					const judged = await judgeFindings(db, raw, s, created);
+					ctx.state.lint.push(judged);
+					for (const line of describeFindings(judged)) ctx.log(line);
+					for (const c of m.sql.matchAll(
+						/\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"(?:\."(?:[^"]|"")+")?|\w+)/gi,
+					)) {
+						created.add(
+							c[1].includes(".")
+								? c[1].replace(/"/g, "")
+								: `public.${c[1].replace(/"/g, "")}`,
+						);
+					}
+				}
+				const findings = ctx.state.lint.flatMap((l) =>
+					l.findings.map((f) => ({ ...f, file: l.file })),
+				);
+				const unused = s.allow.filter(
+					(r) => !findings.some((f) => f.rule === r),
+				);
+				if (unused.length)
+					ctx.warn(
+						`--allow ${unused.join(", ")}: no pending migration has such a finding.`,
+					);
+				const unsafe = findings.filter((f) => !f.allowed);
+				if (unsafe.length) {
+					const rules = [...new Set(unsafe.map((f) => f.rule))];
+					throw refusal(
+						`${unsafe.length} unsafe statement(s) in the pending migrations (${rules.join(", ")}), explained above. No backup was taken.`,
+						`Rewrite the migration as suggested, or accept the risk by name: ${rules.map((r) => `--allow ${r}`).join(" ")}`,
+					);
+				}
+
+				// Size, largest tables, and the tables the migrations touch.
+				const tables = await describeTables(db);
+				const size = (
+					await db.query<{ b: string }>(
+						"select pg_database_size(current_database()) as b",
+					)
+				).rows[0].b;
+				const largest = [...tables]
+					.sort((a, b) => b.totalBytes - a.totalBytes)
+					.slice(0, 5);
+				ctx.log(
+					`database ${formatBytes(Number(size))}; largest tables: ${largest.map((x) => `${x.name} ${formatBytes(x.totalBytes)}`).join(", ")}`,
+				);
+				const touched = [
+					...new Set(h.pending.flatMap((m) => tablesTouched(m.sql))),
+				];
+				ctx.state.touched = touched;
+				const info = (name: string) =>
+					tables.find((x) => `public.${x.name}` === name);
+				if (touched.length) {
+					ctx.log(
+						`tables the migrations lock: ${touched.map((n) => `${n.replace(/^public\./, "")} (${info(n) ? `${formatBytes(info(n)?.totalBytes ?? 0)}${info(n)?.estimatedRows ? `, ~${info(n)?.estimatedRows} rows` : ""}` : "new"})`).join(", ")}`,
+					);
+				}
+
+				// Sessions that would make the migration wait (and everyone behind it).
+				const holders = await lockHolders(db, touched);
+				ctx.state.holders = holders;
+				for (const x of holders)
+					ctx.warn(
+						`holds ${x.modes.join("/")} on ${x.table}: ${describeSession(x)}`,
+					);
+				const long = (await longTransactions(db, 60)).filter(
+					(x) => !holders.some((y) => y.pid === x.pid),
+				);
+				for (const x of long)
+					ctx.warn(
+						`long transaction (not on the touched tables): ${describeSession(x)}`,
+					);
+				const old = holders.filter(
+					(x) => (x.xactAgeS ?? 0) * 1000 >= s.maxHolderAgeMs,
+				);
+				if (old.length) {
+					throw refusal(
+						`${old.length} session(s) have held a lock on a table the migrations alter for longer than ${formatMs(s.maxHolderAgeMs)} (pid ${old.map((x) => x.pid).join(", ")}): the migration would keep timing out on its lock.`,
+						`Find out what they are (npx tsx runbooks/monitor.ts), let them finish or end them (npx tsx runbooks/monitor.ts --terminate <pid>), then rerun. --max-holder-age raises the limit.`,
+					);
+				}
+
+				const check = await checkBackup(db, ctx.env);
+				ctx.state.backupCheck = check;
+				ctx.log(
+					`backup: pg_dump ${check.pgDump.version}, estimated ${formatBytes(check.estimateBytes)}, ${formatBytes(check.freeBytes)} free in ${check.dir}`,
+				);
+				const accepted = findings.length;
+				return {
+					status: holders.length || long.length ? "warning" : "ok",
+					summary: `${h.pending.length} pending migration(s), ${accepted ? `${accepted} finding(s), all allowed` : "no unsafe statements"}${
+						holders.length ? `, ${holders.length} session(s) holding locks` : ""
+					}`,
+					data: {
+						pending: h.pending.map((m) => m.name),
+						findings,
+						touched,
+						holders,
+						long_transactions: long,
+					},
+				};
+			},
+		},
+		{
+			title: "Backup: pg_dump, verified",
+			kind: "write",
+			skip: nothingPending,
+			plan: (ctx) => describeBackup(ctx.target.direct, { env: ctx.env }),
+			async run(ctx) {
+				const m = await createBackup(ctx.target.direct, {
+					kind: "pre-deploy",
+					env: ctx.env,
+					signal: ctx.signal,
+					log: ctx.log,
+				});
+				const r = await verifyBackup(
+					{ manifest: m, archivePresent: true },
+					ctx.env,
+					ctx.signal,
+				);
+				for (const p of r.problems) ctx.warn(p);
+				if (!r.ok) {
+					throw refusal(
+						`The pre-deploy backup ${m.id} failed verification (${r.problems[0]}). No verified backup, no deploy: nothing was applied.`,
+						"Check BACKUP_DIR's disk and pg_restore, then rerun.",
+					);
+				}
+				ctx.state.backup = r.manifest;
+				const rows = Object.values(m.row_counts).reduce((a, b) => a + b, 0);
+				ctx.log(
+					`${r.manifest.id}: ${formatBytes(m.size_bytes)}, ${Object.keys(m.row_counts).length} tables, ${rows} rows, sha256 and pg_restore --list checked`,
+				);
+				return {
+					summary: `${m.id} (${formatBytes(m.size_bytes)}), verified`,
+					data: r.manifest,
+				};
+			},
+			onFailure: () =>
+				"No migration was applied. An unverified archive, if any, does not count as a backup.",
+		},
+		{
+			title: "Confirm the deploy",
+			skip: (ctx) =>
+				ctx.dryRun ? "dry run: nothing to confirm" : nothingPending(ctx),
+			async run(ctx) {
+				const s = settings(ctx);
+				ctx.log(
+					`target:  ${ctx.target.direct.display}${ctx.target.isProduction ? " [production]" : ""}`,
+				);
+				ctx.log(`migrations to apply (${ctx.state.pending.length}):`);
+				for (const m of ctx.state.pending) ctx.log(`  ${m.name}`);
+				ctx.log(`backup:  ${ctx.state.backup?.id} (verified)`);
+				ctx.log(
+					`each statement: lock_timeout ${formatMs(s.lockTimeoutMs)}, statement_timeout ${formatMs(s.statementTimeoutMs)}; up to ${s.retries} retries`,
+				);
+				await ctx.confirmRun(
+					`Deploy ${ctx.state.pending.length} migration(s) to ${ctx.target.direct.display}?`,
+				);
+				return {
+					summary: ctx.flags.yes
+						? `confirmed with --yes --confirm ${ctx.target.direct.database}`
+						: "confirmed by the operator",
+				};
+			},
+		},
+		{
+			title: "Apply: prisma migrate deploy (lock timeout, retries)",
+			kind: "change",
+			skip: nothingPending,
+			plan(ctx) {
+				const s = settings(ctx);
+				const lines = [
+					deployCommand(s),
+					`-- every engine session: SET lock_timeout = ${formatMs(s.lockTimeoutMs)}, statement_timeout = ${formatMs(s.statementTimeoutMs)}`,
+					`-- after a lock timeout: mark the migration rolled back in _prisma_migrations, retry (up to ${s.retries}, waiting ${[1, 2, 3].map((n) => formatMs(backoffMs(n, s))).join(", ")} ...)`,
+				];
+				if (ctx.dryRun) {
+					for (const m of ctx.state.pending)
+						lines.push(`-- ${m.name}/migration.sql:`, m.sql.trim());
+				}
+				return lines;
+			},
+			async run(ctx) {
+				const s = settings(ctx);
+				ctx.state.applying = true;
+				const outcome = await deployWithRetries({
+					target: ctx.target,
+					env: ctx.env,
+					db: await ctx.db(),
+					settings: s,
+					signal: ctx.signal,
+					onEvent(e) {
+						if (e.type === "interrupted") ctx.state.interrupted = e;
+						if (e.type === "waiting") {
+							for (const b of e.blockers) {
+								ctx.log(
+									`waiting up to ${formatMs(s.lockTimeoutMs)} for a lock${b.table ? ` on ${b.table}` : ""} held by pid ${b.pid} ("${b.application}")`,
+								);
+							}
+						}
+						if (e.type === "attempt")
+							ctx.log(`attempt ${e.no}/${e.of}: ${DEPLOY_ARGS.join(" ")}`);
+						if (e.type === "blocked") {
+							ctx.warn(
+								`${e.migration ?? "the deploy"} could not get its lock within ${formatMs(s.lockTimeoutMs)} and gave up; other queries were not held up longer.`,
+							);
+							if (e.blockers.length === 0)
+								ctx.warn("the blocker ended before it could be identified");
+							for (const b of e.blockers)
+								ctx.warn(
+									`blocked by ${describeSession(b)}${b.table ? ` (on ${b.table})` : ""}`,
+								);
+						}
+						if (e.type === "rolled-back")
+							ctx.log(
+								`marked ${e.migration} rolled back in _prisma_migrations (PostgreSQL rolled its transaction back)`,
+							);
+						if (e.type === "retry")
+							ctx.log(`retrying in ${formatMs(e.delayMs)}`);
+					},
+				});
+				ctx.state.deploy = outcome;
+				ctx.state.applying = false;
+				for (const a of outcome.attempts)
+					if (a.applied.length)
+						ctx.log(`attempt ${a.no} applied: ${a.applied.join(", ")}`);
+				if (!outcome.ok) {
+					const f = outcome.failure;
+					const why = f?.lockTimeout
+						? `${f.migration ?? "a migration"} could not get its lock in ${outcome.attempts.length} attempt(s) (lock_timeout ${formatMs(s.lockTimeoutMs)})`
+						: f?.statementTimeout
+							? `${f.migration} ran longer than the statement timeout (${formatMs(s.statementTimeoutMs)}): ${f.error}`
+							: `${f?.migration ?? "prisma migrate deploy"} failed: ${f?.error}`;
+					const blockers = outcome.attempts.flatMap((a) => a.blockers);
+					throw new RunbookError(
+						`${why}.`,
+						EXIT.failed,
+						f?.lockTimeout && blockers.length
+							? `Last blocker: ${describeSession(blockers[blockers.length - 1])}. Rerun when it is gone (npx tsx runbooks/monitor.ts).`
+							: f?.statementTimeout
+								? "If the migration is expected to take longer, rerun with a larger --statement-timeout."
+								: undefined,
+					);
+				}
+				const retried = outcome.attempts.length - 1;
+				return {
+					status: retried ? "warning" : "ok",
+					summary: `applied ${outcome.applied.length} migration(s)${retried ? ` after ${retried} lock timeout(s)` : ""}`,
+					data: outcome,
+				};
+			},
+			onFailure: stateAfterFailure,
+		},
+		{
+			title: "Verify: migrate status, history, drift",
+			skip: notInDryRun,
+			async run(ctx) {
+				// Three Prisma CLI runs of a few seconds each, side by side.
+				const [status, drift, schema] = await Promise.all([
+					runPrisma(["migrate", "status"], ctx.target, ctx.env, ctx.signal),
+					databaseDrift(ctx.target, ctx.env, ctx.signal),
+					schemaDrift(ctx.target, ctx.env, ctx.signal),
+				]);
+				const statusText = prismaErrorText(status);
+				const problems: string[] = [];
+				if (status.exitCode !== 0)
+					problems.push(
+						`prisma migrate status: ${statusText.split("\n").slice(-3).join(" ")}`,
+					);
+				else
+					ctx.log(
+						`prisma migrate status: ${statusText.split("\n").filter(Boolean).pop()}`,
+					);
+				const h = await readHistory(await ctx.db(), migrationsDir(ctx.env));
+				for (const i of h.issues.filter((x) => x.kind !== "rolled_back"))
+					problems.push(`${i.migration}: ${i.detail}`);
+				for (const sql of drift)
+					problems.push(`drift: ${explainDriftStatement(sql)} (${sql})`);
+				if (!drift.length)
+					ctx.log("no drift: the database matches what the migrations build");
+				ctx.state.schemaDrift = schema;
+				for (const sql of schema) {
+					ctx.warn(
+						`prisma/schema.prisma differs from what the migrations build (the app's Prisma client is generated from it); to match it: ${sql}`,
+					);
+				}
+				if (problems.length) {
+					for (const p of problems) ctx.warn(p);
+					throw new RunbookError(
+						`The database is not in the state the migrations describe: ${problems[0]}`,
+					);
+				}
+				return {
+					status: schema.length ? "warning" : "ok",
+					summary: `up to date at ${h.latestApplied}, history healthy, no drift${schema.length ? "; prisma/schema.prisma differs from the migrations" : ""}`,
+				};
+			},
+			onFailure: stateAfterFailure,
+		},
+		{
+			title: "Smoke test: read queries, SMOKE_TEST_CMD",
+			skip: notInDryRun,
+			async run(ctx) {
+				const queries = await smokeQueries(await ctx.db());
+				const failed = queries.filter((q) => q.error);
+				const tables = new Set(queries.map((q) => q.table)).size;
+				ctx.log(
+					`${queries.length} read queries over ${tables} tables, slowest ${Math.max(0, ...queries.map((q) => q.ms))}ms`,
+				);
+				for (const q of failed) ctx.warn(`${q.sql}: ${q.error}`);
+				const hook = await runHookOrAsk(
+					"SMOKE_TEST_CMD",
+					"check the app's main pages and its API by hand",
+					{
+						env: ctx.env,
+						signal: ctx.signal,
+						yes: Boolean(ctx.flags.yes),
+						ask: ctx.confirm,
+						say: ctx.log,
+						log: (line) => ctx.log(`  | ${line}`),
+					},
+				);
+				ctx.state.smoke = { queries, hook };
+				if (hook.command)
+					ctx.log(
+						`SMOKE_TEST_CMD (${hook.command}): ${hook.outcome} in ${formatDuration(hook.durationMs)}`,
+					);
+				if (failed.length || hook.outcome === "failed") {
+					throw new RunbookError(
+						failed.length
+							? `${failed.length} smoke query(ies) failed, first: ${failed[0].sql}: ${failed[0].error}`
+							: `The smoke test failed (SMOKE_TEST_CMD${hook.exitCode !== undefined ? ` exit ${hook.exitCode}` : ""}): ${hook.output.split("\n").slice(-2).join(" ")}`,
+					);
+				}
+				return {
+					summary: `${queries.length} queries ok; SMOKE_TEST_CMD ${hook.command ? hook.outcome : hook.outcome === "manual" ? "checked by hand" : "not set"}`,
+					data: { queries, hook },
+				};
+			},
+			onFailure: stateAfterFailure,
+		},
+		{
+			title: "Monitor: blocked sessions, lock waits, errors",
+			skip: (ctx) =>
+				notInDryRun(ctx) ||
+				(Number(ctx.flags["monitor-seconds"]) === 0
+					? "--monitor-seconds 0"
+					: false),
+			async run(ctx) {
+				const s = settings(ctx);
+				let lastPrint = 0;
+				const w = await watchLocks(await ctx.db(), {
+					seconds: s.monitorSeconds,
+					signal: ctx.signal,
+					onSample(elapsed, waiting) {
+						if (waiting.length) {
+							for (const x of waiting)
+								ctx.warn(
+									`waiting ${x.waitS}s on ${x.table ?? "a lock"}: ${describeSession(x)} (blocked by ${x.blockedBy.join(", ")})`,
+								);
+						} else if (elapsed - lastPrint >= 10) {
+							lastPrint = elapsed;
+							ctx.log(
+								`${Math.round(elapsed)}s of ${s.monitorSeconds}s: no session waiting on a lock`,
+							);
+						}
+					},
+				});
+				ctx.state.watch = w;
+				const worrying = w.blocked.filter((x) => x.waitS >= 1);
+				ctx.log(
+					`${w.seconds}s: ${w.blocked.length ? `${w.blocked.length} session(s) waited on locks, longest ${w.maxWaitS}s` : "no session waited on a lock"}; ` +
+						`${w.delta.commits} commits, ${w.delta.rollbacks} rollbacks, ${w.delta.deadlocks} deadlocks`,
+				);
+				return {
+					status: worrying.length || w.delta.deadlocks ? "warning" : "ok",
+					summary: `${w.blocked.length} blocked session(s) (longest ${w.maxWaitS}s), ${w.delta.rollbacks} rollbacks, ${w.delta.deadlocks} deadlocks`,
+					data: w,
+				};
+			},
+			onFailure: stateAfterFailure,
+		},
+		{
+			title: "Summary",
+			async run(ctx) {
+				const rows = ctx.reports
+					.filter((r) => r.title !== "Summary")
+					.map((r) => ({
+						step: `${r.no}. ${r.title}`,
+						status: r.status,
+						time:
+							r.duration_ms === undefined ? "" : formatDuration(r.duration_ms),
+					}));
+				ctx.log(table(rows));
+				if (nothingPending(ctx))
+					return { summary: "nothing to deploy: the database is up to date" };
+				if (ctx.dryRun) {
+					return {
+						summary: `dry run: would back up, then apply ${ctx.state.pending.length} migration(s): ${ctx.state.pending.map((m) => m.name).join(", ")}`,
+					};
+				}
+				const cmd = rollback(ctx) as string;
+				ctx.log(`applied: ${ctx.state.deploy?.applied.join(", ")}`);
+				ctx.log(`backup:  ${ctx.state.backup?.id}`);
+				ctx.log(
+					`if the app misbehaves, restore the pre-deploy backup with:\n  ${cmd}`,
+				);
+				return {
+					summary: `deployed ${ctx.state.deploy?.applied.length} migration(s); rollback: ${cmd}`,
+				};
+			},
+		},
+	],
+	summarize: (ctx) => ({
+		pending: ctx.state.pending.map((m) => m.name),
+		findings: ctx.state.lint.flatMap((l) =>
+			l.findings.map((f) => ({ file: l.file, ...f })),
+		),
+		backup_id: ctx.state.backup?.id ?? null,
+		rollback_command: rollback(ctx),
+		applied: ctx.state.deploy?.applied ?? [],
+		attempts: ctx.state.deploy?.attempts ?? [],
+		failure: ctx.state.deploy?.failure ?? null,
+		monitor: ctx.state.watch ?? null,
+	}),
+});

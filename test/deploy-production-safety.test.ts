@@ -1,0 +1,392 @@
+// deploy-production.ts's safety checks: an unsafe migration refused (and accepted by name), and
+// live traffic next to a deploy: a session holding a lock on the table a pending migration alters.
+// Each attempt gives up within the lock timeout while other sessions' queries on that table keep
+// being answered; the deploy names the blocker, and succeeds once it ends. A second deploy
+// meanwhile refuses (exit 3); a holder older than --max-holder-age is refused up front.
+
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import {
+	admin,
+	createDatabase,
+	dropDatabase,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+import { cloneDatabase, migrationsWith } from "./support/migration-fixtures.ts";
+import { snapshotDatabase } from "./support/snapshot.ts";
+
+const MIGRATION = "20250105000000_add_user_nickname";
+const LOCK_TIMEOUT_MS = 1000;
+
+let base: string;
+let url: string;
+let migrations: string;
+const made: string[] = [];
+
+const dbName = () => new URL(url).pathname.slice(1);
+
+function env(dir = scratchDir()) {
+	return {
+		DATABASE_URL: url,
+		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
+		BACKUP_DIR: join(dir, "backups"),
+		PRISMA_MIGRATIONS_DIR: migrations,
+	};
+}
+
+async function client(app: string): Promise<pg.Client> {
+	const c = new pg.Client({ connectionString: url, application_name: app });
+	c.on("error", () => {});
+	await c.connect();
+	return c;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(
+	what: string,
+	check: () => Promise<boolean>,
+	timeoutMs = 90_000,
+): Promise<void> {
+	const end = Date.now() + timeoutMs;
+	while (!(await check())) {
+		if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+		await sleep(100);
+	}
+}
+
+const rolledBackRows = () =>
+	admin(
+		async (db) =>
+			Number(
+				(
+					await db.query<{ n: string }>(
+						"select count(*) as n from _prisma_migrations where migration_name = $1 and rolled_back_at is not null",
+						[MIGRATION],
+					)
+				).rows[0].n,
+			),
+		url,
+	);
+
+beforeAll(async () => {
+	base = await createDatabase("deploy_safety");
+	const migrated = await runPrismaCli(["migrate", "deploy"], base);
+	expect(migrated.code, migrated.stderr).toBe(0);
+	await seedFaceSwap(base, { users: 1000 });
+	url = await cloneDatabase(base, "deploy_locks");
+	made.push(url);
+	migrations = migrationsWith({
+		[MIGRATION]: 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
+	});
+});
+
+afterAll(async () => {
+	for (const u of made) await dropDatabase(u);
+	await dropDatabase(base);
+});
+
+const backupFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
+const query = (u: string, sql: string) =>
+	admin(async (db) => (await db.query(sql)).rows, u);
+
+describe("deploy-production.ts lint", () => {
+	it("refuses a NOT NULL column without default (exit 3) with squawk's finding explained, nothing changed and no backup; --allow proceeds", async () => {
+		const url = await cloneDatabase(base, "deploy_unsafe");
+		made.push(url);
+		const name = "20250101000000_require_token_purpose";
+		const dir = migrationsWith({
+			[name]:
+				'ALTER TABLE "verification_tokens" ADD COLUMN "purpose" TEXT NOT NULL;\n',
+		});
+		const dir2 = scratchDir();
+		const env = {
+			DATABASE_URL: url,
+			RUNBOOK_AUDIT_LOG: join(dir2, "audit.jsonl"),
+			BACKUP_DIR: join(dir2, "backups"),
+			PRISMA_MIGRATIONS_DIR: dir,
+		};
+		const { BACKUP_DIR: backups, RUNBOOK_AUDIT_LOG: audit } = env;
+		const snapshot = async () => {
+			const s = await snapshotDatabase(url);
+			delete s.databases_count;
+			return s;
+		};
+		const deploy = (extra: string[] = []) =>
+			runRunbook(
+				"deploy-production",
+				[
+					"--yes",
+					"--confirm",
+					new URL(url).pathname.slice(1),
+					"--monitor-seconds",
+					"1",
+					...extra,
+				],
+				{ env },
+			);
+		const before = await snapshot();
+
+		const refused = await deploy();
+		expect(refused.code, refused.stdout + refused.stderr).toBe(3);
+		expect(refused.stdout).toContain(
+			"✗ unsafe: NOT NULL column without a default [adding-required-field]",
+		);
+		expect(refused.stdout).toContain("Why: Existing rows have no value for it");
+		expect(refused.stderr).toContain("--allow adding-required-field");
+		expect(await snapshot()).toEqual(before);
+		expect(backupFiles(backups)).toEqual([]);
+		const ends = readFileSync(audit, "utf8")
+			.trim()
+			.split("\n")
+			.map((l) => JSON.parse(l))
+			.filter((l) => l.event === "run_end");
+		expect(ends.at(-1)).toMatchObject({ exit_code: 3 });
+
+		const allowed = await deploy(["--allow", "adding-required-field"]);
+		expect(allowed.code, allowed.stdout + allowed.stderr).toBe(0);
+		expect(allowed.stdout).toContain(
+			"~ allowed: NOT NULL column without a default [adding-required-field]",
+		);
+		const cols = await query(
+			url,
+			"select 1 from information_schema.columns where table_name = 'verification_tokens' and column_name = 'purpose'",
+		);
+		expect(cols).toHaveLength(1);
+		expect(
+			backupFiles(backups).filter((f) => f.endsWith(".json")),
+		).toHaveLength(1);
+	});
+});
+
+describe("deploy-production.ts with a held lock", () => {
+	it("refuses (exit 3) when a session has held a lock on a touched table longer than --max-holder-age", async () => {
+		const holder = await client("report-job");
+		try {
+			await holder.query("begin");
+			await holder.query("select count(*) from users");
+			await sleep(1500);
+			const e = env();
+			const run = await runRunbook(
+				"deploy-production",
+				["--yes", "--confirm", dbName(), "--max-holder-age", "1s"],
+				{ env: e },
+			);
+			expect(run.code, run.stdout + run.stderr).toBe(3);
+			expect(run.stdout).toContain('application "report-job"');
+			expect(run.stderr).toContain(
+				"held a lock on a table the migrations alter for longer than 1s",
+			);
+			expect(existsSync(e.BACKUP_DIR)).toBe(false);
+		} finally {
+			await holder.query("rollback").catch(() => {});
+			await holder.end();
+		}
+	});
+
+	it("gives up within the lock timeout while reads go on, names the blocker, refuses a second deploy, and succeeds once the holder ends", async () => {
+		const ids = (
+			await admin(
+				(db) =>
+					db.query<{ id: string }>("select id from users order by id limit 50"),
+				url,
+			)
+		).rows.map((r) => r.id);
+		const holder = await client("nightly-report");
+		const holderPid = (
+			await holder.query<{ pid: number }>("select pg_backend_pid() as pid")
+		).rows[0].pid;
+		await holder.query("begin");
+		await holder.query("select count(*) from users");
+
+		// A stream of single-row reads on the locked table, each timed.
+		const reader = await client("app-reader");
+		const waits: number[] = [];
+		let reading = true;
+		const reads = (async () => {
+			for (let i = 0; reading; i++) {
+				const started = performance.now();
+				await reader.query("select * from users where id = $1", [
+					ids[i % ids.length],
+				]);
+				waits.push(performance.now() - started);
+				await sleep(20);
+			}
+		})();
+
+		const e = env();
+		const first = runRunbook(
+			"deploy-production",
+			[
+				"--yes",
+				"--confirm",
+				dbName(),
+				"--lock-timeout",
+				`${LOCK_TIMEOUT_MS}ms`,
+				"--retries",
+				"10",
+				"--monitor-seconds",
+				"1",
+				"--json",
+			],
+			{ env: e },
+		);
+		let second: Awaited<ReturnType<typeof runRunbook>> | undefined;
+		try {
+			// Once an attempt has given up (its row marked rolled back), a second deploy must refuse.
+			await until("a lock timeout", async () => (await rolledBackRows()) >= 1);
+			second = await runRunbook(
+				"deploy-production",
+				["--yes", "--confirm", dbName(), "--monitor-seconds", "0"],
+				{
+					env: env(),
+				},
+			);
+			await until(
+				"a second lock timeout",
+				async () => (await rolledBackRows()) >= 2,
+			);
+		} finally {
+			await holder.query("commit");
+			await holder.end();
+		}
+		const run = await first;
+		reading = false;
+		await reads;
+		await reader.end();
+
+		expect(second?.code, second?.stderr).toBe(3);
+		expect(second?.stderr).toContain("Another runbook is already changing");
+		expect(second?.stderr).toContain("deploy-production");
+
+		expect(run.code, run.stderr).toBe(0);
+		const report = JSON.parse(run.stdout);
+		expect(report.applied).toEqual([MIGRATION]);
+		const attempts = report.attempts as Array<{
+			outcome: string;
+			blockers: Array<{ pid: number; application: string; query: string }>;
+		}>;
+		expect(attempts.length).toBeGreaterThanOrEqual(3);
+		expect(attempts.at(-1)?.outcome).toBe("applied");
+		const blocked = attempts.filter((a) => a.outcome === "lock-timeout");
+		expect(blocked.length).toBeGreaterThanOrEqual(2);
+		expect(blocked[0].blockers).toEqual(
+			expect.arrayContaining([
+				expect.objectContaining({
+					pid: holderPid,
+					application: "nightly-report",
+					query: "select count(*) from users",
+				}),
+			]),
+		);
+		expect(run.stderr).toContain(
+			`blocked by pid ${holderPid}, application "nightly-report"`,
+		);
+
+		// Readers were held up at most for the lock timeout (+1 s of slack), never for the holder's whole transaction.
+		expect(waits.length).toBeGreaterThan(20);
+		expect(Math.max(...waits)).toBeLessThan(LOCK_TIMEOUT_MS + 1000);
+		// Each timed-out attempt was marked rolled back; the migration is applied exactly once.
+		const rows = await admin(
+			async (db) =>
+				(
+					await db.query(
+						"select finished_at, rolled_back_at from _prisma_migrations where migration_name = $1",
+						[MIGRATION],
+					)
+				).rows,
+			url,
+		);
+		expect(rows.filter((r) => r.finished_at && !r.rolled_back_at)).toHaveLength(
+			1,
+		);
+		expect(
+			rows.filter((r) => !r.finished_at && !r.rolled_back_at),
+		).toHaveLength(0);
+		expect(
+			readdirSync(e.BACKUP_DIR).filter((f) => f.endsWith(".json")),
+		).toHaveLength(1);
+	});
+
+	it("Ctrl-C while the migration waits for its lock: exit 130, its session cancelled at once, the migration marked rolled back", async () => {
+		const u = await cloneDatabase(base, "deploy_ctrlc");
+		made.push(u);
+		const holder = new pg.Client({
+			connectionString: u,
+			application_name: "long-report",
+		});
+		holder.on("error", () => {});
+		await holder.connect();
+		await holder.query("begin");
+		await holder.query("select count(*) from users");
+		const d = scratchDir();
+		let run: Awaited<ReturnType<typeof runRunbook>>;
+		try {
+			run = await runRunbook(
+				"deploy-production",
+				[
+					"--yes",
+					"--confirm",
+					new URL(u).pathname.slice(1),
+					"--lock-timeout",
+					"45s",
+				],
+				{
+					env: {
+						DATABASE_URL: u,
+						RUNBOOK_AUDIT_LOG: join(d, "audit.jsonl"),
+						BACKUP_DIR: join(d, "backups"),
+						PRISMA_MIGRATIONS_DIR: migrations,
+					},
+					signalOn: {
+						pattern:
+							/waiting up to 45s for a lock on users held by pid \d+ \("long-report"\)/,
+						signal: "SIGINT",
+					},
+				},
+			);
+			// The holder is still open, yet nothing waits on users any more: the ALTER was cancelled.
+			const started = performance.now();
+			await admin((db) => db.query("select * from users limit 1"), u);
+			expect(performance.now() - started).toBeLessThan(1000);
+		} finally {
+			await holder.query("rollback");
+			await holder.end();
+		}
+		expect(run.code, run.stdout + run.stderr).toBe(130);
+		expect(run.stderr).toContain(
+			`${MIGRATION} was running: its session was cancelled, PostgreSQL rolled it back, and it is marked rolled back`,
+		);
+		expect(run.stderr).toContain(
+			"npx tsx runbooks/emergency-rollback.ts --backup ",
+		);
+		const rows = await admin(
+			async (db) =>
+				(
+					await db.query(
+						"select finished_at, rolled_back_at from _prisma_migrations where migration_name = $1",
+						[MIGRATION],
+					)
+				).rows,
+			u,
+		);
+		expect(rows).toEqual([
+			{ finished_at: null, rolled_back_at: expect.any(Date) },
+		]);
+		const engine = await admin(
+			async (db) =>
+				(
+					await db.query(
+						"select pid from pg_stat_activity where application_name = 'runbook:deploy-production:prisma'",
+					)
+				).rows,
+			u,
+		);
+		expect(engine).toEqual([]);
+	});
+});

@@ -1,0 +1,91 @@
+// Migration histories for deploy tests: a database some migrations behind the repository (with
+// realistic data in it), and temporary migrations folders holding the repository's migrations
+// plus extra ones (PRISMA_MIGRATIONS_DIR), e.g. an unsafe or a failing migration.
+
+import {
+	cpSync,
+	mkdirSync,
+	mkdtempSync,
+	readdirSync,
+	readFileSync,
+	writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { admin, ROOT, urlFor } from "./harness.ts";
+
+export const REPO_MIGRATIONS = join(ROOT, "prisma", "migrations");
+
+export function repoMigrationNames(): string[] {
+	return readdirSync(REPO_MIGRATIONS, { withFileTypes: true })
+		.filter((d) => d.isDirectory())
+		.map((d) => d.name)
+		.sort();
+}
+
+/** A copy of prisma/migrations plus extra migrations (folder name -> migration.sql). */
+export function migrationsWith(extra: Record<string, string>): string {
+	const dir = join(
+		mkdtempSync(join(tmpdir(), "runbook-migrations-")),
+		"migrations",
+	);
+	cpSync(REPO_MIGRATIONS, dir, { recursive: true });
+	for (const [name, sql] of Object.entries(extra)) {
+		mkdirSync(join(dir, name));
+		writeFileSync(join(dir, name, "migration.sql"), sql);
+	}
+	return dir;
+}
+
+/**
+ * The SQL that undoes what Prisma generated for a migration that only adds indexes, columns and
+ * enum types (as the repository's last two do): drop them, newest first.
+ */
+export function undoSql(migrationSql: string): string[] {
+	const out: string[] = [];
+	for (const m of migrationSql.matchAll(/CREATE (?:UNIQUE )?INDEX ("[^"]+")/g))
+		out.push(`DROP INDEX ${m[1]}`);
+	for (const block of migrationSql.matchAll(/ALTER TABLE ("[^"]+")([^;]*);/g)) {
+		for (const c of block[2].matchAll(/ADD COLUMN\s+("[^"]+")/g))
+			out.push(`ALTER TABLE ${block[1]} DROP COLUMN ${c[1]}`);
+	}
+	for (const m of migrationSql.matchAll(/CREATE TYPE ("[^"]+")/g))
+		out.push(`DROP TYPE ${m[1]}`);
+	return out;
+}
+
+/**
+ * Takes a fully migrated (and seeded) database back by its last `count` migrations, keeping its
+ * data: their objects are dropped and their rows removed from _prisma_migrations.
+ */
+export async function rewind(url: string, count: number): Promise<string[]> {
+	const names = repoMigrationNames().slice(-count);
+	await admin(async (db) => {
+		await db.query("begin");
+		for (const name of [...names].reverse()) {
+			for (const sql of undoSql(
+				readFileSync(join(REPO_MIGRATIONS, name, "migration.sql"), "utf8"),
+			))
+				await db.query(sql);
+			await db.query(
+				"delete from _prisma_migrations where migration_name = $1",
+				[name],
+			);
+		}
+		await db.query("commit");
+	}, url);
+	return names;
+}
+
+/** A copy of a database (CREATE DATABASE ... TEMPLATE: a file copy; the source must have no sessions). */
+export async function cloneDatabase(
+	sourceUrl: string,
+	prefix: string,
+): Promise<string> {
+	const source = new URL(sourceUrl).pathname.slice(1);
+	const name = `${prefix}_${Math.random().toString(16).slice(2, 10)}`;
+	await admin((db) =>
+		db.query(`create database "${name}" template "${source}"`),
+	);
+	return urlFor(name);
+}
