@@ -11,7 +11,7 @@ describe("secret scan", () => {
 	const repo = copyRepository();
 	writeFileSync(
 		join(repo, "runbooks", "leaky-output.ts"),
-		"console.log(`connecting to ${process.env.DATABASE_URL}`);\n",
+		"console.log('connecting to ' + process.env.DATABASE_URL);\n",
 	);
 	writeFileSync(
 		join(repo, "runbooks", "leaky-argv.ts"),
