@@ -108,25 +108,7 @@ export async function confirmTarget(
 			`Rerun with --yes --confirm ${database}, or without --yes to be asked.`,
 		);
 	}
-	if (!isInteractive()) needTerminal(question);
-	const answer = await prompts(
-		{
-			type: "confirm",
-			name: "ok",
-			message: question,
-			initial: false,
-			stdout: opts.output,
-		},
-		{
-			onCancel: () => {
-				throw interrupted();
-			},
-		},
-	);
-	if (!answer.ok)
-		throw refusal(
-			"Stopped: the operator answered no. Nothing was changed by this step.",
-		);
+	await confirm(question, opts);
 }
 
 export interface Choice {
