@@ -1,0 +1,201 @@
+// emergency-rollback.ts under the worst interruptions: kill -9 (the whole process group, as a
+// terminal or an OOM killer would) at several moments of the restore step, then a rerun; and
+// --rehearse, which must leave the target exactly as it was. The backup is one backup.ts made.
+
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import {
+	admin,
+	createDatabase,
+	dropDatabase,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+import { snapshotDatabase } from "./support/snapshot.ts";
+
+let url: string;
+let db: string;
+let env: Record<string, string>;
+let backupId: string;
+/** The database as the backup holds it. */
+let atBackup: Record<string, string>;
+
+const rollback = (
+	args: string[],
+	extra: Parameters<typeof runRunbook>[2] = {},
+) => runRunbook("emergency-rollback", args, { env, ...extra });
+
+/** Waits until no runbook session (the psql of a killed restore, say) is left on the database. */
+async function settle(): Promise<void> {
+	for (let i = 0; i < 200; i++) {
+		const rows = await admin(
+			(c) =>
+				c.query(
+					"select 1 from pg_stat_activity where datname = $1 and application_name like 'runbook:%'",
+					[db],
+				),
+			url,
+		);
+		if (rows.rowCount === 0) return;
+		await new Promise((r) => setTimeout(r, 100));
+	}
+	throw new Error("a runbook session stayed on the database");
+}
+
+/** What a deploy and some traffic leave behind: a new table, new rows, deleted rows. */
+async function diverge(): Promise<void> {
+	await admin(async (c) => {
+		await c.query(
+			"create table if not exists user_preferences (id text primary key, user_id text not null references users(id), theme text not null default 'light')",
+		);
+		await c.query(
+			"insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 25) i on conflict do nothing",
+		);
+		await c.query(
+			"insert into user_preferences (id, user_id) select 'pref-' || id, id from users where id like 'late%' on conflict do nothing",
+		);
+		await c.query(
+			"delete from purchases where id in (select id from purchases order by id limit 7)",
+		);
+	}, url);
+}
+
+const same = (a: Record<string, string>, b: Record<string, string>) =>
+	JSON.stringify(a) === JSON.stringify(b);
+
+beforeAll(async () => {
+	url = await createDatabase("rollback_kill");
+	db = new URL(url).pathname.slice(1);
+	const migrated = await runPrismaCli(["migrate", "deploy"], url);
+	expect(migrated.code, migrated.stderr).toBe(0);
+	await seedFaceSwap(url, { users: 1000 });
+	const dir = scratchDir();
+	env = {
+		DATABASE_URL: url,
+		BACKUP_DIR: join(dir, "backups"),
+		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
+	};
+	const backup = await runRunbook("backup", ["create", "--json"], { env });
+	expect(backup.code, backup.stderr).toBe(0);
+	backupId = JSON.parse(backup.stdout).backup.id;
+	expect(backupId).toBeTruthy();
+	atBackup = await snapshotDatabase(url);
+});
+
+afterAll(async () => {
+	if (url) await dropDatabase(url);
+});
+
+describe("emergency-rollback.ts, interrupted", () => {
+	it("killed with SIGKILL at any moment of the restore step leaves the database wholly old or wholly restored, and a rerun completes", async () => {
+		expect(backupId).toBeDefined();
+		const moments = [
+			{ pattern: /\[8\/14\] Restore atomically/, delayMs: 0 },
+			{ pattern: /BEGIN; dropping every object/, delayMs: 0 },
+			{ pattern: /loading .* rows\)/, delayMs: 100 },
+			{ pattern: /COMMIT: committing the restore/, delayMs: 0 },
+			{ pattern: /\[8\/14\] Restore atomically/, delayMs: 1500 },
+		];
+		const seen: string[] = [];
+		for (const moment of moments) {
+			await diverge();
+			const old = await snapshotDatabase(url);
+			expect(old).not.toEqual(atBackup);
+			const run = await rollback(
+				[
+					"--backup",
+					backupId,
+					"--yes",
+					"--confirm",
+					db,
+					"--skip-safety-backup",
+				],
+				{ signalOn: { ...moment, signal: "SIGKILL" } },
+			);
+			expect(run.stdout).toMatch(/\[8\/14\] Restore atomically/);
+			await settle();
+			const now = await snapshotDatabase(url);
+			const state = same(now, old)
+				? "old"
+				: same(now, atBackup)
+					? "restored"
+					: "MIXED";
+			seen.push(
+				`${moment.pattern.source}+${moment.delayMs}ms: ${state} (exit ${run.code})`,
+			);
+			expect(state, seen.join("\n")).not.toBe("MIXED");
+		}
+		// A kill at the start of the step always finds the old state.
+		expect(seen[0]).toContain(": old");
+
+		const rerun = await rollback([
+			"--backup",
+			backupId,
+			"--yes",
+			"--confirm",
+			db,
+			"--skip-safety-backup",
+		]);
+		expect(rerun.code, rerun.stderr).toBe(0);
+		expect(rerun.stdout).toContain(
+			"--skip-safety-backup: this rollback cannot be undone",
+		);
+		expect(await snapshotDatabase(url)).toEqual(atBackup);
+	});
+
+	it("--rehearse restores into a scratch database, verifies, reports the time and leaves the target untouched", async () => {
+		const before = await snapshotDatabase(url);
+		const run = await rollback(["--rehearse", "--backup", backupId, "--json"]);
+		expect(run.code, run.stderr).toBe(0);
+		const report = JSON.parse(run.stdout);
+		expect(report.restore_ms).toBeGreaterThan(0);
+		expect(report.verification.problems).toEqual([]);
+		expect(run.stderr).toMatch(new RegExp(`${backupId} restores in \\d`));
+		expect(run.stderr).toContain("was not touched");
+		expect(await snapshotDatabase(url)).toEqual(before);
+		const left = await admin((c) =>
+			c.query(
+				"select datname from pg_database where datname like '%rehearse%'",
+			),
+		);
+		expect(
+			left.rows.filter((r) => String(r.datname).startsWith(db.slice(0, 20))),
+		).toEqual([]);
+	});
+	it("--method swap restores into a new database and swaps the names; a killed swap's leftover is removed", async () => {
+		await diverge();
+		// What a swap killed during its pg_restore leaves behind.
+		const leftover = `${db}_restore_20240101t000000z`;
+		await admin((c) => c.query(`create database "${leftover}"`));
+		const run = await rollback([
+			"--method",
+			"swap",
+			"--backup",
+			backupId,
+			"--yes",
+			"--confirm",
+			db,
+			"--skip-safety-backup",
+			"--json",
+		]);
+		expect(run.code, run.stderr).toBe(0);
+		const report = JSON.parse(run.stdout);
+		expect(run.stderr).toContain(
+			`dropped ${leftover}, left by an interrupted swap restore`,
+		);
+		expect(await snapshotDatabase(url)).toEqual(atBackup);
+		const names = await admin((c) =>
+			c.query<{ datname: string }>(
+				"select datname from pg_database where datname like $1 order by 1",
+				[`${db}%`],
+			),
+		);
+		expect(names.rows.map((r) => r.datname)).toEqual(
+			[db, report.old_database].sort(),
+		);
+		expect(run.stderr).toContain(`DROP DATABASE "${report.old_database}"`);
+		await admin((c) => c.query(`drop database "${report.old_database}"`));
+	});
+});

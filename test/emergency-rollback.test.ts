@@ -1,0 +1,236 @@
+// emergency-rollback.ts as on-call runs it, on real PostgreSQL with Face Swap data, the real
+// deploy runbook, pg_dump/pg_restore/psql and Prisma: restore the pre-deploy backup after a deploy
+// of two migrations, kill -9 in the middle of the restore, an altered backup, a rehearsal, the
+// dry run. (--mode down: emergency-rollback-down.test.ts.)
+
+import {
+	copyFileSync,
+	existsSync,
+	readdirSync,
+	readFileSync,
+	writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
+import {
+	admin,
+	createDatabase,
+	dropDatabase,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
+
+const RATING = "20250101000000_add_video_rating";
+const PREFERENCES = "20250102000000_add_user_preferences";
+const EXTRA = {
+	[RATING]: `-- AlterTable
+ALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;
+`,
+	[PREFERENCES]: `-- CreateTable
+CREATE TABLE "user_preferences" (
+    "id" TEXT NOT NULL,
+    "user_id" TEXT NOT NULL,
+    "theme" TEXT NOT NULL DEFAULT 'light',
+    CONSTRAINT "user_preferences_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateIndex
+CREATE UNIQUE INDEX "user_preferences_user_id_key" ON "user_preferences"("user_id");
+
+-- AddForeignKey
+ALTER TABLE "user_preferences" ADD CONSTRAINT "user_preferences_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
+`,
+};
+
+let url: string;
+let db: string;
+let env: Record<string, string>;
+let backups: string;
+let audit: string;
+let repo: ReturnType<typeof migrationsRepo>;
+/** The database as the pre-deploy backup holds it. */
+let atBackup: Record<string, string>;
+let preDeployId: string;
+
+const rollback = (
+	args: string[],
+	extra: Parameters<typeof runRunbook>[2] = {},
+) => runRunbook("emergency-rollback", args, { env, ...extra });
+
+const query = async <T extends Record<string, unknown>>(sql: string) =>
+	admin(async (c) => (await c.query<T>(sql)).rows, url);
+
+/** What a deploy and a day of traffic would leave: the two migrations' objects and new rows. */
+async function diverge(): Promise<void> {
+	await admin(async (c) => {
+		await c.query(
+			`create table if not exists user_preferences (id text primary key, user_id text not null references users(id), theme text not null default 'light')`,
+		);
+		await c.query(
+			`insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 25) i on conflict do nothing`,
+		);
+		await c.query(
+			`insert into user_preferences (id, user_id) select 'pref-' || id, id from users where id like 'late%' on conflict do nothing`,
+		);
+		await c.query(
+			"delete from purchases where id in (select id from purchases order by id limit 7)",
+		);
+	}, url);
+}
+
+beforeAll(async () => {
+	url = await createDatabase("rollback");
+	db = new URL(url).pathname.slice(1);
+	const migrated = await runPrismaCli(["migrate", "deploy"], url);
+	expect(migrated.code, migrated.stderr).toBe(0);
+	await seedFaceSwap(url, { users: 1000 });
+	repo = migrationsRepo(EXTRA);
+	const dir = scratchDir();
+	backups = join(dir, "backups");
+	audit = join(dir, "audit.jsonl");
+	env = {
+		DATABASE_URL: url,
+		PRISMA_MIGRATIONS_DIR: repo.dir,
+		BACKUP_DIR: backups,
+		RUNBOOK_AUDIT_LOG: audit,
+		...GIT_ENV,
+	};
+	atBackup = await snapshotDatabase(url);
+});
+
+afterAll(async () => {
+	if (url) await dropDatabase(url);
+});
+
+describe("emergency-rollback.ts", () => {
+	it("after deploy-production applied two migrations, restores the pre-deploy backup exactly and prints the git revert (exit 0)", async () => {
+		const deploy = await runRunbook(
+			"deploy-production",
+			["--yes", "--confirm", db, "--monitor-seconds", "0", "--json"],
+			{ env },
+		);
+		expect(deploy.code, deploy.stderr).toBe(0);
+		const deployed = JSON.parse(deploy.stdout);
+		expect(deployed.applied).toEqual([RATING, PREFERENCES]);
+		preDeployId = deployed.backup_id;
+		// Traffic after the deploy: rows in the new table and column, new users, a deleted purchase.
+		await diverge();
+		await query(
+			"update generated_videos set rating = 4 where status = 'COMPLETED'",
+		);
+		const afterDeploy = await snapshotDatabase(url);
+		expect(afterDeploy).not.toEqual(atBackup);
+
+		const run = await rollback(["--yes", "--confirm", db, "--json"], {
+			watchChildren: true,
+		});
+		expect(run.code, run.stderr).toBe(0);
+		const report = JSON.parse(run.stdout);
+		expect(report.backup_id).toBe(preDeployId);
+		expect(report.rolled_back_migrations).toEqual([RATING, PREFERENCES]);
+
+		// Every table's rows (per-table checksums), the catalog and _prisma_migrations: as at the backup.
+		expect(await snapshotDatabase(url)).toEqual(atBackup);
+
+		// What it showed and decided, in plain words.
+		expect(run.stderr).toContain(`${preDeployId} (pre-deploy`);
+		expect(run.stderr).toMatch(/user_preferences\s+-\s+25\s+only now/);
+		expect(run.stderr).toContain("restored");
+		const revert = `git -C ${repo.repo} revert --no-edit ${repo.commit.slice(0, 12)}`;
+		expect(report.git_revert).toBe(revert);
+		expect(run.stderr).toContain(revert);
+		expect(
+			report.migration_files.map((f: { commit: string }) => f.commit),
+		).toEqual([repo.commit, repo.commit]);
+		// The files stay until the operator reverts them.
+		expect(existsSync(join(repo.dir, RATING))).toBe(true);
+
+		// The safety backup holds the state the rollback replaced, and undoes it.
+		const safety = JSON.parse(
+			readFileSync(join(backups, `${report.safety_backup_id}.json`), "utf8"),
+		);
+		expect(safety.kind).toBe("safety");
+		expect(safety.row_counts.user_preferences).toBe(25);
+		expect(safety.latest_migration).toBe(PREFERENCES);
+		expect(report.undo_command).toBe(
+			`npx tsx runbooks/emergency-rollback.ts --backup ${report.safety_backup_id}`,
+		);
+
+		// Verified afterwards, each step audited, no password on any child's command line.
+		const verify = report.steps.find((s: { title: string }) =>
+			s.title.startsWith("Verify:"),
+		);
+		expect(verify.status).toBe("ok");
+		expect(report.verification.problems).toEqual([]);
+		const lines = readFileSync(audit, "utf8")
+			.trim()
+			.split("\n")
+			.map((l) => JSON.parse(l));
+		const mine = lines.filter((l) => l.runbook === "emergency-rollback");
+		expect(
+			mine.filter((l) => l.event === "step_end").map((l) => l.step),
+		).toContain("Restore atomically");
+		const password = new URL(url).password;
+		expect(run.childArgv.some((a) => a.includes("pg_restore"))).toBe(true);
+		expect(run.childArgv.some((a) => a.includes("psql"))).toBe(true);
+		if (password)
+			for (const a of run.childArgv) expect(a).not.toContain(password);
+	});
+
+	it("refuses a backup whose archive was altered before anything changes (exit 3)", async () => {
+		await diverge();
+		const before = await snapshotDatabase(url);
+		const source = JSON.parse(
+			readFileSync(join(backups, `${preDeployId}.json`), "utf8"),
+		);
+		const id = `${db}-20240101T000000Z`;
+		copyFileSync(join(backups, source.archive), join(backups, `${id}.dump`));
+		writeFileSync(
+			join(backups, `${id}.json`),
+			JSON.stringify({
+				...source,
+				id,
+				archive: `${id}.dump`,
+				kind: "pre-deploy",
+			}),
+		);
+		const bytes = readFileSync(join(backups, `${id}.dump`));
+		bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+		writeFileSync(join(backups, `${id}.dump`), bytes);
+		const files = readdirSync(backups).length;
+
+		const run = await rollback(["--backup", id, "--yes", "--confirm", db]);
+		expect(run.code).toBe(3);
+		expect(run.stderr).toContain(
+			`The backup ${id} failed verification: sha256 mismatch`,
+		);
+		expect(run.stderr).toContain("nothing was changed");
+		expect(run.stderr).not.toMatch(/\n\s+at /); // no stack trace
+		expect(await snapshotDatabase(url)).toEqual(before);
+		// No step after the verification ran: no safety backup, nothing stopped or terminated.
+		expect(readdirSync(backups).length).toBe(files);
+		expect(run.stdout).not.toContain("[5/14] Stop the app");
+	});
+
+	it("--dry-run shows the backup next to the current state and the plan, and changes nothing (not even the manifest)", async () => {
+		const before = await snapshotDatabase(url);
+		const files = snapshotFiles([backups, repo.dir]);
+		const run = await rollback(["--dry-run", "--backup", preDeployId]);
+		expect(run.code, run.stderr).toBe(0);
+		expect(run.stdout).toContain(
+			"latest migration: backup 20241230000000_comprehensive_schema",
+		);
+		expect(run.stdout).toContain("psql --no-psqlrc");
+		expect(run.stdout).toContain("pg_restore --clean --if-exists");
+		expect(run.stdout).toContain(
+			`revert --no-edit ${repo.commit.slice(0, 12)}`,
+		);
+		expect(run.stdout).not.toContain(new URL(url).password || "\u0000");
+		expect(await snapshotDatabase(url)).toEqual(before);
+		expect(snapshotFiles([backups, repo.dir])).toEqual(files);
+	});
+});
