@@ -2,14 +2,16 @@
 // schema with realistic data, then each runbook run end to end as an operator would run it, with
 // its real output. Exits 1 if a runbook's exit code is not the one the scene expects.
 
-import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import pg from "pg";
 import { seedFaceSwap } from "./support/fixtures.ts";
+import { GIT_ENV } from "./support/git-fixtures.ts";
 import { copyRepository, scratchDir } from "./support/harness.ts";
 import { startPostgres } from "./support/postgres.ts";
+import { type SupabaseFixture, startSupabase } from "./support/supabase.ts";
 
 const tsxCli = createRequire(import.meta.url).resolve("tsx/cli");
 const users = Number(process.env.DEMO_USERS ?? 5000);
@@ -27,6 +29,7 @@ const banner = (text: string) =>
 	process.stdout.write(`\n${"═".repeat(100)}\n▶ ${text}\n${"═".repeat(100)}\n`);
 
 const server = await startPostgres();
+let supabase: SupabaseFixture | undefined;
 let failures = 0;
 try {
 	const admin = new URL(server.adminUrl);
@@ -58,6 +61,7 @@ try {
 	const auditLog = join(work, "audit.jsonl");
 	const env: NodeJS.ProcessEnv = {
 		...process.env,
+		...GIT_ENV,
 		DATABASE_URL: databaseUrl,
 		RUNBOOK_AUDIT_LOG: auditLog,
 		BACKUP_DIR: join(work, "backups"),
@@ -72,6 +76,53 @@ try {
 				stdio: ["ignore", "inherit", "inherit"],
 			},
 		).status;
+
+	// The checkout is a git repository, so that the rollback can find and revert a release's commit.
+	const git = (...args: string[]) =>
+		execFileSync("git", args, { cwd: repo, env, stdio: "pipe" })
+			.toString()
+			.trim();
+	git("init", "-q");
+	git("add", "-A");
+	git("commit", "-q", "-m", "Face Swap schema");
+	const migrationsDir = join(repo, "prisma", "migrations");
+	const latestMigration = () =>
+		readdirSync(migrationsDir, { withFileTypes: true })
+			.filter((e) => e.isDirectory())
+			.map((e) => e.name)
+			.sort()
+			.at(-1) ?? "";
+	/** A release: a nullable column on generated_videos, in schema.prisma and a migration, committed. */
+	const release = (name: string) => {
+		// Named as Prisma names migrations (UTC timestamp), so it sorts after every earlier one.
+		const folder = `${new Date().toISOString().replace(/\D/g, "").slice(0, 14)}_${name}`;
+		mkdirSync(join(migrationsDir, folder));
+		writeFileSync(
+			join(migrationsDir, folder, "migration.sql"),
+			'-- AlterTable\nALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;\n',
+		);
+		const path = join(repo, "prisma", "schema.prisma");
+		writeFileSync(
+			path,
+			readFileSync(path, "utf8").replace(
+				/(model GeneratedVideo \{\n)/,
+				"$1  rating          Int?\n",
+			),
+		);
+		git("add", "-A");
+		git("commit", "-q", "-m", `Release: ${folder}`);
+		return git("rev-parse", "--short=12", "HEAD");
+	};
+	const restoreArgs = ["--yes", "--confirm", "faceswap", "--git-revert"];
+	const downArgs = ["--mode", "down", "--yes", "--confirm", "faceswap"];
+	const deployArgs = [
+		"--yes",
+		"--confirm",
+		"faceswap",
+		"--monitor-seconds",
+		"0",
+	];
+	const envFile = join(repo, ".env");
 
 	const scenes: Scene[] = [
 		{
@@ -220,6 +271,123 @@ model UserPreferences {
 			runbook: "validate",
 			args: [],
 			expect: 0,
+			after: () => {
+				// add-required-field wrote a migration into the checkout: commit it as a developer would.
+				git("add", "-A");
+				git("commit", "-q", "-m", "Require generated_videos.priority");
+			},
+		},
+		{
+			title: "A verified backup by hand, then the list of backups",
+			runbook: "backup",
+			args: [],
+			expect: 0,
+		},
+		{
+			title:
+				"backup list: every backup, verified or not, with its latest migration",
+			runbook: "backup",
+			args: ["list"],
+			expect: 0,
+		},
+		{
+			title:
+				"A release adds generated_videos.rating: deploy-production (pre-deploy backup, lint, lock timeout, verify)",
+			runbook: "deploy-production",
+			args: deployArgs,
+			expect: 0,
+			before: () => {
+				restoreArgs.push(release("add_video_rating"));
+			},
+		},
+		{
+			title:
+				"Nightly: rehearse the newest pre-deploy backup on a scratch database (the target is not touched)",
+			runbook: "emergency-rollback",
+			args: ["--rehearse", "--yes"],
+			expect: 0,
+		},
+		{
+			title:
+				"The release broke the app: emergency-rollback restores the pre-deploy backup and reverts the release commit",
+			runbook: "emergency-rollback",
+			args: restoreArgs,
+			expect: 0,
+		},
+		{
+			title:
+				"validate after the rollback: history and schema agree again (exit 0)",
+			runbook: "validate",
+			args: [],
+			expect: 0,
+		},
+		{
+			title: "The release again, deployed",
+			runbook: "deploy-production",
+			args: deployArgs,
+			expect: 0,
+			before: () => {
+				downArgs.push("--to", latestMigration());
+				downArgs.push("--git-revert", release("add_video_rating_again"));
+			},
+		},
+		{
+			title:
+				"Rolled back without a restore: --mode down drops only what the release added, keeps every row",
+			runbook: "emergency-rollback",
+			args: downArgs,
+			expect: 0,
+		},
+		{
+			title: "validate after the down migration (exit 0)",
+			runbook: "validate",
+			args: [],
+			expect: 0,
+		},
+		{
+			title:
+				"Moving to Supabase: a Supabase-shaped server (platform roles and schemas) behind pgbouncer; the dry run first",
+			runbook: "migrate-to-supabase",
+			args: ["--dry-run", "--env-file", envFile],
+			expect: 0,
+			before: async () => {
+				supabase = await startSupabase();
+				writeFileSync(
+					envFile,
+					[
+						"# Face Swap",
+						`DATABASE_URL="${databaseUrl}"`,
+						"NEXTAUTH_URL=http://localhost:3000",
+						"",
+						"# Database profiles (switch-db-env)",
+						`LOCAL_DATABASE_URL="${databaseUrl}"`,
+						`REMOTE_DATABASE_URL="${supabase.poolerUrl}"`,
+						`REMOTE_DIRECT_URL="${supabase.directUrl}"`,
+						"",
+					].join("\n"),
+					{ mode: 0o600 },
+				);
+			},
+		},
+		{
+			title:
+				"migrate-to-supabase: copy, verify row for row, switch .env to the pooler",
+			runbook: "migrate-to-supabase",
+			args: ["--yes", "--env-file", envFile],
+			expect: 0,
+		},
+		{
+			title:
+				"switch-db-env status: which profile is active, and whether each answers",
+			runbook: "switch-db-env",
+			args: ["status", "--env-file", envFile],
+			expect: 0,
+		},
+		{
+			title: "switch-db-env local: back to the local database",
+			runbook: "switch-db-env",
+			args: ["local", "--env-file", envFile],
+			expect: 0,
 		},
 	];
 
@@ -244,6 +412,7 @@ model UserPreferences {
 		`${readFileSync(auditLog, "utf8").trim().split("\n").slice(-4).join("\n")}\n`,
 	);
 } finally {
+	await supabase?.stop();
 	await server.stop();
 }
 process.stdout.write(

@@ -86,6 +86,12 @@ export interface RunOptions {
 	 * terminal would) the first time its output matches the pattern.
 	 */
 	signalOn?: { pattern: RegExp; signal: NodeJS.Signals; delayMs?: number };
+	/** Calls `run` (e.g. pg_terminate_backend) the first time the output matches the pattern. */
+	onMatch?: {
+		pattern: RegExp;
+		delayMs?: number;
+		run: (pid: number) => unknown;
+	};
 }
 
 /**
@@ -228,8 +234,20 @@ function runNode(argv: string[], opts: RunOptions): Promise<RunResult> {
 		let stdout = "";
 		let stderr = "";
 		let signalled = false;
+		let matched = false;
 		const childArgv = new Set<string>();
 		const watch = () => {
+			const m = opts.onMatch;
+			if (m && !matched && m.pattern.test(stdout + stderr)) {
+				matched = true;
+				setTimeout(async () => {
+					try {
+						if (child.pid && child.exitCode === null) await m.run(child.pid);
+					} catch (err) {
+						stderr += `\n[test harness] onMatch failed: ${String(err)}\n`;
+					}
+				}, m.delayMs ?? 0);
+			}
 			const on = opts.signalOn;
 			if (!on || signalled || !on.pattern.test(stdout + stderr)) return;
 			signalled = true;
