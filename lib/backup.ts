@@ -423,6 +423,12 @@ export async function createBackup(
 				.filter(Boolean)
 				.slice(-3)
 				.join(" ");
+			if (/No space left on device|Disk quota exceeded/i.test(dump.stderr))
+				throw new RunbookError(
+					`The disk holding BACKUP_DIR (${dir}) ran out of space during the dump: pg_dump could not write (${/quota/i.test(dump.stderr) ? "Disk quota exceeded" : "No space left on device"}), although the estimate of ${formatBytes(check.estimateBytes)} fit in the ${formatBytes(check.freeBytes)} free. No backup was kept (the partial archive was removed).`,
+					EXIT.failed,
+					`Free some space there (npx tsx runbooks/backup.ts list; prune with --keep N), or set BACKUP_DIR to a larger disk, then retry. This data compresses worse than the estimate assumes: keep room for about ${formatBytes(check.databaseBytes)}.`,
+				);
 			throw new RunbookError(
 				`pg_dump failed (exit ${dump.exitCode}): ${why || "no message"}`,
 				EXIT.failed,

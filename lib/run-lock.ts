@@ -13,19 +13,42 @@ export interface RunLock {
 	release(): Promise<void>;
 }
 
+/**
+ * Takes the run lock on conn's database, or refuses (exit 3) naming the runbook that holds it.
+ * optional: for a runbook that changes no database itself (switch-db-env) but must not act while
+ * another one changes it: a target behind a pooler or not answering yields null instead of an
+ * error (the runbook's own steps report an unreachable target); a held lock still refuses.
+ */
 export async function acquireRunLock(
 	conn: Connection,
 	runbook: string,
-): Promise<RunLock> {
+): Promise<RunLock>;
+export async function acquireRunLock(
+	conn: Connection,
+	runbook: string,
+	opts: { optional?: boolean },
+): Promise<RunLock | null>;
+export async function acquireRunLock(
+	conn: Connection,
+	runbook: string,
+	opts: { optional?: boolean } = {},
+): Promise<RunLock | null> {
 	// Through a transaction pooler the session lock would stay on a pooled server connection after
 	// this run ends, and every later runbook would find the database "busy".
+	if (conn.pooled && opts.optional) return null;
 	if (conn.pooled) {
 		throw refusal(
 			`${conn.display} goes through a transaction pooler (pgbouncer=true or port 6543); ${runbook} changes data and needs a direct connection. Nothing was changed.`,
 			"Set DIRECT_URL to the direct (non-pooled) connection string, e.g. port 5432 on Supabase.",
 		);
 	}
-	const db: pg.Client = await connect(conn, `runbook:${runbook}`);
+	let db: pg.Client;
+	try {
+		db = await connect(conn, `runbook:${runbook}`);
+	} catch (err) {
+		if (opts.optional) return null;
+		throw err;
+	}
 	const { rows } = await db.query<{ ok: boolean }>(
 		"select pg_try_advisory_lock($1, $2) as ok",
 		[...KEY],

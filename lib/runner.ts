@@ -36,8 +36,9 @@ import {
 	setJsonMode,
 	style,
 } from "./output.ts";
+import { rerunCommand } from "./rerun.ts";
 import { acquireRunLock } from "./run-lock.ts";
-import { makeTarget, type Target } from "./target.ts";
+import { type Connection, makeTarget, type Target } from "./target.ts";
 
 /**
  * read: runs under --dry-run too. write: writes files only (e.g. a backup), changes no database:
@@ -133,8 +134,28 @@ export interface RunbookSpec<S> {
 	examples: string[];
 	/** Dev-only runbooks refuse remote or production-marked targets. */
 	localOnly?: boolean;
-	/** Data-changing runbooks hold the per-database run lock, so two never run at once. */
-	exclusive?: boolean;
+	/**
+	 * Data-changing runbooks hold the per-database run lock on the target, so two never run at once:
+	 * true, or per invocation (e.g. backup: only create). "when-reachable": for a runbook that changes
+	 * no database but must not act while another runbook changes it (switch-db-env): the lock is
+	 * taken when the target answers on a direct connection, and skipped (the steps report why) when not.
+	 */
+	exclusive?:
+		| boolean
+		| "when-reachable"
+		| ((input: {
+				flags: FlagValues;
+				args: string[];
+		  }) => boolean | "when-reachable");
+	/**
+	 * Other databases an exclusive run works on besides its target (migrate-to-supabase: its source),
+	 * locked after the target, so no runbook changes them under this run and none starts while it runs.
+	 */
+	alsoLock?: (input: {
+		env: Env;
+		flags: FlagValues;
+		args: string[];
+	}) => Connection[];
 	/**
 	 * Where the target comes from, for runbooks that do not work on DATABASE_URL/DIRECT_URL (the
 	 * default): e.g. a profile named on the command line. Return null when the run has no single
@@ -389,11 +410,25 @@ async function runSteps<S>(
 		dry_run: dryRun,
 		argv: process.argv.slice(2),
 	});
-	if (spec.exclusive && !dryRun && target) {
+	const exclusive =
+		typeof spec.exclusive === "function"
+			? spec.exclusive({ flags, args })
+			: spec.exclusive;
+	if (exclusive && !dryRun && target) {
+		const held: Array<{ release(): Promise<void> }> = [];
 		try {
-			const lock = await acquireRunLock(target.direct, spec.name);
-			cleanups.push(() => lock.release());
+			const lock = await acquireRunLock(target.direct, spec.name, {
+				optional: exclusive === "when-reachable",
+			});
+			if (lock) held.push(lock);
+			for (const conn of spec.alsoLock?.({ env, flags, args }) ?? []) {
+				if (conn.display === target.direct.display) continue;
+				const more = await acquireRunLock(conn, spec.name);
+				if (more) held.push(more);
+			}
+			for (const lock of held) cleanups.push(() => lock.release());
 		} catch (err) {
+			for (const lock of held) await lock.release();
 			const e = plainError(err, where);
 			audit?.write({
 				event: "run_end",
@@ -539,12 +574,17 @@ async function runSteps<S>(
 				) {
 					sayError("  Nothing was changed by this step.");
 				}
+				// Exit 130 must say how to resume, also for steps without their own advice.
+				if (interrupted && !advice)
+					sayError(
+						`  To resume, run the same command again: ${rerunCommand(`runbooks/${spec.name}.ts`)}`,
+					);
 				break;
 			}
 		}
 	} finally {
-		process.off("SIGINT", onSignal);
-		process.off("SIGTERM", onSignal);
+		// The handlers stay until run_end is written: a Ctrl-C relayed late (tsx forwards the
+		// terminal's SIGINT to the runbook once more) must not kill the process, unlogged, meanwhile.
 		for (const fn of cleanups.reverse())
 			await Promise.resolve(fn()).catch(() => {});
 	}
@@ -576,6 +616,8 @@ async function runSteps<S>(
 					: "problems found",
 		exit_code: exitCode,
 	});
+	process.off("SIGINT", onSignal);
+	process.off("SIGTERM", onSignal);
 	if (json) {
 		printJson({
 			runbook: spec.name,

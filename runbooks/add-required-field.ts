@@ -1,10 +1,19 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's "Cannot add NOT NULL column without default" (add optional, populate, make
 // required), made safe for a large, busy table and kept in Prisma's migration history: four
 // migrations, each applied in its own short transaction with a lock_timeout and retries, the
 // backfill between the first two done by the batch engine, and prisma/schema.prisma updated.
 
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import {
+	existsSync,
+	mkdtempSync,
+	readFileSync,
+	renameSync,
+	rmSync,
+	writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import {
 	type BackfillEvent,
 	type BackfillJob,
@@ -284,18 +293,31 @@ async function updateSchema(
 	if (schemaHasField(plan, optional)) return;
 	const text = readFileSync(SCHEMA_PATH, "utf8");
 	const line = expectedLine(plan, optional);
-	const next = upsertField(text, plan.table.name, plan.column, line);
-	writeFileSync(SCHEMA_PATH, next);
-	const formatted = await runPrisma(
-		["format", "--schema", SCHEMA_PATH],
-		ctx.target,
-		ctx.env,
-		ctx.signal,
-	);
-	if (formatted.exitCode !== 0)
-		ctx.warn(
-			`prisma format failed (the schema is still valid): ${prismaErrorText(formatted)}`,
+	// Formatted in a scratch copy, then renamed into place: a kill at any moment leaves
+	// schema.prisma either as it was or wholly updated and formatted.
+	const scratch = mkdtempSync(join(tmpdir(), "add-required-field-"));
+	try {
+		const draft = join(scratch, "schema.prisma");
+		writeFileSync(draft, upsertField(text, plan.table.name, plan.column, line));
+		const formatted = await runPrisma(
+			["format", "--schema", draft],
+			ctx.target,
+			ctx.env,
+			ctx.signal,
 		);
+		if (formatted.exitCode !== 0)
+			ctx.warn(
+				`prisma format failed (the schema is still valid): ${prismaErrorText(formatted)}`,
+			);
+		const next = join(
+			dirname(SCHEMA_PATH),
+			`.schema.prisma.${process.pid}.tmp`,
+		);
+		writeFileSync(next, readFileSync(draft));
+		renameSync(next, SCHEMA_PATH);
+	} finally {
+		rmSync(scratch, { recursive: true, force: true });
+	}
 	ctx.log(`${displayPath(SCHEMA_PATH)}: ${line.trim()}`);
 }
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // Verified backups: pg_dump archives with a manifest beside each (row counts, latest migration,
 // sha256), checked by recomputing the sha256 and reading the archive with pg_restore --list.
 // The seed's `pg_dump $DATABASE_URL > backup.sql` put the password on the command line, wrote a
@@ -175,6 +175,11 @@ await runRunbook<State>({
 		"npx tsx runbooks/backup.ts list",
 		"npx tsx runbooks/backup.ts prune --keep 5 --dry-run",
 	],
+	// create dumps the database: a pg_dump holds ACCESS SHARE on every table for its duration, so a
+	// migration, restore or SET NOT NULL running at the same time would wait for it (and time out),
+	// and a dump taken halfway through another runbook's change is no state worth restoring.
+	// verify, list and prune touch only files.
+	exclusive: ({ args }) => (args[0] ?? "create") === "create",
 	state: () => ({}),
 	steps: [
 		{
@@ -273,11 +278,17 @@ await runRunbook<State>({
 				return { summary: `${r.manifest.id} verified`, data: r };
 			},
 			onFailure: (ctx) =>
-				`The manifest now records the failure (verified_at cleared). Nothing else was changed.${
-					ctx.state.created
-						? ` The new archive ${ctx.state.created.archive} is kept for inspection but does not count as a backup.`
-						: ""
-				}`,
+				ctx.signal.aborted
+					? `Interrupted before the check ended: nothing was recorded${
+							ctx.state.created
+								? `; ${ctx.state.created.id} is complete but not verified, so it does not count as a backup yet. Verify it with: npx tsx runbooks/backup.ts verify ${ctx.state.created.id}, or rerun the backup`
+								: ". Rerun the verification"
+						}.`
+					: `The manifest now records the failure (verified_at cleared). Nothing else was changed.${
+							ctx.state.created
+								? ` The new archive ${ctx.state.created.archive} is kept for inspection but does not count as a backup.`
+								: ""
+						}`,
 		},
 		{
 			title: "List backups",

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's "Migration Performance" check before a large migration, done right: database size,
 // the largest tables with row estimates and table/index/TOAST sizes, dead rows and the last
 // vacuum/analyze, transactions left open, replication slots and lag, connection use. Flags what

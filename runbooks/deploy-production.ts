@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's "Production Migration Workflow" (backup, prisma migrate deploy, migrate status, test,
 // monitor) as one command an engineer or a CI job can trust with the production database: checks
 // first, a verified backup, one confirmation naming the database, migrations applied with a lock
@@ -191,6 +191,7 @@ function stateAfterFailure(ctx: Ctx): string {
 			"The deploy was stopped while prisma migrate deploy ran: a migration in progress was rolled back by PostgreSQL when its session ended.",
 			"Check with: npx tsx runbooks/validate.ts (a migration shown as failed/unfinished was not applied; mark it rolled back:",
 			`  ${markRolledBackSql("<migration>")})`,
+			"Then rerun the deploy to apply the rest.",
 		);
 	} else {
 		lines.push(
@@ -541,7 +542,7 @@ await runRunbook<State>({
 				};
 			},
 			onFailure: () =>
-				"No migration was applied. An unverified archive, if any, does not count as a backup.",
+				"No migration was applied. An unverified archive, if any, does not count as a backup. Rerun the deploy to start again.",
 		},
 		{
 			title: "Confirm the deploy",

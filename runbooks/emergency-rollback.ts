@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's "Emergency Rollback Procedure" (stop the app, restore from backup, revert the migration
 // files, restart) as one command for on-call: it proposes the right backup, shows what it holds
 // next to the database's current state, verifies it before anything changes, keeps a safety

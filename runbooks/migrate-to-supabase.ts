@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's "Local to Cloud Migration" (pg_dump > file; sed; psql < file; switch-db-env remote;
 // npm run build), done properly: copy the app's schema and data (public, _prisma_migrations) from
 // the local PostgreSQL into a Supabase project through its direct connection, without owners or
@@ -871,7 +871,18 @@ await runRunbook<State>({
 		"npx tsx runbooks/migrate-to-supabase.ts --yes",
 		"npx tsx runbooks/migrate-to-supabase.ts --jobs 4 --work-dir /var/tmp --yes",
 	],
+	// The run lock is held on the target (REMOTE_DIRECT_URL) and on the source: the copy is verified
+	// row for row against the source, so no runbook may change the source while it runs (a deploy or
+	// backfill there would make the copy differ or the verification fail), and a second
+	// migrate-to-supabase, or switch-db-env of the same .env (which locks the profile it switches to),
+	// refuses instead of racing this run's final switch of .env.
 	exclusive: true,
+	alsoLock: ({ env, flags }) => {
+		const source = sourceOf(env, flags);
+		const conn = parseConnection(source.url, source.key);
+		// A pooled source is refused by step 1 with its own advice.
+		return conn.pooled ? [] : [conn];
+	},
 	resolveTarget: ({ env, flags }) => {
 		sourceOf(env, flags);
 		memoryFor(flags);

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's "Migration Monitoring", done right: what every session runs and waits for, who
 // blocks whom (pg_blocking_pids) as a tree, sessions blocked too long highlighted; once, as JSON
 // for scripts, or refreshed every few seconds. Cancels or terminates one session on request,

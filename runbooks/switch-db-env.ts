@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's `scripts/switch-db-env.sh remote`, done carefully: point the app's .env at the local
 // or the remote (Supabase) profile after checking that the profile answers, rewriting only the
 // DATABASE_URL and DIRECT_URL lines and keeping the previous file as a 0600 backup.
@@ -77,6 +77,13 @@ await runRunbook<State>({
 		"./runbooks/switch-db-env.ts remote --dry-run",
 		"npx tsx runbooks/switch-db-env.ts remote --env-file ../app/.env",
 	],
+	// switch-db-env writes only .env, but it must not point the app at a database another runbook is
+	// changing (a deploy halfway through, a restore, migrate-to-supabase copying it), nor race
+	// migrate-to-supabase's own final switch of the same .env: it holds the run lock of the profile it
+	// switches to (migrate-to-supabase locks both its source, the local profile, and its target, the
+	// remote one). When that database does not answer or has only a pooler URL, no lock is taken and
+	// the probe step below refuses (or --force switches anyway). status changes nothing: no lock.
+	exclusive: "when-reachable",
 	resolveTarget({ env, args }) {
 		const cmd = command(args);
 		if (cmd === "status") {

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env -S npx tsx --
 // The seed's "Migration Troubleshooting", done right. Diagnoses the target and walks the operator
 // through the common issues, each with the exact commands that resolve it:
 // - a failed or unfinished migration in _prisma_migrations (its logs; mark it rolled back or applied,

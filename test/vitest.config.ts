@@ -5,8 +5,8 @@ export default defineConfig({
 		root: new URL("..", import.meta.url).pathname,
 		include: ["test/**/*.test.ts"],
 		globalSetup: ["test/support/global-setup.ts"],
-		testTimeout: 120_000,
-		hookTimeout: 120_000,
+		testTimeout: 300_000,
+		hookTimeout: 300_000,
 		// Two cores: files run in parallel, each on its own database.
 		maxWorkers: 2,
 	},

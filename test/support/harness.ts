@@ -132,7 +132,9 @@ export function runRunbook(
 	opts: RunOptions = {},
 ): Promise<RunResult> {
 	return runNode(
-		[tsxCli, join(opts.root ?? ROOT, "runbooks", `${name}.ts`), ...args],
+		// "--", as in the runbooks' shebang: Node 20 would otherwise take the runbook's own
+		// --env-file flag as its own (nodejs/node#54232).
+		[tsxCli, "--", join(opts.root ?? ROOT, "runbooks", `${name}.ts`), ...args],
 		{ cwd: opts.root, ...opts, watchChildren: true },
 	).then((result) => {
 		assertNoSecrets(name, result, opts);

@@ -1,0 +1,462 @@
+// Fault injection for the two runbooks that take backups: backup.ts (create) and
+// deploy-production.ts. At every step that writes files or changes data, the run is killed
+// (SIGKILL to its process group, as `kill -9` or an OOM killer), interrupted (SIGINT, as Ctrl-C)
+// or has its database sessions terminated (pg_terminate_backend). After each fault: nothing is
+// half-written (the database is wholly before or wholly after, no partial archive or manifest
+// counts as a backup), the audit log says where the run stopped, and a rerun (following the
+// runbook's own advice) ends where an uninterrupted reference run ends.
+
+import { cpSync, existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+	type BackupManifest,
+	listBackups,
+	verifyBackup,
+} from "../lib/backup.ts";
+import {
+	describeFault,
+	type Fault,
+	runWithFault,
+	stoppedAt,
+} from "./support/faults.ts";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import {
+	admin,
+	createDatabase,
+	dropDatabase,
+	type RunResult,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+import { cloneDatabase, migrationsWith } from "./support/migration-fixtures.ts";
+import { snapshotDatabase } from "./support/snapshot.ts";
+
+let template: string;
+const made: string[] = [];
+const dbName = (url: string) => new URL(url).pathname.slice(1);
+
+async function clone(prefix: string): Promise<string> {
+	const url = await cloneDatabase(template, prefix);
+	made.push(url);
+	return url;
+}
+
+type Snapshot = Record<string, string>;
+const same = (a: Snapshot, b: Snapshot) =>
+	JSON.stringify(a) === JSON.stringify(b);
+
+/** Waits until no session of a (killed) runbook or its children is left on the database. */
+async function settle(url: string): Promise<void> {
+	for (let i = 0; i < 150; i++) {
+		const r = await admin(
+			(c) =>
+				c.query(
+					"select 1 from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+					[dbName(url)],
+				),
+			url,
+		);
+		if (r.rowCount === 0) return;
+		await new Promise((res) => setTimeout(res, 100));
+	}
+	throw new Error(`sessions stayed on ${dbName(url)}`);
+}
+
+/**
+ * What every fault must leave in the audit log and the output, by kind. A fault that lands after
+ * the last step ended (the run was finishing) leaves a finished run: both outcomes are checked.
+ */
+function expectStopped(
+	run: RunResult,
+	audit: string,
+	runbook: string,
+	fault: Fault,
+	totalSteps: number,
+	resumeHint: RegExp,
+): void {
+	const stop = stoppedAt(audit, runbook);
+	const out = run.stdout + run.stderr;
+	expect(stop.stepNo, out).not.toBeNull();
+	expect(stop.stepNo as number, out).toBeGreaterThanOrEqual(fault.step);
+	const finished =
+		stop.stepNo === totalSteps &&
+		stop.ended &&
+		stop.status !== "interrupted" &&
+		stop.status !== "failed";
+	if (fault.kind === "SIGKILL") {
+		// Killed (no exit code), or it had already exited, done, when the kill came.
+		if (!finished || run.code !== 0) expect(run.code, out).toBeNull();
+		// No run_end line, unless the kill came as the finished run was exiting.
+		if (!finished) expect(stop.runEnded).toBe(false);
+	} else if (fault.kind === "SIGINT") {
+		if (finished) {
+			expect([0, 130], out).toContain(run.code);
+		} else {
+			expect(run.code, out).toBe(130);
+			expect(stop).toMatchObject({ ended: true, status: "interrupted" });
+			expect(stop.runEnded).toBe(true);
+			expect(run.stderr).toMatch(resumeHint);
+		}
+	} else {
+		expect([0, 1], out).toContain(run.code);
+		expect(stop.runEnded).toBe(true);
+		if (run.code === 1) {
+			expect(stop.status).toBe("failed");
+			expect(run.stderr).toMatch(resumeHint);
+		}
+	}
+}
+
+beforeAll(async () => {
+	template = await createDatabase("faults_deploy_tpl");
+	const migrated = await runPrismaCli(["migrate", "deploy"], template);
+	expect(migrated.code, migrated.stderr).toBe(0);
+	await seedFaceSwap(template, { users: 150 });
+});
+
+afterAll(async () => {
+	for (const url of made) await dropDatabase(url);
+	if (template) await dropDatabase(template);
+});
+
+// ---------------------------------------------------------------------------------------------
+// backup.ts create --keep 1: steps 2 (dump), 3 (verify: records verified_at) and 5 (prune).
+
+describe("backup.ts create, interrupted", () => {
+	let url: string;
+	/** A BACKUP_DIR holding one earlier backup of the database (copied for each case). */
+	let seededDir: string;
+	let seededId: string;
+	let dbBefore: Snapshot;
+	/** The manifests an uninterrupted `create --keep 1` leaves, ids and times normalised. */
+	let reference: unknown[];
+
+	interface Backups {
+		manifests: Array<Record<string, unknown>>;
+		files: string[];
+	}
+	const readBackups = (dir: string): Backups => {
+		const files = existsSync(dir) ? readdirSync(dir).sort() : [];
+		return {
+			files,
+			manifests: files
+				.filter((f) => f.endsWith(".json") && !f.startsWith("."))
+				.map((f) => JSON.parse(readFileSync(join(dir, f), "utf8"))),
+		};
+	};
+	// Ids, times, durations and archive sizes and sums differ from run to run (the archive holds its
+	// creation time); what a backup is (kind, format, target, latest migration, row counts, verified)
+	// does not.
+	const normalise = (b: Backups) =>
+		b.manifests
+			.map((m) => ({
+				kind: m.kind,
+				format: m.format,
+				target: m.target,
+				latest_migration: m.latest_migration,
+				row_counts: m.row_counts,
+				verified: Boolean(m.verified_at),
+				verify_error: m.verify_error ?? null,
+			}))
+			.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+
+	function caseEnv() {
+		const dir = scratchDir();
+		const backups = join(dir, "backups");
+		cpSync(seededDir, backups, { recursive: true });
+		return {
+			DATABASE_URL: url,
+			BACKUP_DIR: backups,
+			RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
+		};
+	}
+
+	beforeAll(async () => {
+		url = await clone("faults_backup");
+		const dir = scratchDir();
+		seededDir = join(dir, "backups");
+		const first = await runRunbook("backup", ["create", "--json"], {
+			env: {
+				DATABASE_URL: url,
+				BACKUP_DIR: seededDir,
+				RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
+			},
+		});
+		expect(first.code, first.stderr).toBe(0);
+		seededId = JSON.parse(first.stdout).backup.id;
+		dbBefore = await snapshotDatabase(url);
+
+		const env = caseEnv();
+		const ref = await runRunbook("backup", ["create", "--keep", "1"], { env });
+		expect(ref.code, ref.stdout + ref.stderr).toBe(0);
+		const after = readBackups(env.BACKUP_DIR);
+		// One backup left (the new, verified one): the seeded one was pruned.
+		expect(after.manifests).toHaveLength(1);
+		expect(after.manifests[0].id).not.toBe(seededId);
+		reference = normalise(after);
+	});
+
+	const faults: Fault[] = [
+		{ kind: "SIGKILL", step: 2, delayMs: 150 },
+		{ kind: "SIGINT", step: 2, delayMs: 150 },
+		{ kind: "SIGKILL", step: 3, delayMs: 100 },
+		{ kind: "SIGINT", step: 3, delayMs: 100 },
+		{ kind: "SIGKILL", step: 5, delayMs: 100 },
+		{ kind: "SIGINT", step: 5, delayMs: 100 },
+		// pg_dump's and the snapshot's sessions, mid-dump.
+		{ kind: "terminate", step: 2, delayMs: 150, database: "" },
+	];
+
+	it.each(faults.map((f) => [describeFault(f), f] as const))(
+		"%s: no half-written backup counts, the audit log says where, a rerun ends as an uninterrupted run",
+		async (_, f) => {
+			const fault: Fault =
+				f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
+			const env = caseEnv();
+			const before = readBackups(env.BACKUP_DIR);
+			const run = await runWithFault(
+				"backup",
+				["create", "--keep", "1"],
+				fault,
+				{ env },
+			);
+			const out = run.stdout + run.stderr;
+			expect(out).toMatch(new RegExp(`\\[${fault.step}/5\\] `));
+			expectStopped(run, env.RUNBOOK_AUDIT_LOG, "backup", fault, 5, /rerun/i);
+			await settle(url);
+
+			// 1. The database is untouched; every manifest left names a complete archive (its sha256
+			// and pg_restore --list pass), and only .partial-* leftovers are not backups.
+			expect(await snapshotDatabase(url)).toEqual(dbBefore);
+			const left = readBackups(env.BACKUP_DIR);
+			const known = new Set(
+				left.manifests.flatMap((m) => [
+					m.archive as string,
+					`${m.id as string}.json`,
+				]),
+			);
+			expect(
+				left.files.filter((f) => !known.has(f) && !f.startsWith(".partial-")),
+				out,
+			).toEqual([]);
+			// Either nothing new (killed before the dump was moved into place), or a new complete backup;
+			// the seeded one is there unless the prune ran.
+			expect(left.manifests.length).toBeLessThanOrEqual(
+				before.manifests.length + 1,
+			);
+			// Checked in-process with the runbook's own functions (record: false leaves the manifests as they are).
+			for (const m of left.manifests) {
+				const v = await verifyBackup(
+					{ manifest: m as unknown as BackupManifest, archivePresent: true },
+					env,
+					undefined,
+					{ record: false },
+				);
+				expect(v.problems, `${m.id}\n${out}`).toEqual([]);
+			}
+			expect(
+				listBackups(env)
+					.map((b) => b.manifest.id)
+					.sort(),
+			).toEqual(left.manifests.map((m) => m.id as string).sort());
+
+			// 3. A rerun finishes, and BACKUP_DIR ends as after an uninterrupted run: one verified
+			// backup, no leftovers.
+			const rerun = await runRunbook("backup", ["create", "--keep", "1"], {
+				env,
+			});
+			expect(rerun.code, rerun.stdout + rerun.stderr).toBe(0);
+			const final = readBackups(env.BACKUP_DIR);
+			expect(
+				final.files.filter((f) => f.startsWith(".")),
+				out,
+			).toEqual([]);
+			expect(normalise(final)).toEqual(reference);
+			expect(await snapshotDatabase(url)).toEqual(dbBefore);
+		},
+	);
+});
+
+// ---------------------------------------------------------------------------------------------
+// deploy-production.ts: steps 2 (pre-deploy backup) and 4 (prisma migrate deploy), with one pending
+// migration that changes schema and data in one transaction and takes a moment (pg_sleep), so a
+// fault can land inside it.
+
+const MIGRATION = "20250301000000_add_video_rating";
+const MIGRATION_SQL = [
+	'ALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;',
+	'UPDATE "generated_videos" SET "rating" = "progress" % 5 + 1;',
+	"SELECT pg_sleep(1.5);",
+	'CREATE INDEX "generated_videos_rating_idx" ON "generated_videos"("rating");',
+	"",
+].join("\n");
+
+describe("deploy-production.ts, interrupted", () => {
+	let migrations: string;
+	/** The database before and after an uninterrupted deploy, without _prisma_migrations. */
+	let before: Snapshot;
+	let after: Snapshot;
+	/** Finished migrations after the reference deploy (names and checksums). */
+	let referenceHistory: string[];
+
+	// _prisma_migrations rows carry random ids and timestamps (and a rolled-back row stays after a
+	// resolved interruption): compared separately, as the finished migrations' names and checksums.
+	const withoutHistory = async (url: string) => {
+		const s = await snapshotDatabase(url);
+		delete s["rows public._prisma_migrations"];
+		return s;
+	};
+	const history = (url: string) =>
+		admin(
+			async (c) =>
+				(
+					await c.query<{ m: string }>(
+						"select migration_name || ' ' || checksum as m from _prisma_migrations where finished_at is not null and rolled_back_at is null order by 1",
+					)
+				).rows.map((r) => r.m),
+			url,
+		);
+	const openRows = (url: string) =>
+		admin(
+			async (c) =>
+				(
+					await c.query<{ migration_name: string }>(
+						"select migration_name from _prisma_migrations where finished_at is null and rolled_back_at is null",
+					)
+				).rows.map((r) => r.migration_name),
+			url,
+		);
+
+	function caseEnv(url: string) {
+		const dir = scratchDir();
+		return {
+			DATABASE_URL: url,
+			BACKUP_DIR: join(dir, "backups"),
+			RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
+			PRISMA_MIGRATIONS_DIR: migrations,
+		};
+	}
+	const deployArgs = (url: string) => [
+		"--yes",
+		"--confirm",
+		dbName(url),
+		"--monitor-seconds",
+		"0",
+	];
+
+	beforeAll(async () => {
+		migrations = migrationsWith({ [MIGRATION]: MIGRATION_SQL });
+		const url = await clone("faults_deploy_ref");
+		before = await withoutHistory(url);
+		const ref = await runRunbook("deploy-production", deployArgs(url), {
+			env: caseEnv(url),
+		});
+		expect(ref.code, ref.stdout + ref.stderr).toBe(0);
+		after = await withoutHistory(url);
+		expect(after).not.toEqual(before);
+		referenceHistory = await history(url);
+		expect(referenceHistory.some((m) => m.startsWith(MIGRATION))).toBe(true);
+	});
+
+	const faults: Fault[] = [
+		{ kind: "SIGKILL", step: 2, delayMs: 150 },
+		{ kind: "SIGINT", step: 2, delayMs: 150 },
+		// Step 4 is mostly Prisma starting up (a second or two here): 2.5 s lands the fault while the
+		// migration runs (it sleeps 1.5 s inside its transaction), or just after it committed.
+		{ kind: "SIGKILL", step: 4, delayMs: 2500 },
+		{ kind: "SIGINT", step: 4, delayMs: 2500 },
+		{ kind: "terminate", step: 4, delayMs: 2500, database: "" },
+	];
+
+	it.each(faults.map((f) => [describeFault(f), f] as const))(
+		"%s: wholly before or wholly after, the audit log says where, a rerun ends as an uninterrupted deploy",
+		async (_, f) => {
+			const url = await clone("faults_deploy");
+			const fault: Fault =
+				f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
+			const env = caseEnv(url);
+			const run = await runWithFault(
+				"deploy-production",
+				deployArgs(url),
+				fault,
+				{ env },
+			);
+			const out = run.stdout + run.stderr;
+			expect(out).toMatch(new RegExp(`\\[${fault.step}/8\\] `));
+			expectStopped(
+				run,
+				env.RUNBOOK_AUDIT_LOG,
+				"deploy-production",
+				fault,
+				8,
+				/[Rr]erun/,
+			);
+			await settle(url);
+
+			// 1. The migration is in wholly or not at all, and its history row says which.
+			const now = await withoutHistory(url);
+			const state = same(now, before)
+				? "before"
+				: same(now, after)
+					? "after"
+					: "MIXED";
+			expect(state, out).not.toBe("MIXED");
+			const finished = (await history(url)).some((m) =>
+				m.startsWith(MIGRATION),
+			);
+			expect(finished, out).toBe(state === "after");
+			const open = await openRows(url);
+			expect(open.filter((m) => m !== MIGRATION)).toEqual([]);
+			// No archive without its manifest, no manifest without its archive: only .partial-* leftovers.
+			if (existsSync(env.BACKUP_DIR)) {
+				const files = readdirSync(env.BACKUP_DIR);
+				for (const f of files.filter((x) => !x.startsWith("."))) {
+					const id = f.replace(/\.(json|dump)$/, "");
+					expect(files, out).toContain(`${id}.json`);
+					expect(files, out).toContain(`${id}.dump`);
+				}
+			}
+
+			// 3. Rerun. A migration left unfinished in _prisma_migrations (its process was killed) makes
+			// the deploy refuse (exit 3) with the SQL that marks it rolled back; its changes are not in
+			// the database (checked above: state "before"), so that advice is right: follow it.
+			let rerun = await runRunbook("deploy-production", deployArgs(url), {
+				env,
+			});
+			if (open.length) {
+				expect(rerun.code, rerun.stdout + rerun.stderr).toBe(3);
+				expect(rerun.stderr).toContain(
+					`failed or unfinished migration(s): ${MIGRATION}`,
+				);
+				const sql =
+					/UPDATE "_prisma_migrations" SET rolled_back_at = now\(\)[^\n]*;/.exec(
+						rerun.stderr,
+					)?.[0];
+				expect(sql, rerun.stderr).toBeDefined();
+				await admin((c) => c.query(sql as string), url);
+				rerun = await runRunbook("deploy-production", deployArgs(url), {
+					env,
+				});
+			}
+			expect(rerun.code, rerun.stdout + rerun.stderr).toBe(0);
+			expect(await withoutHistory(url)).toEqual(after);
+			expect(await history(url)).toEqual(referenceHistory);
+			expect(await openRows(url)).toEqual([]);
+			// A verified pre-deploy backup exists, taken before the migration.
+			const manifests = readdirSync(env.BACKUP_DIR)
+				.filter((x) => x.endsWith(".json") && !x.startsWith("."))
+				.map((x) => JSON.parse(readFileSync(join(env.BACKUP_DIR, x), "utf8")));
+			expect(
+				manifests.some(
+					(m) =>
+						m.verified_at &&
+						m.kind === "pre-deploy" &&
+						m.latest_migration === "20241230000000_comprehensive_schema",
+				),
+				JSON.stringify(manifests),
+			).toBe(true);
+		},
+	);
+});

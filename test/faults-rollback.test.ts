@@ -1,0 +1,374 @@
+// Fault injection for emergency-rollback.ts: SIGKILL and SIGINT to the runbook's process group at
+// each step that changes something (restore mode: stop the app, safety backup, terminate the
+// sessions, restore, migration files, start the app; --mode down: the down SQL), and
+// pg_terminate_backend of its sessions in the middle of the restore. After each fault the database
+// is wholly as before or wholly rolled back, the audit log says where the run stopped, and a rerun
+// finishes with the state an uninterrupted run leaves.
+
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+	describeFault,
+	type Fault,
+	runWithFault,
+	stoppedAt,
+} from "./support/faults.ts";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
+import {
+	admin,
+	createDatabase,
+	dropDatabase,
+	type RunResult,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+import { cloneDatabase } from "./support/migration-fixtures.ts";
+import { snapshotDatabase } from "./support/snapshot.ts";
+
+const RUNBOOK = "emergency-rollback";
+const KEEP = "20241230000000_comprehensive_schema";
+const ADDED = "20250101000000_add_ratings_and_preferences";
+const MIGRATION = `-- AlterTable
+ALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;
+
+-- CreateTable
+CREATE TABLE "user_preferences" (
+    "id" TEXT NOT NULL,
+    "user_id" TEXT NOT NULL,
+    "theme" TEXT NOT NULL DEFAULT 'light',
+    CONSTRAINT "user_preferences_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateIndex
+CREATE UNIQUE INDEX "user_preferences_user_id_key" ON "user_preferences"("user_id");
+
+-- AddForeignKey
+ALTER TABLE "user_preferences" ADD CONSTRAINT "user_preferences_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
+`;
+
+type Snapshot = Record<string, string>;
+
+/** The seeded database the backup was made of. */
+let template: string;
+/** The template after a day of traffic: what each restore case starts from. */
+let diverged: string;
+/** The template with one more migration applied and used: what each down case starts from. */
+let deployed: string;
+let backups: string;
+let backupId: string;
+let repo: ReturnType<typeof migrationsRepo>;
+/** Restore mode: the database before the rollback, and as the backup holds it. */
+let beforeRestore: Snapshot;
+let atBackup: Snapshot;
+/** Down mode: before, and after an uninterrupted down run. */
+let beforeDown: Snapshot;
+let afterDown: Snapshot;
+const made: string[] = [];
+
+const dbName = (url: string) => new URL(url).pathname.slice(1);
+const same = (a: Snapshot, b: Snapshot) =>
+	JSON.stringify(a) === JSON.stringify(b);
+
+async function clone(source: string, prefix: string): Promise<string> {
+	const url = await cloneDatabase(source, prefix);
+	made.push(url);
+	return url;
+}
+
+/** Waits until no session of a runbook (the psql or pg_dump of a killed run, say) is left on the database. */
+async function settle(url: string): Promise<void> {
+	for (let i = 0; i < 300; i++) {
+		const r = await admin((c) =>
+			c.query(
+				"select 1 from pg_stat_activity where datname = $1 and application_name like 'runbook:%'",
+				[dbName(url)],
+			),
+		);
+		if (r.rowCount === 0) return;
+		await new Promise((res) => setTimeout(res, 100));
+	}
+	throw new Error(`a runbook session stayed on ${dbName(url)}`);
+}
+
+/** The number of the last step header "[k/N]" the run printed. */
+function lastHeader(out: string): number {
+	const all = [...out.matchAll(/\[(\d+)\/\d+\] /g)];
+	return Number(all.at(-1)?.[1] ?? 0);
+}
+
+function envFor(url: string) {
+	const audit = join(scratchDir(), "audit.jsonl");
+	return {
+		audit,
+		env: {
+			DATABASE_URL: url,
+			BACKUP_DIR: backups,
+			RUNBOOK_AUDIT_LOG: audit,
+			// Hooks that take a moment, so that a fault at those steps lands inside them.
+			APP_STOP_CMD: "sleep 1",
+			APP_START_CMD: "sleep 1",
+			PRISMA_MIGRATIONS_DIR: repo.dir,
+			...GIT_ENV,
+		},
+	};
+}
+
+/**
+ * What every fault must leave: a state from `allowed` (never a mix), the audit log naming the step
+ * the run stopped in, the exit code and message of the fault; then a rerun reaching `final`.
+ */
+async function checkFault(opts: {
+	url: string;
+	run: RunResult;
+	fault: Fault;
+	audit: string;
+	allowed: Record<string, Snapshot>;
+	final: Snapshot;
+	rerun: () => Promise<RunResult>;
+}): Promise<string> {
+	const { run, fault, audit } = opts;
+	const what = `${describeFault(fault)}: exit ${run.code}\n${run.stdout.slice(-3000)}\n${run.stderr.slice(-2000)}`;
+	await settle(opts.url);
+	// 1. Wholly one of the allowed states.
+	const now = await snapshotDatabase(opts.url);
+	const state =
+		Object.entries(opts.allowed).find(([, s]) => same(now, s))?.[0] ?? "MIXED";
+	expect(state, what).not.toBe("MIXED");
+
+	// 2. The audit log says where it stopped, and the exit code says how.
+	const stop = stoppedAt(audit, RUNBOOK);
+	const header = lastHeader(run.stdout + run.stderr);
+	expect(stop.stepNo, what).not.toBeNull();
+	expect(stop.stepNo as number, what).toBeGreaterThanOrEqual(fault.step);
+	expect(stop.stepNo as number, what).toBeLessThanOrEqual(header);
+	if (fault.kind === "SIGKILL") {
+		expect(run.code, what).toBeNull();
+		expect(stop.runEnded, what).toBe(false);
+		// Killed inside the last step it announced (or between its header and its audit line).
+		if (stop.stepNo === header) expect(stop.ended, what).toBe(false);
+	} else if (fault.kind === "SIGINT") {
+		expect(run.code, what).toBe(130);
+		expect(stop.status, what).toBe("interrupted");
+		// No run_end required: tsx's cli relays Ctrl-C and, when the runbook's event loop does not
+		// acknowledge it within ~60 ms (a loaded machine), ends it with SIGKILL and exits 130 itself.
+		expect(run.stderr, what).toContain("Interrupted by the operator.");
+		// How to resume: rerun (nothing restored yet), or what is left to do by hand after the restore.
+		expect(run.stderr, what).toMatch(
+			/To try again: npx tsx runbooks\/emergency-rollback\.ts|To resume, run the same command again|start it again \(APP_START_CMD\)/,
+		);
+	} else {
+		expect(run.code, what).toBe(1);
+		expect(stop.status, what).toBe("failed");
+		expect(stop.runEnded, what).toBe(true);
+		expect(run.stderr, what).toMatch(/✗ Step \d+ \(/);
+	}
+
+	// 3. A rerun finishes, with the state an uninterrupted run leaves.
+	const again = await opts.rerun();
+	expect(
+		again.code,
+		`rerun after ${what}\n${again.stdout}\n${again.stderr}`,
+	).toBe(0);
+	expect(await snapshotDatabase(opts.url)).toEqual(opts.final);
+	expect(readdirSync(backups).filter((f) => f.startsWith(".partial-"))).toEqual(
+		[],
+	);
+	return `step ${fault.step} ${fault.kind}: stopped in step ${stop.stepNo}${stop.ended ? ` (${stop.status})` : ""}, exit ${run.code}, database ${state}`;
+}
+
+beforeAll(async () => {
+	template = await createDatabase("frb_tpl");
+	made.push(template);
+	const migrated = await runPrismaCli(["migrate", "deploy"], template);
+	expect(migrated.code, migrated.stderr).toBe(0);
+	// Enough rows that the restore step lasts well over the faults' delays.
+	await seedFaceSwap(template, { users: 400 });
+	repo = migrationsRepo({ [ADDED]: MIGRATION });
+	backups = join(scratchDir(), "backups");
+	const backup = await runRunbook("backup", ["create", "--json"], {
+		env: {
+			DATABASE_URL: template,
+			BACKUP_DIR: backups,
+			RUNBOOK_AUDIT_LOG: join(scratchDir(), "audit.jsonl"),
+		},
+	});
+	expect(backup.code, backup.stderr).toBe(0);
+	backupId = JSON.parse(backup.stdout).backup.id;
+	atBackup = await snapshotDatabase(template);
+
+	// A day of traffic after the backup: new users, a deleted purchase, a new table.
+	diverged = await clone(template, "frb_div");
+	await admin(async (c) => {
+		await c.query(
+			"create table user_notes (id text primary key, user_id text not null references users(id), body text)",
+		);
+		await c.query(
+			"insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 25) i",
+		);
+		await c.query(
+			"insert into user_notes select 'n-' || id, id, 'hello' from users where id like 'late%'",
+		);
+		await c.query(
+			"delete from purchases where id in (select id from purchases order by id limit 7)",
+		);
+	}, diverged);
+	beforeRestore = await snapshotDatabase(diverged);
+	expect(beforeRestore).not.toEqual(atBackup);
+
+	// Down mode: the extra migration deployed, then used.
+	deployed = await clone(template, "frb_dep");
+	const deploy = await runPrismaCli(["migrate", "deploy"], deployed, {
+		PRISMA_MIGRATIONS_DIR: repo.dir,
+	});
+	expect(deploy.code, deploy.stderr).toBe(0);
+	await admin(async (c) => {
+		await c.query(
+			"update generated_videos set rating = 1 + length(id) % 5 where status = 'COMPLETED'",
+		);
+		await c.query(
+			"insert into user_preferences (id, user_id, theme) select 'pref-' || id, id, 'dark' from users order by id limit 40",
+		);
+	}, deployed);
+	beforeDown = await snapshotDatabase(deployed);
+	// The state an uninterrupted down run leaves.
+	const ref = await clone(deployed, "frb_ref");
+	const { env } = envFor(ref);
+	const down = await runRunbook("emergency-rollback", downArgs(ref), { env });
+	expect(down.code, down.stdout + down.stderr).toBe(0);
+	afterDown = await snapshotDatabase(ref);
+	expect(afterDown).not.toEqual(beforeDown);
+}, 240_000);
+
+afterAll(async () => {
+	for (const url of made) await dropDatabase(url).catch(() => {});
+});
+
+const restoreArgs = (url: string) => [
+	"--backup",
+	backupId,
+	"--yes",
+	"--confirm",
+	dbName(url),
+];
+const downArgs = (url: string) => [
+	"--mode",
+	"down",
+	"--to",
+	KEEP,
+	"--yes",
+	"--confirm",
+	dbName(url),
+];
+
+// Restore mode: the steps marked [changes data]/[writes files]/[destroys data] in --help.
+const RESTORE_STEPS: Array<{ step: number; title: string; delayMs: number }> = [
+	{ step: 5, title: "Stop the app (APP_STOP_CMD)", delayMs: 300 },
+	{ step: 6, title: "Safety backup of the current state", delayMs: 100 },
+	{ step: 7, title: "Terminate the other sessions", delayMs: 100 },
+	{ step: 8, title: "Restore atomically", delayMs: 200 },
+	{ step: 11, title: "Migration files: what to revert in git", delayMs: 100 },
+	{ step: 12, title: "Start the app (APP_START_CMD)", delayMs: 300 },
+];
+const SIGNALS = ["SIGKILL", "SIGINT"] as const;
+
+const outcomes: string[] = [];
+
+describe("emergency-rollback.ts under faults (restore mode)", () => {
+	const cases = RESTORE_STEPS.flatMap((s) =>
+		SIGNALS.map((kind) => ({ ...s, kind })),
+	);
+	it.each(cases)(
+		"$kind at step $step ($title): database wholly as before or wholly restored; rerun restores",
+		async ({ step, kind, delayMs }) => {
+			const url = await clone(diverged, `frb_${kind.toLowerCase()}_${step}`);
+			const { env, audit } = envFor(url);
+			const fault: Fault = { kind, step, delayMs };
+			const run = await runWithFault(RUNBOOK, restoreArgs(url), fault, { env });
+			outcomes.push(
+				await checkFault({
+					url,
+					run,
+					fault,
+					audit,
+					allowed: { before: beforeRestore, restored: atBackup },
+					final: atBackup,
+					rerun: () => runRunbook(RUNBOOK, restoreArgs(url), { env }),
+				}),
+			);
+		},
+	);
+
+	it("pg_terminate_backend of its sessions during the restore: fails (exit 1) with the database as before, and a rerun restores", async () => {
+		const url = await clone(diverged, "frb_term_8");
+		const { env, audit } = envFor(url);
+		const fault: Fault = {
+			kind: "terminate",
+			step: 8,
+			delayMs: 200,
+			database: dbName(url),
+		};
+		const run = await runWithFault(RUNBOOK, restoreArgs(url), fault, { env });
+		outcomes.push(
+			await checkFault({
+				url,
+				run,
+				fault,
+				audit,
+				allowed: { before: beforeRestore, restored: atBackup },
+				final: atBackup,
+				rerun: () => runRunbook(RUNBOOK, restoreArgs(url), { env }),
+			}),
+		);
+	});
+});
+
+describe("emergency-rollback.ts under faults (--mode down, step 9)", () => {
+	it.each(SIGNALS)(
+		"%s while the down SQL's transaction waits for its lock: nothing applied; rerun rolls back",
+		async (kind) => {
+			const url = await clone(deployed, `frb_down_${kind.toLowerCase()}`);
+			const { env, audit } = envFor(url);
+			// A reader holding user_preferences keeps step 9's transaction waiting on its
+			// lock (lock_timeout 5s), so the fault lands inside that transaction every time.
+			const holder = new pg.Client({ connectionString: url });
+			holder.on("error", () => {});
+			await holder.connect();
+			await holder.query("begin");
+			await holder.query("select count(*) from user_preferences");
+			const fault: Fault = { kind, step: 9, delayMs: 300 };
+			let run: RunResult;
+			try {
+				run = await runWithFault(RUNBOOK, downArgs(url), fault, { env });
+			} finally {
+				await holder.query("rollback").catch(() => {});
+				await holder.end().catch(() => {});
+			}
+			expect(run.stdout).toContain("[9/14] Apply the down SQL");
+			outcomes.push(
+				await checkFault({
+					url,
+					run,
+					fault,
+					audit,
+					// Deterministic: killed or interrupted while waiting, PostgreSQL rolls it all back.
+					allowed: { before: beforeDown },
+					final: afterDown,
+					rerun: () => runRunbook(RUNBOOK, downArgs(url), { env }),
+				}),
+			);
+			const stop = stoppedAt(audit, RUNBOOK);
+			expect(stop.runEnded).toBe(true); // the rerun's
+		},
+	);
+});
+
+afterAll(() => {
+	if (outcomes.length)
+		process.stderr.write(
+			`\nfaults-rollback outcomes:\n${outcomes.join("\n")}\n`,
+		);
+});

@@ -1,0 +1,419 @@
+// Fault injection for migrate-to-supabase.ts and switch-db-env.ts against a Supabase-shaped server
+// (platform roles and schemas, a real pgbouncer): SIGKILL and SIGINT to the runbook's process group
+// at each step that changes something, and pg_terminate_backend of its sessions on the target in
+// the middle of the copy. After each fault: the target's public schema is wholly as before or wholly
+// copied (never half), the source and the platform untouched, .env byte for byte the original or
+// the switched file, the audit log names the step; a rerun ends as an uninterrupted run does,
+// without doubled rows.
+
+import {
+	existsSync,
+	mkdtempSync,
+	readdirSync,
+	readFileSync,
+	writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+	describeFault,
+	type Fault,
+	runWithFault,
+	stepHeader,
+	stoppedAt,
+} from "./support/faults.ts";
+import { seedFaceSwap } from "./support/fixtures.ts";
+import {
+	admin,
+	createDatabase,
+	dropDatabase,
+	type RunResult,
+	runPrismaCli,
+	runRunbook,
+	scratchDir,
+} from "./support/harness.ts";
+import { snapshotDatabase } from "./support/snapshot.ts";
+import {
+	type SupabaseFixture,
+	snapshotPlatform,
+	startSupabase,
+} from "./support/supabase.ts";
+
+type Snapshot = Record<string, string>;
+
+let sb: SupabaseFixture;
+let src: string;
+let original: string;
+let switched: string;
+let srcBefore: Snapshot;
+let platformBefore: Snapshot;
+/** The target's public schema (and everything else but this runbook's journal): empty, and copied. */
+let targetEmpty: Snapshot;
+let targetCopied: Snapshot;
+const outcomes: string[] = [];
+
+const same = (a: Snapshot, b: Snapshot) =>
+	JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * The target without migrate_to_supabase.* (the runbook's own journal of runs, written before the
+ * copy by design so that a rerun knows what a stopped run left).
+ */
+async function targetState(): Promise<Snapshot> {
+	const all = await snapshotDatabase(sb.adminUrl);
+	return Object.fromEntries(
+		Object.entries(all).filter(([k]) => !k.includes("migrate_to_supabase.")),
+	);
+}
+
+/** Drops what the runbook created on the target: public's objects, its journal, the extension. */
+async function resetTarget(): Promise<void> {
+	await admin(async (db) => {
+		await db.query(`do $$ declare r record; begin
+      for r in select format('%I.%I', schemaname, tablename) as t from pg_tables where schemaname = 'public' loop
+        execute 'drop table if exists ' || r.t || ' cascade'; end loop;
+      for r in select format('%I.%I', n.nspname, t.typname) as t from pg_type t join pg_namespace n on n.oid = t.typnamespace
+                where n.nspname = 'public' and t.typtype in ('e', 'c', 'd') and not exists (select 1 from pg_class c where c.reltype = t.oid) loop
+        execute 'drop type if exists ' || r.t || ' cascade'; end loop;
+      for r in select format('%I.%I', sequence_schema, sequence_name) as t from information_schema.sequences where sequence_schema = 'public' loop
+        execute 'drop sequence if exists ' || r.t || ' cascade'; end loop;
+    end $$`);
+		await db.query("drop schema if exists migrate_to_supabase cascade");
+		await db.query('drop extension if exists "uuid-ossp"');
+	}, sb.adminUrl);
+}
+
+/** Waits until no session of a runbook is left on the source or the target (other test files share the source's server). */
+async function settle(): Promise<void> {
+	const q =
+		"select 1 from pg_stat_activity where datname = $1 and (application_name like 'runbook:%' or application_name in ('pg_dump', 'pg_restore', 'psql'))";
+	for (let i = 0; i < 300; i++) {
+		const [a, b] = await Promise.all([
+			admin((c) => c.query(q, [new URL(src).pathname.slice(1)])),
+			admin((c) => c.query(q, ["postgres"]), sb.adminUrl),
+		]);
+		if (a.rowCount === 0 && b.rowCount === 0) return;
+		await new Promise((r) => setTimeout(r, 100));
+	}
+	throw new Error("a runbook session stayed on the source or the target");
+}
+
+function lastHeader(out: string): number {
+	return Number([...out.matchAll(/\[(\d+)\/\d+\] /g)].at(-1)?.[1] ?? 0);
+}
+
+/** A directory holding the app's .env with both profiles; returns its path and an audit log. */
+function app(): { dir: string; file: string; audit: string } {
+	const dir = mkdtempSync(join(tmpdir(), "faults-sb-"));
+	const file = join(dir, ".env");
+	writeFileSync(file, original, { mode: 0o640 });
+	return { dir, file, audit: join(scratchDir(), "audit.jsonl") };
+}
+
+const migrateArgs = (file: string) => [
+	"--yes",
+	"--confirm",
+	"postgres",
+	"--env-file",
+	file,
+];
+const migrateEnv = (audit: string) => ({
+	RUNBOOK_AUDIT_LOG: audit,
+	// Takes a moment, so that a fault at step 8 lands inside it.
+	VERIFY_CMD: "sleep 1",
+});
+
+/** Terminates every client session on the target's database (the runbook's copy among them). */
+async function terminateTarget(): Promise<number> {
+	return admin(async (db) => {
+		const r = await db.query(
+			"select pg_terminate_backend(pid) from pg_stat_activity where datname = 'postgres' and pid <> pg_backend_pid() and backend_type = 'client backend' and usename = 'postgres'",
+		);
+		return r.rowCount ?? 0;
+	}, sb.adminUrl);
+}
+
+const readEnv = (file: string) => readFileSync(file, "utf8");
+
+beforeAll(async () => {
+	[sb, src] = await Promise.all([startSupabase(), createDatabase("fsb_src")]);
+	const deploy = await runPrismaCli(["migrate", "deploy"], src);
+	expect(deploy.code, deploy.stderr).toBe(0);
+	// Enough rows that the copy step lasts well over the faults' delays.
+	await seedFaceSwap(src, { users: 600 });
+	// An extension the project lacks, so that step 3 has something to create.
+	await admin((db) => db.query('create extension "uuid-ossp"'), src);
+	original = [
+		"# Face Swap",
+		`DATABASE_URL="${src}"`,
+		"NEXTAUTH_URL=http://localhost:3000",
+		"",
+		`LOCAL_DATABASE_URL="${src}"`,
+		`REMOTE_DATABASE_URL="${sb.poolerUrl}"`,
+		`REMOTE_DIRECT_URL="${sb.directUrl}"`,
+		"",
+	].join("\n");
+	srcBefore = await snapshotDatabase(src);
+	platformBefore = await snapshotPlatform(sb.adminUrl);
+	targetEmpty = await targetState();
+	// The uninterrupted run: what every rerun must end with.
+	const ref = app();
+	const run = await runRunbook("migrate-to-supabase", migrateArgs(ref.file), {
+		env: migrateEnv(ref.audit),
+	});
+	expect(run.code, run.stdout + run.stderr).toBe(0);
+	targetCopied = await targetState();
+	switched = readEnv(ref.file);
+	expect(switched).not.toBe(original);
+	expect(targetCopied).not.toEqual(targetEmpty);
+}, 240_000);
+
+afterAll(async () => {
+	await sb?.stop();
+	if (src) await dropDatabase(src);
+	if (outcomes.length)
+		process.stderr.write(
+			`\nfaults-supabase outcomes:\n${outcomes.join("\n")}\n`,
+		);
+});
+
+/** The checks every fault must pass; returns a line for the outcome table. */
+async function checkFault(opts: {
+	runbook: string;
+	run: RunResult;
+	fault: Fault | { kind: "terminate"; step: number; delayMs?: number };
+	audit: string;
+	file: string;
+	dir: string;
+	allowedTarget: Record<string, Snapshot>;
+	finalTarget: Snapshot;
+	rerun: () => Promise<RunResult>;
+	/** For a step that ends in one synchronous write: the run may finish before the signal. */
+	mayFinish?: boolean;
+}): Promise<string> {
+	const { run, fault, audit } = opts;
+	const what = `${opts.runbook} ${describeFault(fault as Fault)}: exit ${run.code}\n${run.stdout.slice(-3000)}\n${run.stderr.slice(-2000)}`;
+	await settle();
+
+	// 1. Nothing lost or half-written, on every server and in .env.
+	const now = await targetState();
+	const state =
+		Object.entries(opts.allowedTarget).find(([, s]) => same(now, s))?.[0] ??
+		"MIXED";
+	expect(state, what).not.toBe("MIXED");
+	expect(await snapshotDatabase(src), what).toEqual(srcBefore);
+	expect(await snapshotPlatform(sb.adminUrl), what).toEqual(platformBefore);
+	const env = readEnv(opts.file);
+	const envState =
+		env === original ? "original" : env === switched ? "switched" : "MIXED";
+	expect(envState, what).not.toBe("MIXED");
+	const envBackups = readdirSync(opts.dir).filter((f) =>
+		f.startsWith(".env.backup-"),
+	);
+	if (envState === "switched") {
+		expect(envBackups, what).toHaveLength(1);
+		expect(readEnv(join(opts.dir, envBackups[0])), what).toBe(original);
+	}
+
+	// 2. The audit log says where it stopped; the exit code says how.
+	const stop = stoppedAt(audit, opts.runbook);
+	const header = lastHeader(run.stdout + run.stderr);
+	const finished =
+		opts.mayFinish && stop.runEnded && stop.status !== "interrupted";
+	expect(stop.stepNo as number, what).toBeGreaterThanOrEqual(fault.step);
+	expect(stop.stepNo as number, what).toBeLessThanOrEqual(header);
+	if (finished) {
+		// The signal came after the last step's synchronous write: the run is complete.
+		expect(envState, what).toBe("switched");
+		expect(stop.status, what).toMatch(/^(ok|warning)$/);
+	} else if (fault.kind === "SIGKILL") {
+		expect(run.code, what).toBeNull();
+		expect(stop.runEnded, what).toBe(false);
+		if (stop.stepNo === header) expect(stop.ended, what).toBe(false);
+	} else if (fault.kind === "SIGINT") {
+		expect(run.code, what).toBe(130);
+		expect(stop.status, what).toBe("interrupted");
+		// No run_end required: tsx's cli relays Ctrl-C and, when the runbook's event loop does not
+		// acknowledge it within ~60 ms (a loaded machine), ends it with SIGKILL and exits 130 itself.
+		expect(run.stderr, what).toContain("Interrupted by the operator.");
+		expect(run.stderr, what).toMatch(
+			/[Rr]erun|To resume, run the same command again|switch-db-env\.ts remote/,
+		);
+	} else {
+		expect(run.code, what).toBe(1);
+		expect(stop.status, what).toBe("failed");
+		expect(stop.runEnded, what).toBe(true);
+	}
+
+	// 3. A rerun completes, with what an uninterrupted run leaves (no doubled rows).
+	const again = await opts.rerun();
+	expect(
+		again.code,
+		`rerun after ${what}\n${again.stdout}\n${again.stderr}`,
+	).toBe(0);
+	expect(await targetState()).toEqual(opts.finalTarget);
+	expect(readEnv(opts.file)).toBe(switched);
+	expect(await snapshotDatabase(src)).toEqual(srcBefore);
+	expect(await snapshotPlatform(sb.adminUrl)).toEqual(platformBefore);
+	return `${opts.runbook} | step ${fault.step} | ${fault.kind} | stopped in step ${stop.stepNo}${stop.ended ? ` (${stop.status})` : ""}, exit ${run.code}, target ${state}, .env ${envState}; rerun exit 0`;
+}
+
+const SIGNALS = ["SIGKILL", "SIGINT"] as const;
+
+describe("migrate-to-supabase.ts under faults", () => {
+	// Step 2 clears a partial copy: it runs only when an earlier run stopped while copying.
+	it.each(SIGNALS)(
+		"%s at step 2 (clear the previous partial copy): public is the partial copy, empty or wholly copied; rerun copies once",
+		async (kind) => {
+			// The copy left by the previous run, made partial: the journal says copying, rows missing.
+			if (!same(await targetState(), targetCopied)) {
+				await resetTarget();
+				const seed = app();
+				const r = await runRunbook(
+					"migrate-to-supabase",
+					[...migrateArgs(seed.file), "--no-switch"],
+					{ env: migrateEnv(seed.audit) },
+				);
+				expect(r.code, r.stdout + r.stderr).toBe(0);
+			}
+			await admin(async (db) => {
+				await db.query("update migrate_to_supabase.runs set phase = 'copying'");
+				await db.query("delete from public.purchases where amount_cents = 999");
+			}, sb.adminUrl);
+			const partial = await targetState();
+			const { dir, file, audit } = app();
+			const fault: Fault = { kind, step: 2, delayMs: 50 };
+			const run = await runWithFault(
+				"migrate-to-supabase",
+				migrateArgs(file),
+				fault,
+				{ env: migrateEnv(audit) },
+			);
+			expect(run.stdout).toMatch(/stopped while copying: its partial copy/);
+			outcomes.push(
+				await checkFault({
+					runbook: "migrate-to-supabase",
+					run,
+					fault,
+					audit,
+					file,
+					dir,
+					// Step 2's drops are one transaction; step 4's copy is another.
+					allowedTarget: {
+						partial,
+						cleared: targetEmpty,
+						copied: targetCopied,
+					},
+					finalTarget: targetCopied,
+					rerun: () =>
+						runRunbook("migrate-to-supabase", migrateArgs(file), {
+							env: migrateEnv(audit),
+						}),
+				}),
+			);
+		},
+	);
+
+	const STEPS = [
+		{ step: 3, title: "create the extensions", delayMs: 50 },
+		{ step: 4, title: "copy (pg_dump | pg_restore)", delayMs: 150 },
+		{ step: 5, title: "reset sequences", delayMs: 50 },
+		{ step: 7, title: "switch .env", delayMs: 0 },
+		{ step: 8, title: "VERIFY_CMD", delayMs: 300 },
+	];
+	const cases = STEPS.flatMap((s) => SIGNALS.map((kind) => ({ ...s, kind })));
+	it.each(cases)(
+		"$kind at step $step ($title): target empty or wholly copied, .env original or switched; rerun ends as an uninterrupted run",
+		async ({ step, kind, delayMs }) => {
+			await resetTarget();
+			expect(await targetState()).toEqual(targetEmpty);
+			const { dir, file, audit } = app();
+			const fault: Fault = { kind, step, delayMs };
+			const run = await runWithFault(
+				"migrate-to-supabase",
+				migrateArgs(file),
+				fault,
+				{ env: migrateEnv(audit) },
+			);
+			outcomes.push(
+				await checkFault({
+					runbook: "migrate-to-supabase",
+					run,
+					fault,
+					audit,
+					file,
+					dir,
+					allowedTarget: { empty: targetEmpty, copied: targetCopied },
+					finalTarget: targetCopied,
+					rerun: () =>
+						runRunbook("migrate-to-supabase", migrateArgs(file), {
+							env: migrateEnv(audit),
+						}),
+				}),
+			);
+		},
+	);
+
+	it("pg_terminate_backend of its target sessions during the copy: exit 1, public empty or wholly copied; rerun copies once", async () => {
+		await resetTarget();
+		const { dir, file, audit } = app();
+		const run = await runRunbook("migrate-to-supabase", migrateArgs(file), {
+			env: migrateEnv(audit),
+			onMatch: { pattern: stepHeader(4), delayMs: 150, run: terminateTarget },
+		});
+		outcomes.push(
+			await checkFault({
+				runbook: "migrate-to-supabase",
+				run,
+				fault: { kind: "terminate", step: 4, delayMs: 150 },
+				audit,
+				file,
+				dir,
+				allowedTarget: { empty: targetEmpty, copied: targetCopied },
+				finalTarget: targetCopied,
+				rerun: () =>
+					runRunbook("migrate-to-supabase", migrateArgs(file), {
+						env: migrateEnv(audit),
+					}),
+			}),
+		);
+	});
+});
+
+describe("switch-db-env.ts under faults", () => {
+	// Step 3 is one synchronous write of a temporary file, fsync and rename: a signal lands before
+	// it, or after it (Node handles SIGINT only once the write returns), never inside a half-written .env.
+	it.each(SIGNALS)(
+		"%s at step 3 (rewrite .env): .env byte for byte the original or the switched file; rerun switches",
+		async (kind) => {
+			const { dir, file, audit } = app();
+			const fault: Fault = { kind, step: 3, delayMs: 0 };
+			const run = await runWithFault(
+				"switch-db-env",
+				["remote", "--env-file", file],
+				fault,
+				{ env: { RUNBOOK_AUDIT_LOG: audit } },
+			);
+			const target = await targetState();
+			outcomes.push(
+				await checkFault({
+					runbook: "switch-db-env",
+					run,
+					fault,
+					audit,
+					file,
+					dir,
+					allowedTarget: { unchanged: target },
+					finalTarget: target,
+					mayFinish: true,
+					rerun: () =>
+						runRunbook("switch-db-env", ["remote", "--env-file", file], {
+							env: { RUNBOOK_AUDIT_LOG: audit },
+						}),
+				}),
+			);
+			expect(existsSync(file)).toBe(true);
+		},
+	);
+});
