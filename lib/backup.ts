@@ -632,6 +632,19 @@ export async function verifyBackup(
 	return { ok, problems, tocEntries, tablesWithData, manifest: updated };
 }
 
+/** A new backup, verified at once: what the deploy and rollback runbooks take before they change anything. */
+export async function createVerifiedBackup(
+	conn: Connection,
+	opts: BackupOptions,
+): Promise<VerifyResult> {
+	const manifest = await createBackup(conn, opts);
+	return verifyBackup(
+		{ manifest, archivePresent: true },
+		opts.env,
+		opts.signal,
+	);
+}
+
 export interface PrunePlan {
 	keep: BackupEntry[];
 	remove: BackupEntry[];

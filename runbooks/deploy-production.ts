@@ -15,10 +15,9 @@ import {
 	type BackupCheck,
 	type BackupManifest,
 	checkBackup,
-	createBackup,
+	createVerifiedBackup,
 	describeBackup,
 	rollbackCommand,
-	verifyBackup,
 } from "../lib/backup.ts";
 import { describeTables, formatBytes } from "../lib/catalog.ts";
 import { type Db, quoteLiteral, serverVersion } from "../lib/db.ts";
@@ -513,17 +512,13 @@ await runRunbook<State>({
 			skip: nothingPending,
 			plan: (ctx) => describeBackup(ctx.target.direct, { env: ctx.env }),
 			async run(ctx) {
-				const m = await createBackup(ctx.target.direct, {
+				const r = await createVerifiedBackup(ctx.target.direct, {
 					kind: "pre-deploy",
 					env: ctx.env,
 					signal: ctx.signal,
 					log: ctx.log,
 				});
-				const r = await verifyBackup(
-					{ manifest: m, archivePresent: true },
-					ctx.env,
-					ctx.signal,
-				);
+				const m = r.manifest;
 				for (const p of r.problems) ctx.warn(p);
 				if (!r.ok) {
 					throw refusal(

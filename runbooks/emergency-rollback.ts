@@ -12,7 +12,7 @@ import {
 	type BackupEntry,
 	type BackupManifest,
 	backupDir,
-	createBackup,
+	createVerifiedBackup,
 	describeBackup,
 	findBackup,
 	listBackups,
@@ -911,17 +911,13 @@ await runRunbook<State>({
 					: false),
 			plan: (ctx) => describeBackup(ctx.target.direct, { env: ctx.env }),
 			async run(ctx) {
-				const m = await createBackup(ctx.target.direct, {
+				const r = await createVerifiedBackup(ctx.target.direct, {
 					kind: "safety",
 					env: ctx.env,
 					signal: ctx.signal,
 					log: ctx.log,
 				});
-				const r = await verifyBackup(
-					{ manifest: m, archivePresent: true },
-					ctx.env,
-					ctx.signal,
-				);
+				const m = r.manifest;
 				if (!r.ok)
 					throw new RunbookError(
 						`The safety backup ${m.id} failed verification (${r.problems[0]}). Nothing was rolled back.`,

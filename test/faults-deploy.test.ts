@@ -16,16 +16,15 @@ import {
 } from "../lib/backup.ts";
 import {
 	describeFault,
+	expectStopped,
 	type Fault,
 	runWithFault,
-	stoppedAt,
 } from "./support/faults.ts";
 import { seedFaceSwap } from "./support/fixtures.ts";
 import {
 	admin,
 	createDatabase,
 	dropDatabase,
-	type RunResult,
 	runPrismaCli,
 	runRunbook,
 	scratchDir,
@@ -62,51 +61,6 @@ async function settle(url: string): Promise<void> {
 		await new Promise((res) => setTimeout(res, 100));
 	}
 	throw new Error(`sessions stayed on ${dbName(url)}`);
-}
-
-/**
- * What every fault must leave in the audit log and the output, by kind. A fault that lands after
- * the last step ended (the run was finishing) leaves a finished run: both outcomes are checked.
- */
-function expectStopped(
-	run: RunResult,
-	audit: string,
-	runbook: string,
-	fault: Fault,
-	totalSteps: number,
-	resumeHint: RegExp,
-): void {
-	const stop = stoppedAt(audit, runbook);
-	const out = run.stdout + run.stderr;
-	expect(stop.stepNo, out).not.toBeNull();
-	expect(stop.stepNo as number, out).toBeGreaterThanOrEqual(fault.step);
-	const finished =
-		stop.stepNo === totalSteps &&
-		stop.ended &&
-		stop.status !== "interrupted" &&
-		stop.status !== "failed";
-	if (fault.kind === "SIGKILL") {
-		// Killed (no exit code), or it had already exited, done, when the kill came.
-		if (!finished || run.code !== 0) expect(run.code, out).toBeNull();
-		// No run_end line, unless the kill came as the finished run was exiting.
-		if (!finished) expect(stop.runEnded).toBe(false);
-	} else if (fault.kind === "SIGINT") {
-		if (finished) {
-			expect([0, 130], out).toContain(run.code);
-		} else {
-			expect(run.code, out).toBe(130);
-			expect(stop).toMatchObject({ ended: true, status: "interrupted" });
-			expect(stop.runEnded).toBe(true);
-			expect(run.stderr).toMatch(resumeHint);
-		}
-	} else {
-		expect([0, 1], out).toContain(run.code);
-		expect(stop.runEnded).toBe(true);
-		if (run.code === 1) {
-			expect(stop.status).toBe("failed");
-			expect(run.stderr).toMatch(resumeHint);
-		}
-	}
 }
 
 beforeAll(async () => {

@@ -11,9 +11,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
 	describeFault,
+	expectStopped,
 	type Fault,
 	runWithFault,
-	stoppedAt,
 } from "./support/faults.ts";
 import { seedFaceSwap } from "./support/fixtures.ts";
 import {
@@ -21,7 +21,6 @@ import {
 	copyRepository,
 	createDatabase,
 	dropDatabase,
-	type RunResult,
 	runPrismaCli,
 	runRunbook,
 	scratchDir,
@@ -89,48 +88,6 @@ const otherColumns = async (url: string, drop: string[]) =>
 			[drop],
 		)
 	)[0];
-
-/** The audit log and output after a fault (a fault after the last step ended leaves a finished run). */
-function expectStopped(
-	run: RunResult,
-	audit: string,
-	runbook: string,
-	fault: Fault,
-	totalSteps: number,
-	resumeHint: RegExp,
-): void {
-	const stop = stoppedAt(audit, runbook);
-	const out = run.stdout + run.stderr;
-	expect(stop.stepNo, out).not.toBeNull();
-	expect(stop.stepNo as number, out).toBeGreaterThanOrEqual(fault.step);
-	const finished =
-		stop.stepNo === totalSteps &&
-		stop.ended &&
-		stop.status !== "interrupted" &&
-		stop.status !== "failed";
-	if (fault.kind === "SIGKILL") {
-		// Killed (no exit code), or it had already exited, done, when the kill came.
-		if (!finished || run.code !== 0) expect(run.code, out).toBeNull();
-		if (!finished) expect(stop.runEnded).toBe(false);
-	} else if (fault.kind === "SIGINT") {
-		if (finished) {
-			expect([0, 130], out).toContain(run.code);
-		} else {
-			expect(run.code, out).toBe(130);
-			expect(stop).toMatchObject({ ended: true, status: "interrupted" });
-			expect(stop.runEnded).toBe(true);
-			expect(run.stderr).toMatch(resumeHint);
-		}
-	} else {
-		// A lost connection: the runbook reconnects and finishes, or fails saying how to carry on.
-		expect([0, 1], out).toContain(run.code);
-		expect(stop.runEnded).toBe(true);
-		if (run.code === 1) {
-			expect(stop.status).toBe("failed");
-			expect(run.stderr).toMatch(resumeHint);
-		}
-	}
-}
 
 beforeAll(async () => {
 	template = await createDatabase("faults_large_tpl");

@@ -3,6 +3,7 @@
 // and what the audit log says about where a run stopped.
 
 import { existsSync, readFileSync } from "node:fs";
+import { expect } from "vitest";
 import {
 	admin,
 	type RunOptions,
@@ -92,4 +93,51 @@ export function stoppedAt(path: string, runbook: string): Stop {
 		status: (end?.status as string) ?? null,
 		runEnded: mine.some((l) => l.event === "run_end"),
 	};
+}
+
+/**
+ * What every fault must leave in the audit log and the output, by kind. A fault that lands after
+ * the last step ended (the run was finishing) leaves a finished run: both outcomes are checked.
+ */
+export function expectStopped(
+	run: RunResult,
+	audit: string,
+	runbook: string,
+	fault: Fault,
+	totalSteps: number,
+	resumeHint: RegExp,
+): void {
+	const stop = stoppedAt(audit, runbook);
+	const out = run.stdout + run.stderr;
+	expect(stop.stepNo, out).not.toBeNull();
+	expect(stop.stepNo as number, out).toBeGreaterThanOrEqual(fault.step);
+	const finished =
+		stop.stepNo === totalSteps &&
+		stop.ended &&
+		stop.status !== "interrupted" &&
+		stop.status !== "failed";
+	if (fault.kind === "SIGKILL") {
+		// Killed (no exit code), or it had already exited, done, when the kill came.
+		if (!finished || run.code !== 0) expect(run.code, out).toBeNull();
+		// No run_end line, unless the kill came as the finished run was exiting.
+		if (!finished) expect(stop.runEnded).toBe(false);
+	} else if (fault.kind === "SIGINT") {
+		if (finished) {
+			expect([0, 130], out).toContain(run.code);
+		} else {
+			expect(run.code, out).toBe(130);
+			expect(stop).toMatchObject({ ended: true, status: "interrupted" });
+			// No run_end check: tsx's launcher turns a Ctrl-C the runbook is slow to acknowledge
+			// (a loaded machine) into SIGKILL once the step has recorded its interruption.
+			expect(run.stderr).toMatch(resumeHint);
+		}
+	} else {
+		// A lost connection: the runbook reconnects and finishes, or fails saying how to carry on.
+		expect([0, 1], out).toContain(run.code);
+		expect(stop.runEnded).toBe(true);
+		if (run.code === 1) {
+			expect(stop.status).toBe("failed");
+			expect(run.stderr).toMatch(resumeHint);
+		}
+	}
 }
