@@ -184,6 +184,30 @@ export async function databaseDriftAgainst(
 	}
 }
 
+/**
+ * Where a migration that _prisma_migrations records as unfinished really stands: "rolled-back" when
+ * the database is what the finished migrations build (PostgreSQL rolled its transaction back),
+ * "applied" when it is what they build with it (it committed, but its process died before Prisma
+ * recorded the end), "unknown" when neither (a partial, non-transactional migration, or drift).
+ */
+export async function unfinishedMigrationState(
+	target: Target,
+	env: Record<string, string | undefined>,
+	finished: string[],
+	migration: string,
+	signal?: AbortSignal,
+): Promise<"rolled-back" | "applied" | "unknown"> {
+	if ((await databaseDriftAgainst(target, env, finished, signal)).length === 0)
+		return "rolled-back";
+	const withIt = await databaseDriftAgainst(
+		target,
+		env,
+		[...finished, migration],
+		signal,
+	);
+	return withIt.length === 0 ? "applied" : "unknown";
+}
+
 export async function detectDrift(
 	target: Target,
 	env: Record<string, string | undefined>,

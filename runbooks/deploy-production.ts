@@ -25,6 +25,7 @@ import {
 	databaseDrift,
 	explainDriftStatement,
 	schemaDrift,
+	unfinishedMigrationState,
 } from "../lib/drift.ts";
 import { formatMs, parseDuration } from "../lib/duration.ts";
 import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
@@ -142,6 +143,36 @@ const rollback = (ctx: Ctx) =>
 
 const markRolledBackSql = (name: string) =>
 	`UPDATE "_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = ${quoteLiteral(name)} AND finished_at IS NULL AND rolled_back_at IS NULL;`;
+
+/**
+ * How to resolve an unfinished migration, from what the database holds: its changes absent (rolled
+ * back), all present (it committed but was never recorded: a process killed at that moment), or
+ * neither.
+ */
+async function resolveAdvice(
+	ctx: Ctx,
+	h: History,
+	migration: string,
+): Promise<string> {
+	const finished = h.applied
+		.filter((r) => r.finished_at && !r.rolled_back_at)
+		.map((r) => r.migration_name);
+	ctx.log(
+		`comparing the database with the migrations, with and without ${migration} ...`,
+	);
+	const state = await unfinishedMigrationState(
+		ctx.target,
+		ctx.env,
+		finished,
+		migration,
+		ctx.signal,
+	).catch(() => "unknown" as const);
+	if (state === "applied")
+		return `Its changes are all in the database: it committed, but its process ended before Prisma recorded it. Mark it applied, then rerun the deploy:\n  npx tsx runbooks/troubleshoot.ts --resolve-applied ${migration}`;
+	if (state === "rolled-back")
+		return `None of its changes are in the database (PostgreSQL rolled its transaction back). Fix it if it failed, mark it rolled back, then rerun the deploy:\n  ${markRolledBackSql(migration)}\n  (or: npx tsx runbooks/troubleshoot.ts --resolve-rolled-back ${migration})`;
+	return "The database matches neither the migrations with it nor without it: see what it left with npx tsx runbooks/troubleshoot.ts, and resolve it by hand.";
+}
 
 /** What the database holds after a failure at or after the apply step, and the way back. */
 function stateAfterFailure(ctx: Ctx): string {
@@ -364,7 +395,7 @@ await runRunbook<State>({
 					for (const i of failed) ctx.warn(`${i.migration}: ${i.detail}`);
 					throw refusal(
 						`_prisma_migrations has ${failed.length} failed or unfinished migration(s): ${failed.map((i) => i.migration).join(", ")}.`,
-						`See what happened: npx tsx runbooks/validate.ts. If PostgreSQL rolled it back (a failed migration.sql runs in one transaction), fix it and mark it rolled back:\n  ${markRolledBackSql(failed[0].migration)}`,
+						await resolveAdvice(ctx, h, failed[0].migration),
 					);
 				}
 				if (h.tableMissing) {

@@ -371,7 +371,8 @@ describe("backfill.ts", () => {
 				"--target-batch-ms",
 				"0",
 				"--sleep-ms",
-				"40",
+				// Ten pauses of 200 ms give the writer time for its rows even on a loaded machine.
+				"200",
 				"--yes",
 			],
 			{ env: env(url) },

@@ -216,6 +216,7 @@ describe("deploy-production.ts", () => {
 		expect(again.stderr).toContain(
 			`failed or unfinished migration(s): ${name}`,
 		);
+		expect(again.stderr).toContain("None of its changes are in the database");
 		expect(again.stderr).toContain(
 			'UPDATE "_prisma_migrations" SET rolled_back_at = now()',
 		);

@@ -84,10 +84,14 @@ async function resetTarget(): Promise<void> {
 	}, sb.adminUrl);
 }
 
-/** Waits until no session of a runbook is left on the source or the target (other test files share the source's server). */
+/**
+ * Waits until no session of a runbook is still working on the source or the target (other test
+ * files share the source's server). Idle sessions hold nothing: pgbouncer keeps its server
+ * connections open, idle, under the application_name of their last client.
+ */
 async function settle(): Promise<void> {
 	const q =
-		"select 1 from pg_stat_activity where datname = $1 and (application_name like 'runbook:%' or application_name in ('pg_dump', 'pg_restore', 'psql'))";
+		"select 1 from pg_stat_activity where datname = $1 and state <> 'idle' and (application_name like 'runbook:%' or application_name in ('pg_dump', 'pg_restore', 'psql'))";
 	for (let i = 0; i < 300; i++) {
 		const [a, b] = await Promise.all([
 			admin((c) => c.query(q, [new URL(src).pathname.slice(1)])),
