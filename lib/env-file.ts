@@ -10,6 +10,7 @@ import {
 	fchownSync,
 	fsyncSync,
 	openSync,
+	readdirSync,
 	readFileSync,
 	realpathSync,
 	renameSync,
@@ -285,6 +286,24 @@ export function backupPath(file: EnvFile, now = new Date()): string {
 	return `${file.path}.backup-${stamp(now)}`;
 }
 
+/** Temporary files a killed rewrite left beside the file (an hour old: no live run's). */
+export function removeStaleTemps(realPath: string, now = Date.now()): string[] {
+	const dir = dirname(realPath);
+	const name = basename(realPath).replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+	const pattern = new RegExp(`^\\.${name}\\.[0-9a-f]{8}\\.tmp$`);
+	const removed: string[] = [];
+	for (const f of readdirSync(dir).filter((x) => pattern.test(x))) {
+		try {
+			if (now - statSync(join(dir, f)).mtimeMs < 3_600_000) continue;
+			unlinkSync(join(dir, f));
+			removed.push(f);
+		} catch {
+			// gone meanwhile
+		}
+	}
+	return removed;
+}
+
 /**
  * Replaces the file's content with `text`: the old content first goes to a 0600 backup, the new
  * one to a temporary file in the same directory (same mode and owner), fsynced, then renamed over
@@ -300,6 +319,7 @@ export function replaceEnvFile(
 		dir,
 		`.${basename(file.realPath)}.${randomBytes(4).toString("hex")}.tmp`,
 	);
+	removeStaleTemps(file.realPath);
 	let backup = backupPath(file, now);
 	const cleanup: string[] = [];
 	try {

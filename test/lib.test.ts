@@ -1,11 +1,18 @@
 // The shared library's mechanisms: masking, flag parsing, tool checks, the audit log.
 
-import { mkdtempSync, readFileSync } from "node:fs";
+import {
+	existsSync,
+	mkdtempSync,
+	readFileSync,
+	utimesSync,
+	writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { openAuditLog } from "../lib/audit.ts";
 import { parseInvocation } from "../lib/cli.ts";
+import { readEnvFile, replaceEnvFile } from "../lib/env-file.ts";
 import { EXIT, plainError, RunbookError } from "../lib/errors.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg-tools.ts";
 import { redact } from "../lib/secrets.ts";
@@ -208,5 +215,28 @@ describe("audit log", () => {
 		expect(lines[0].run_id).toBe(lines[1].run_id);
 		expect(lines[1].error).toBe("pw **** leaked?");
 		expect(readFileSync(path, "utf8")).not.toContain("topsecret-pw");
+	});
+});
+
+describe(".env rewrites", () => {
+	it("removes the temporary file a killed rewrite left (an hour old), keeps a live one", () => {
+		const dir = mkdtempSync(join(tmpdir(), "env-temps-"));
+		const env = join(dir, ".env");
+		writeFileSync(env, "DATABASE_URL=postgresql://a@localhost/x\n");
+		const stale = join(dir, "..env.deadbeef.tmp");
+		const live = join(dir, "..env.0badcafe.tmp");
+		writeFileSync(stale, "half");
+		writeFileSync(live, "half");
+		const hourAgo = new Date(Date.now() - 3_700_000);
+		utimesSync(stale, hourAgo, hourAgo);
+		replaceEnvFile(
+			readEnvFile(env),
+			"DATABASE_URL=postgresql://a@localhost/y\n",
+		);
+		expect(existsSync(stale)).toBe(false);
+		expect(existsSync(live)).toBe(true);
+		expect(readFileSync(env, "utf8")).toBe(
+			"DATABASE_URL=postgresql://a@localhost/y\n",
+		);
 	});
 });
