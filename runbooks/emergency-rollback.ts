@@ -66,7 +66,7 @@ import {
 } from "../lib/restore.ts";
 import { listTables } from "../lib/row-checksums.ts";
 import { acquireRunLock } from "../lib/run-lock.ts";
-import { type Context, runRunbook } from "../lib/runner.ts";
+import { type Context, runRunbook, type Step } from "../lib/runner.ts";
 import { smokeQueries } from "../lib/smoke.ts";
 import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
 import { makeTarget, type Target, withDatabase } from "../lib/target.ts";
@@ -429,6 +429,68 @@ async function stopOrStart(
 	});
 	ctx.state.hooks.push(run);
 	return run;
+}
+
+const APP_HOOK = {
+	stop: {
+		hook: "APP_STOP_CMD",
+		title: "Stop the app (APP_STOP_CMD)",
+		unset: "the operator stops the app and confirms",
+		byHand:
+			"stop the app (every instance, and the workers and cron jobs that write to the database)",
+		failed: "Stopping the app failed",
+		state: " The database was not changed.",
+		hint: () => `Stop the app by hand, then rerun: ${again()}`,
+		manual: "stopped by the operator",
+		skipped: "make sure the app is stopped",
+	},
+	start: {
+		hook: "APP_START_CMD",
+		title: "Start the app (APP_START_CMD)",
+		unset: "the operator starts the app",
+		byHand:
+			"start the app, in the version that matches the rolled-back schema (deploy the reverted code)",
+		failed: "Starting the app failed",
+		state: "",
+		hint: () =>
+			"The database rollback is complete. Start the app by hand, then check it: npx tsx runbooks/validate.ts",
+		manual: "started by the operator",
+		skipped: "start the app",
+	},
+} as const;
+
+/** Steps 5 and 12: the app stopped or started by its hook, or by the operator. */
+function appStep(which: keyof typeof APP_HOOK): Step<State> {
+	const t = APP_HOOK[which];
+	return {
+		title: t.title,
+		kind: "change",
+		skip: only("restore", "down"),
+		plan: (ctx) => [
+			ctx.env[t.hook]
+				? `sh -c ${JSON.stringify(ctx.env[t.hook])}`
+				: `${t.hook} is not set: ${t.unset}`,
+		],
+		async run(ctx) {
+			const run = await stopOrStart(ctx, t.hook, t.byHand);
+			if (run.outcome === "failed")
+				throw new RunbookError(
+					`${t.failed}${run.exitCode !== undefined ? ` (${t.hook} exit ${run.exitCode})` : ""}: ${run.output.split("\n").slice(-2).join(" ") || "no output"}.${t.state}`,
+					EXIT.failed,
+					t.hint(),
+				);
+			return {
+				status: run.outcome === "skipped" ? "warning" : "ok",
+				summary:
+					run.outcome === "passed"
+						? `${t.hook} done in ${formatDuration(run.durationMs)}`
+						: run.outcome === "manual"
+							? t.manual
+							: `${t.hook} not set (--yes): ${t.skipped}`,
+			};
+		},
+		onFailure: restoreState,
+	};
 }
 
 /** Terminates the client sessions on the target other than this runbook's own. */
@@ -868,39 +930,7 @@ await runRunbook<State>({
 				};
 			},
 		},
-		{
-			title: "Stop the app (APP_STOP_CMD)",
-			kind: "change",
-			skip: only("restore", "down"),
-			plan: (ctx) => [
-				ctx.env.APP_STOP_CMD
-					? `sh -c ${JSON.stringify(ctx.env.APP_STOP_CMD)}`
-					: "APP_STOP_CMD is not set: the operator stops the app and confirms",
-			],
-			async run(ctx) {
-				const run = await stopOrStart(
-					ctx,
-					"APP_STOP_CMD",
-					"stop the app (every instance, and the workers and cron jobs that write to the database)",
-				);
-				if (run.outcome === "failed")
-					throw new RunbookError(
-						`Stopping the app failed${run.exitCode !== undefined ? ` (APP_STOP_CMD exit ${run.exitCode})` : ""}: ${run.output.split("\n").slice(-2).join(" ") || "no output"}. The database was not changed.`,
-						EXIT.failed,
-						`Stop the app by hand, then rerun: ${again()}`,
-					);
-				return {
-					status: run.outcome === "skipped" ? "warning" : "ok",
-					summary:
-						run.outcome === "passed"
-							? `APP_STOP_CMD done in ${formatDuration(run.durationMs)}`
-							: run.outcome === "manual"
-								? "stopped by the operator"
-								: "APP_STOP_CMD not set (--yes): make sure the app is stopped",
-				};
-			},
-			onFailure: restoreState,
-		},
+		appStep("stop"),
 		{
 			title: "Safety backup of the current state",
 			kind: "write",
@@ -1335,39 +1365,7 @@ await runRunbook<State>({
 			},
 			onFailure: restoreState,
 		},
-		{
-			title: "Start the app (APP_START_CMD)",
-			kind: "change",
-			skip: only("restore", "down"),
-			plan: (ctx) => [
-				ctx.env.APP_START_CMD
-					? `sh -c ${JSON.stringify(ctx.env.APP_START_CMD)}`
-					: "APP_START_CMD is not set: the operator starts the app",
-			],
-			async run(ctx) {
-				const run = await stopOrStart(
-					ctx,
-					"APP_START_CMD",
-					"start the app, in the version that matches the rolled-back schema (deploy the reverted code)",
-				);
-				if (run.outcome === "failed")
-					throw new RunbookError(
-						`Starting the app failed${run.exitCode !== undefined ? ` (APP_START_CMD exit ${run.exitCode})` : ""}: ${run.output.split("\n").slice(-2).join(" ") || "no output"}.`,
-						EXIT.failed,
-						"The database rollback is complete. Start the app by hand, then check it: npx tsx runbooks/validate.ts",
-					);
-				return {
-					status: run.outcome === "skipped" ? "warning" : "ok",
-					summary:
-						run.outcome === "passed"
-							? `APP_START_CMD done in ${formatDuration(run.durationMs)}`
-							: run.outcome === "manual"
-								? "started by the operator"
-								: "APP_START_CMD not set (--yes): start the app",
-				};
-			},
-			onFailure: restoreState,
-		},
+		appStep("start"),
 		{
 			title: "Verify: row counts, validate checks, smoke test",
 			skip: (ctx) =>

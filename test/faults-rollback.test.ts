@@ -152,14 +152,18 @@ async function checkFault(opts: {
 		if (stop.stepNo === header) expect(stop.ended, what).toBe(false);
 	} else if (fault.kind === "SIGINT") {
 		expect(run.code, what).toBe(130);
-		expect(stop.status, what).toBe("interrupted");
-		// No run_end required: tsx's cli relays Ctrl-C and, when the runbook's event loop does not
-		// acknowledge it within ~60 ms (a loaded machine), ends it with SIGKILL and exits 130 itself.
-		expect(run.stderr, what).toContain("Interrupted by the operator.");
-		// How to resume: rerun (nothing restored yet), or what is left to do by hand after the restore.
-		expect(run.stderr, what).toMatch(
-			/To try again: npx tsx runbooks\/emergency-rollback\.ts|To resume, run the same command again|start it again \(APP_START_CMD\)/,
-		);
+		// A Ctrl-C that tsx's launcher escalated to SIGKILL (not acknowledged within ~60 ms on a
+		// loaded machine) leaves the audit log as a kill does; the state checks below still hold.
+		if (stop.ended || stop.runEnded) {
+			expect(stop.status, what).toBe("interrupted");
+			// No run_end required: tsx's cli relays Ctrl-C and, when the runbook's event loop does not
+			// acknowledge it within ~60 ms (a loaded machine), ends it with SIGKILL and exits 130 itself.
+			expect(run.stderr, what).toContain("Interrupted by the operator.");
+			// How to resume: rerun (nothing restored yet), or what is left to do by hand after the restore.
+			expect(run.stderr, what).toMatch(
+				/To try again: npx tsx runbooks\/emergency-rollback\.ts|To resume, run the same command again|start it again \(APP_START_CMD\)/,
+			);
+		}
 	} else {
 		expect(run.code, what).toBe(1);
 		expect(stop.status, what).toBe("failed");
