@@ -27,6 +27,7 @@ import { connect, quoteIdent, serverVersion } from "./db.ts";
 import { EXIT, RunbookError, refusal, usageError } from "./errors.ts";
 import { readAppliedMigrations } from "./migrations.ts";
 import { describeCommand, findTool, runTool, type Tool } from "./pg-tools.ts";
+import { isRunning, processToken } from "./process-identity.ts";
 import type { Connection } from "./target.ts";
 
 export type BackupFormat = "custom" | "directory";
@@ -324,16 +325,8 @@ function writeJsonAtomic(path: string, value: unknown): void {
 	renameSync(tmp, path);
 }
 
-const PARTIAL = /^\.partial-.+-(\d+)$/;
-
-function alive(pid: number): boolean {
-	try {
-		process.kill(pid, 0);
-		return true;
-	} catch (err) {
-		return (err as NodeJS.ErrnoException).code === "EPERM";
-	}
-}
+// .partial-<id>-<owner>, the owner a processToken ("<pid>" from older versions).
+const PARTIAL = /^\.partial-.+-(\d+(?:\.\d+)?)$/;
 
 /** Removes what killed dumps left behind (their process is gone); returns their names. */
 export function removeStalePartials(dir: string): string[] {
@@ -341,7 +334,7 @@ export function removeStalePartials(dir: string): string[] {
 	const removed: string[] = [];
 	for (const name of readdirSync(dir)) {
 		const m = PARTIAL.exec(name);
-		if (m && !alive(Number(m[1]))) {
+		if (m && !isRunning(m[1])) {
 			rmSync(join(dir, name), { recursive: true, force: true });
 			removed.push(name);
 		}
@@ -351,7 +344,7 @@ export function removeStalePartials(dir: string): string[] {
 
 /**
  * Dumps the database and writes the manifest. Refuses first (see checkBackup). The archive is
- * written inside BACKUP_DIR/.partial-<id>-<pid>/ (mode 0700) and moved into place only when
+ * written inside BACKUP_DIR/.partial-<id>-<pid.start>/ (mode 0700) and moved into place only when
  * pg_dump succeeded; the manifest is written last. Does not verify: call verifyBackup.
  */
 /** pg_dump (and its exported snapshot) need one real session: refuse a transaction pooler. */
@@ -382,7 +375,7 @@ export async function createBackup(
 		for (const name of removeStalePartials(dir))
 			log(`removed ${name}, left by an interrupted backup`);
 		const id = newBackupId(dir, conn.database);
-		tmp = join(dir, `.partial-${id}-${process.pid}`);
+		tmp = join(dir, `.partial-${id}-${processToken()}`);
 		mkdirSync(tmp, { mode: 0o700 });
 		const archive = archiveName(id, format);
 		const tmpArchive = join(tmp, archive);

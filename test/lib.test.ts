@@ -1,8 +1,11 @@
 // The shared library's mechanisms: masking, flag parsing, tool checks, the audit log.
 
+import { spawn } from "node:child_process";
 import {
 	existsSync,
+	mkdirSync,
 	mkdtempSync,
+	readdirSync,
 	readFileSync,
 	utimesSync,
 	writeFileSync,
@@ -11,10 +14,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { openAuditLog } from "../lib/audit.ts";
+import { removeStalePartials } from "../lib/backup.ts";
 import { parseInvocation } from "../lib/cli.ts";
 import { readEnvFile, replaceEnvFile } from "../lib/env-file.ts";
 import { EXIT, plainError, RunbookError } from "../lib/errors.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg-tools.ts";
+import { isRunning, processToken } from "../lib/process-identity.ts";
 import { redact } from "../lib/secrets.ts";
 import {
 	isLocalHost,
@@ -238,5 +243,48 @@ describe(".env rewrites", () => {
 		expect(readFileSync(env, "utf8")).toBe(
 			"DATABASE_URL=postgresql://a@localhost/y\n",
 		);
+	});
+});
+
+describe("leftovers of killed backups", () => {
+	it("removes a .partial-* folder whose owner is gone, a zombie, or a later process with its pid", async () => {
+		// A zombie: sh starts `sleep 0` in the background, then becomes `sleep 30`, which never reaps it.
+		const parent = spawn("sh", ["-c", "sleep 0 & echo $!; exec sleep 30"]);
+		try {
+			const zombie = Number(
+				await new Promise<string>((res) =>
+					parent.stdout.once("data", (d) => res(String(d))),
+				),
+			);
+			for (let i = 0; i < 100 && isRunning(String(zombie)); i++)
+				await new Promise((res) => setTimeout(res, 20));
+
+			const dir = mkdtempSync(join(tmpdir(), "partials-"));
+			const own = processToken();
+			const names = {
+				mine: `.partial-app-20261126T000000Z-${own}`,
+				mineOldStyle: `.partial-app-20261126T000001Z-${process.pid}`,
+				reusedPid: `.partial-app-20261126T000002Z-${process.pid}.1`,
+				zombie: `.partial-app-20261126T000003Z-${processToken(zombie)}`,
+				zombieOldStyle: `.partial-app-20261126T000004Z-${zombie}`,
+				gone: `.partial-app-20261126T000005Z-${parent.pid}99.1`,
+			};
+			for (const n of Object.values(names)) mkdirSync(join(dir, n));
+
+			expect(own).toMatch(/^\d+\.\d+$/); // Linux: pid and start time
+			expect(removeStalePartials(dir).sort()).toEqual(
+				[
+					names.reusedPid,
+					names.zombie,
+					names.zombieOldStyle,
+					names.gone,
+				].sort(),
+			);
+			expect(readdirSync(dir).sort()).toEqual(
+				[names.mine, names.mineOldStyle].sort(),
+			);
+		} finally {
+			parent.kill("SIGKILL");
+		}
 	});
 });
