@@ -285,6 +285,19 @@ function schemaHasField(plan: Plan, optional: boolean): boolean {
 const stepOf = (ctx: Context<State>, key: StepKey) =>
 	ctx.state.plan?.steps.find((x) => x.key === key);
 
+/** A migration step's plan: its file, the lock it takes and what that blocks, then its SQL. */
+function describeMigrationStep(
+	ctx: Context<State>,
+	key: StepKey,
+	note: string,
+): string[] {
+	const s = stepOf(ctx, key) as MigrationStep;
+	return [
+		`-- ${s.name}/migration.sql (lock: ${s.mode}, which ${LOCK_EFFECT[s.mode]}; ${note}):`,
+		s.sql.replace(/^--.*\n/gm, "").trim(),
+	];
+}
+
 async function updateSchema(
 	ctx: Context<State>,
 	optional: boolean,
@@ -688,15 +701,12 @@ await runRunbook<State>({
 					schemaHasField(ctx.state.plan as Plan, true);
 				return s.applied && schemaDone ? `${s.name} is applied` : false;
 			},
-			plan: (ctx) => {
-				const s = ctx.state.plan?.steps.find(
-					(x) => x.key === "add",
-				) as MigrationStep;
-				return [
-					`-- ${s.name}/migration.sql (lock: ${s.mode}, which ${LOCK_EFFECT[s.mode]}; lock_timeout ${ctx.flags["lock-timeout-ms"]}ms):`,
-					s.sql.replace(/^--.*\n/gm, "").trim(),
-				];
-			},
+			plan: (ctx) =>
+				describeMigrationStep(
+					ctx,
+					"add",
+					`lock_timeout ${ctx.flags["lock-timeout-ms"]}ms`,
+				),
 			async run(ctx) {
 				const s = stepOf(ctx, "add") as MigrationStep;
 				const r = s.applied
@@ -828,46 +838,16 @@ await runRunbook<State>({
 		{
 			title: "Add CHECK (column IS NOT NULL) NOT VALID (migration 2)",
 			kind: "change",
-			skip: (ctx) =>
-				(
-					ctx.state.plan?.steps.find((x) => x.key === "check") as
-						| MigrationStep
-						| undefined
-				)?.applied
-					? "applied"
-					: false,
-			plan: (ctx) => {
-				const s = ctx.state.plan?.steps.find(
-					(x) => x.key === "check",
-				) as MigrationStep;
-				return [
-					`-- ${s.name}/migration.sql (lock: ${s.mode}, which ${LOCK_EFFECT[s.mode]}; no scan):`,
-					s.sql.replace(/^--.*\n/gm, "").trim(),
-				];
-			},
+			skip: (ctx) => (stepOf(ctx, "check")?.applied ? "applied" : false),
+			plan: (ctx) => describeMigrationStep(ctx, "check", "no scan"),
 			run: (ctx) => applyStep(ctx, "check"),
 			onFailure: failedStep,
 		},
 		{
 			title: "Validate the check (migration 3)",
 			kind: "change",
-			skip: (ctx) =>
-				(
-					ctx.state.plan?.steps.find((x) => x.key === "validate") as
-						| MigrationStep
-						| undefined
-				)?.applied
-					? "applied"
-					: false,
-			plan: (ctx) => {
-				const s = ctx.state.plan?.steps.find(
-					(x) => x.key === "validate",
-				) as MigrationStep;
-				return [
-					`-- ${s.name}/migration.sql (lock: ${s.mode}, which ${LOCK_EFFECT[s.mode]}; scans every row):`,
-					s.sql.replace(/^--.*\n/gm, "").trim(),
-				];
-			},
+			skip: (ctx) => (stepOf(ctx, "validate")?.applied ? "applied" : false),
+			plan: (ctx) => describeMigrationStep(ctx, "validate", "scans every row"),
 			async run(ctx) {
 				try {
 					return await applyStep(ctx, "validate");
@@ -894,12 +874,12 @@ await runRunbook<State>({
 					? "applied"
 					: false,
 			plan: (ctx) => {
-				const s = ctx.state.plan?.steps.find(
-					(x) => x.key === "not_null",
-				) as MigrationStep;
 				return [
-					`-- ${s.name}/migration.sql (lock: ${s.mode}, which ${LOCK_EFFECT[s.mode]}; no scan: the validated check proves it):`,
-					s.sql.replace(/^--.*\n/gm, "").trim(),
+					...describeMigrationStep(
+						ctx,
+						"not_null",
+						"no scan: the validated check proves it",
+					),
 					`-- then ${displayPath(SCHEMA_PATH)}: the field becomes required`,
 				];
 			},

@@ -219,6 +219,35 @@ function settings(ctx: Ctx): Settings {
 	};
 }
 
+/** What the restore and rehearse steps work from: the settings, the chosen backup, its archive, the tools. */
+function restoreInputs(ctx: Ctx) {
+	const m = ctx.state.backup?.manifest as BackupManifest;
+	return {
+		s: settings(ctx),
+		m,
+		archive: `${backupDir(ctx.env)}/${m.archive}`,
+		tools: ctx.state.tools as { pgRestore: Tool; psql: Tool },
+	};
+}
+
+/** Drops the scratch databases an interrupted swap restore or rehearsal left behind. */
+async function dropLeftovers(
+	ctx: Ctx,
+	db: Db,
+	kind: "restore" | "rehearse",
+): Promise<void> {
+	for (const name of await leftoverDatabases(
+		db,
+		ctx.target.direct.database,
+		kind,
+	)) {
+		await dropDatabase(db, name);
+		ctx.log(
+			`dropped ${name}, left by an interrupted ${kind === "restore" ? "swap restore" : "rehearsal"}`,
+		);
+	}
+}
+
 const mode = (ctx: Ctx) => settings(ctx).mode;
 const only =
 	(...modes: Mode[]) =>
@@ -996,9 +1025,7 @@ await runRunbook<State>({
 			kind: "destroy",
 			skip: only("restore"),
 			plan(ctx) {
-				const s = settings(ctx);
-				const m = ctx.state.backup?.manifest as BackupManifest;
-				const archive = `${backupDir(ctx.env)}/${m.archive}`;
+				const { s, archive } = restoreInputs(ctx);
 				return s.method === "swap"
 					? describeSwapRestore(
 							ctx.target.direct,
@@ -1013,19 +1040,9 @@ await runRunbook<State>({
 						);
 			},
 			async run(ctx) {
-				const s = settings(ctx);
-				const m = ctx.state.backup?.manifest as BackupManifest;
-				const archive = `${backupDir(ctx.env)}/${m.archive}`;
-				const tools = ctx.state.tools as { pgRestore: Tool; psql: Tool };
+				const { s, m, archive, tools } = restoreInputs(ctx);
 				const db = await ctx.db();
-				for (const name of await leftoverDatabases(
-					db,
-					ctx.target.direct.database,
-					"restore",
-				)) {
-					await dropDatabase(db, name);
-					ctx.log(`dropped ${name}, left by an interrupted swap restore`);
-				}
+				await dropLeftovers(ctx, db, "restore");
 				const total = sum(m.row_counts);
 				if (s.method === "swap") {
 					const out = await restoreBySwap(ctx.target.direct, {
@@ -1182,9 +1199,7 @@ await runRunbook<State>({
 			kind: "write",
 			skip: only("rehearse"),
 			plan(ctx) {
-				const s = settings(ctx);
-				const m = ctx.state.backup?.manifest as BackupManifest;
-				const archive = `${backupDir(ctx.env)}/${m.archive}`;
+				const { s, archive } = restoreInputs(ctx);
 				const scratch = scratchName(ctx.target.direct.database, "rehearse");
 				const conn = withDatabase(ctx.target.direct, scratch);
 				return [
@@ -1197,19 +1212,9 @@ await runRunbook<State>({
 				];
 			},
 			async run(ctx) {
-				const s = settings(ctx);
-				const m = ctx.state.backup?.manifest as BackupManifest;
-				const archive = `${backupDir(ctx.env)}/${m.archive}`;
-				const tools = ctx.state.tools as { pgRestore: Tool; psql: Tool };
+				const { s, m, archive, tools } = restoreInputs(ctx);
 				const db = await ctx.db();
-				for (const name of await leftoverDatabases(
-					db,
-					ctx.target.direct.database,
-					"rehearse",
-				)) {
-					await dropDatabase(db, name);
-					ctx.log(`dropped ${name}, left by an interrupted rehearsal`);
-				}
+				await dropLeftovers(ctx, db, "rehearse");
 				const scratch = scratchName(ctx.target.direct.database, "rehearse");
 				await createScratchDatabase(db, scratch, ctx.target.direct.database);
 				ctx.state.scratch = scratch;
