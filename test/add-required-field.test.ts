@@ -7,11 +7,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
 	copyRepository,
-	createDatabase,
+	createSeededDatabase,
 	dropDatabase,
 	runPrismaCli,
 	runRunbook,
@@ -24,11 +24,8 @@ let audit: string;
 
 beforeAll(async () => {
 	repo = copyRepository();
-	url = await createDatabase("addrequired");
+	url = await createSeededDatabase("addrequired", 2000);
 	audit = join(scratchDir(), "audit.jsonl");
-	const deploy = await runPrismaCli(["migrate", "deploy"], url);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 2000 });
 });
 
 afterAll(async () => {

@@ -11,12 +11,11 @@ import { nextBatchSize } from "../lib/backfill.ts";
 import { describeProgress } from "../lib/progress.ts";
 import { rerunCommand, shellQuote } from "../lib/rerun.ts";
 import { parseAssignments, splitTopLevel } from "../lib/sql-fragment.ts";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 	urlFor,
@@ -28,11 +27,8 @@ const created: string[] = [];
 let audit: string;
 
 beforeAll(async () => {
-	template = await createDatabase("backfill_tpl");
+	template = await createSeededDatabase("backfill_tpl", USERS);
 	audit = join(scratchDir(), "audit.jsonl");
-	const deploy = await runPrismaCli(["migrate", "deploy"], template);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await seedFaceSwap(template, { users: USERS });
 	await sql(
 		template,
 		`alter table generated_videos add column thumbnail_path text, add column touched int not null default 0;

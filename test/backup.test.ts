@@ -16,12 +16,12 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { findTool } from "../lib/pg-tools.ts";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
 	createDatabase,
+	createSeededDatabase,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -86,10 +86,7 @@ async function restoredCounts(
 }
 
 beforeAll(async () => {
-	url = await createDatabase("backup");
-	const migrated = await runPrismaCli(["migrate", "deploy"], url);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 1000 });
+	url = await createSeededDatabase("backup", 1000);
 });
 
 afterAll(async () => {

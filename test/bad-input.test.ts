@@ -21,14 +21,13 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	adminUrl,
 	copyRepository,
-	createDatabase,
+	createSeededDatabase,
 	dropDatabase,
 	type RunResult,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -701,10 +700,7 @@ const writable = () => [
 ];
 
 beforeAll(async () => {
-	db = await createDatabase("bad_input");
-	const deploy = await runPrismaCli(["migrate", "deploy"], db);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await seedFaceSwap(db, { users: 100 });
+	db = await createSeededDatabase("bad_input", 100);
 	const created = await runRunbook("backup", ["create"], {
 		root: repo,
 		env: { DATABASE_URL: db, BACKUP_DIR: backupDir, RUNBOOK_AUDIT_LOG: audit },

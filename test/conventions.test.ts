@@ -4,12 +4,12 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	createDatabase,
+	createSeededDatabase,
 	dropDatabase,
 	ROOT,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -66,11 +66,8 @@ let url: string;
 let spare: string;
 
 beforeAll(async () => {
-	url = await createDatabase("conventions");
+	url = await createSeededDatabase("conventions", 200);
 	spare = await createDatabase("conventions_spare");
-	const deploy = await runPrismaCli(["migrate", "deploy"], url);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 200 });
 });
 
 afterAll(async () => {

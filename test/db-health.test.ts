@@ -4,12 +4,11 @@
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -19,11 +18,8 @@ let audit: string;
 const env = () => ({ DATABASE_URL: url, RUNBOOK_AUDIT_LOG: audit });
 
 beforeAll(async () => {
-	url = await createDatabase("dbhealth");
+	url = await createSeededDatabase("dbhealth", 1000);
 	audit = join(scratchDir(), "audit.jsonl");
-	const deploy = await runPrismaCli(["migrate", "deploy"], url);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 1000 });
 });
 
 afterAll(async () => {

@@ -8,16 +8,18 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
+	dbName,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { cloneDatabase, migrationsWith } from "./support/migration-fixtures.ts";
+import {
+	migrationsWith,
+	scratchDatabases,
+} from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 const MIGRATION = "20250105000000_add_user_nickname";
@@ -26,9 +28,7 @@ const LOCK_TIMEOUT_MS = 1000;
 let base: string;
 let url: string;
 let migrations: string;
-const made: string[] = [];
-
-const dbName = () => new URL(url).pathname.slice(1);
+const dbs = scratchDatabases();
 
 function env(dir = scratchDir()) {
 	return {
@@ -75,19 +75,15 @@ const rolledBackRows = () =>
 	);
 
 beforeAll(async () => {
-	base = await createDatabase("deploy_safety");
-	const migrated = await runPrismaCli(["migrate", "deploy"], base);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(base, { users: 1000 });
-	url = await cloneDatabase(base, "deploy_locks");
-	made.push(url);
+	base = await createSeededDatabase("deploy_safety", 1000);
+	url = await dbs.clone(base, "deploy_locks");
 	migrations = migrationsWith({
 		[MIGRATION]: 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
 	});
 });
 
 afterAll(async () => {
-	for (const u of made) await dropDatabase(u);
+	await dbs.dropAll();
 	await dropDatabase(base);
 });
 
@@ -97,8 +93,7 @@ const query = (u: string, sql: string) =>
 
 describe("deploy-production.ts lint", () => {
 	it("refuses a NOT NULL column without default (exit 3) with squawk's finding explained, nothing changed and no backup; --allow proceeds", async () => {
-		const url = await cloneDatabase(base, "deploy_unsafe");
-		made.push(url);
+		const url = await dbs.clone(base, "deploy_unsafe");
 		const name = "20250101000000_require_token_purpose";
 		const dir = migrationsWith({
 			[name]:
@@ -174,7 +169,7 @@ describe("deploy-production.ts with a held lock", () => {
 			const e = env();
 			const run = await runRunbook(
 				"deploy-production",
-				["--yes", "--confirm", dbName(), "--max-holder-age", "1s"],
+				["--yes", "--confirm", dbName(url), "--max-holder-age", "1s"],
 				{ env: e },
 			);
 			expect(run.code, run.stdout + run.stderr).toBe(3);
@@ -225,7 +220,7 @@ describe("deploy-production.ts with a held lock", () => {
 			[
 				"--yes",
 				"--confirm",
-				dbName(),
+				dbName(url),
 				"--lock-timeout",
 				`${LOCK_TIMEOUT_MS}ms`,
 				"--retries",
@@ -242,7 +237,7 @@ describe("deploy-production.ts with a held lock", () => {
 			await until("a lock timeout", async () => (await rolledBackRows()) >= 1);
 			second = await runRunbook(
 				"deploy-production",
-				["--yes", "--confirm", dbName(), "--monitor-seconds", "0"],
+				["--yes", "--confirm", dbName(url), "--monitor-seconds", "0"],
 				{
 					env: env(),
 				},
@@ -314,8 +309,7 @@ describe("deploy-production.ts with a held lock", () => {
 	});
 
 	it("Ctrl-C while the migration waits for its lock: exit 130, its session cancelled at once, the migration marked rolled back", async () => {
-		const u = await cloneDatabase(base, "deploy_ctrlc");
-		made.push(u);
+		const u = await dbs.clone(base, "deploy_ctrlc");
 		const holder = new pg.Client({
 			connectionString: u,
 			application_name: "long-report",

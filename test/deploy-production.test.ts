@@ -5,34 +5,28 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
+	dbName,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
 import {
-	cloneDatabase,
 	migrationsWith,
 	repoMigrationNames,
 	rewind,
+	scratchDatabases,
 } from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 let base: string;
-const made: string[] = [];
-
-const dbName = (url: string) => new URL(url).pathname.slice(1);
+const dbs = scratchDatabases();
 
 /** A copy of the seeded, fully migrated base database. */
-async function clone(prefix: string): Promise<string> {
-	const url = await cloneDatabase(base, prefix);
-	made.push(url);
-	return url;
-}
+const clone = (prefix: string) => dbs.clone(base, prefix);
 
 function setup(url: string, extra: Record<string, string> = {}) {
 	const dir = scratchDir();
@@ -78,14 +72,11 @@ async function snapshot(url: string, except: string[] = []) {
 const backupFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
 
 beforeAll(async () => {
-	base = await createDatabase("deploy_base");
-	const migrated = await runPrismaCli(["migrate", "deploy"], base);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(base, { users: 1000 });
+	base = await createSeededDatabase("deploy_base", 1000);
 });
 
 afterAll(async () => {
-	for (const url of made) await dropDatabase(url);
+	await dbs.dropAll();
 	await dropDatabase(base);
 });
 

@@ -6,36 +6,25 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
+	dbName,
 	dropDatabase,
 	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
+import {
+	ADD_PREFERENCES_SQL,
+	ADD_RATING_SQL,
+} from "./support/migration-fixtures.ts";
 
 const KEEP = "20241230000000_comprehensive_schema";
 const ADDED = "20250101000000_add_ratings_and_preferences";
-const MIGRATION = `-- AlterTable
-ALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;
-
--- CreateTable
-CREATE TABLE "user_preferences" (
-    "id" TEXT NOT NULL,
-    "user_id" TEXT NOT NULL,
-    "theme" TEXT NOT NULL DEFAULT 'light',
-    CONSTRAINT "user_preferences_pkey" PRIMARY KEY ("id")
-);
-
--- CreateIndex
-CREATE UNIQUE INDEX "user_preferences_user_id_key" ON "user_preferences"("user_id");
-
--- AddForeignKey
-ALTER TABLE "user_preferences" ADD CONSTRAINT "user_preferences_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-`;
+const MIGRATION = `${ADD_RATING_SQL}\n${ADD_PREFERENCES_SQL}`;
 
 let url: string;
 let db: string;
@@ -62,11 +51,8 @@ async function contents(
 }
 
 beforeAll(async () => {
-	url = await createDatabase("rollback_down");
-	db = new URL(url).pathname.slice(1);
-	const migrated = await runPrismaCli(["migrate", "deploy"], url);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 1000 });
+	url = await createSeededDatabase("rollback_down", 1000);
+	db = dbName(url);
 	repo = migrationsRepo(
 		{ [ADDED]: MIGRATION },
 		"Add video ratings and user preferences",

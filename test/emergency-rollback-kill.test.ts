@@ -4,12 +4,12 @@
 
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
+	dbName,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -66,11 +66,8 @@ const same = (a: Record<string, string>, b: Record<string, string>) =>
 	JSON.stringify(a) === JSON.stringify(b);
 
 beforeAll(async () => {
-	url = await createDatabase("rollback_kill");
-	db = new URL(url).pathname.slice(1);
-	const migrated = await runPrismaCli(["migrate", "deploy"], url);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 1000 });
+	url = await createSeededDatabase("rollback_kill", 1000);
+	db = dbName(url);
 	const dir = scratchDir();
 	env = {
 		DATABASE_URL: url,

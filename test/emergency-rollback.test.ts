@@ -12,38 +12,27 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
+	dbName,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
+import {
+	ADD_PREFERENCES_SQL,
+	ADD_RATING_SQL,
+} from "./support/migration-fixtures.ts";
 import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
 
 const RATING = "20250101000000_add_video_rating";
 const PREFERENCES = "20250102000000_add_user_preferences";
 const EXTRA = {
-	[RATING]: `-- AlterTable
-ALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;
-`,
-	[PREFERENCES]: `-- CreateTable
-CREATE TABLE "user_preferences" (
-    "id" TEXT NOT NULL,
-    "user_id" TEXT NOT NULL,
-    "theme" TEXT NOT NULL DEFAULT 'light',
-    CONSTRAINT "user_preferences_pkey" PRIMARY KEY ("id")
-);
-
--- CreateIndex
-CREATE UNIQUE INDEX "user_preferences_user_id_key" ON "user_preferences"("user_id");
-
--- AddForeignKey
-ALTER TABLE "user_preferences" ADD CONSTRAINT "user_preferences_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-`,
+	[RATING]: ADD_RATING_SQL,
+	[PREFERENCES]: ADD_PREFERENCES_SQL,
 };
 
 let url: string;
@@ -83,11 +72,8 @@ async function diverge(): Promise<void> {
 }
 
 beforeAll(async () => {
-	url = await createDatabase("rollback");
-	db = new URL(url).pathname.slice(1);
-	const migrated = await runPrismaCli(["migrate", "deploy"], url);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 1000 });
+	url = await createSeededDatabase("rollback", 1000);
+	db = dbName(url);
 	repo = migrationsRepo(EXTRA);
 	const dir = scratchDir();
 	backups = join(dir, "backups");

@@ -20,59 +20,38 @@ import {
 	expectStopped,
 	type Fault,
 	runWithFault,
+	settle,
 } from "./support/faults.ts";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
-	createDatabase,
+	createSeededDatabase,
+	dbName,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { cloneDatabase, migrationsWith } from "./support/migration-fixtures.ts";
+import {
+	migrationsWith,
+	scratchDatabases,
+} from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 let template: string;
-const made: string[] = [];
-const dbName = (url: string) => new URL(url).pathname.slice(1);
+const dbs = scratchDatabases();
 
-async function clone(prefix: string): Promise<string> {
-	const url = await cloneDatabase(template, prefix);
-	made.push(url);
-	return url;
-}
+const clone = (prefix: string) => dbs.clone(template, prefix);
 
 type Snapshot = Record<string, string>;
 const same = (a: Snapshot, b: Snapshot) =>
 	JSON.stringify(a) === JSON.stringify(b);
 
-/** Waits until no session of a (killed) runbook or its children is left on the database. */
-async function settle(url: string): Promise<void> {
-	for (let i = 0; i < 150; i++) {
-		const r = await admin(
-			(c) =>
-				c.query(
-					"select 1 from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-					[dbName(url)],
-				),
-			url,
-		);
-		if (r.rowCount === 0) return;
-		await new Promise((res) => setTimeout(res, 100));
-	}
-	throw new Error(`sessions stayed on ${dbName(url)}`);
-}
-
 beforeAll(async () => {
-	template = await createDatabase("faults_deploy_tpl");
-	const migrated = await runPrismaCli(["migrate", "deploy"], template);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(template, { users: 150 });
+	template = await createSeededDatabase("faults_deploy_tpl", 150);
 });
 
 afterAll(async () => {
-	for (const url of made) await dropDatabase(url);
+	await dbs.dropAll();
 	if (template) await dropDatabase(template);
 });
 
@@ -180,7 +159,7 @@ describe("backup.ts create, interrupted", () => {
 			const out = run.stdout + run.stderr;
 			expect(out).toMatch(new RegExp(`\\[${fault.step}/5\\] `));
 			expectStopped(run, env.RUNBOOK_AUDIT_LOG, "backup", fault, 5, /rerun/i);
-			await settle(url);
+			await settle(url, { all: true });
 
 			// 1. The database is untouched; every manifest left names a complete archive (its sha256
 			// and pg_restore --list pass), and only .partial-* leftovers are not backups.
@@ -348,7 +327,7 @@ describe("deploy-production.ts, interrupted", () => {
 				8,
 				/[Rr]erun/,
 			);
-			await settle(url);
+			await settle(url, { all: true });
 
 			// 1. The migration is in wholly or not at all, and its history row says which.
 			const now = await withoutHistory(url);

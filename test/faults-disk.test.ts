@@ -18,17 +18,16 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { estimateDumpBytes } from "../lib/backup.ts";
 import { stoppedAt } from "./support/faults.ts";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
-	createDatabase,
-	dropDatabase,
+	createSeededDatabase,
+	dbName,
 	type RunResult,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { cloneDatabase, rewind } from "./support/migration-fixtures.ts";
+import { rewind, scratchDatabases } from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 const KB = 1024;
@@ -40,10 +39,8 @@ let roomy: string;
 let backupId: string;
 let dumpBytes: number;
 let estimate: number;
-const made: string[] = [];
+const dbs = scratchDatabases();
 const outcomes: string[] = [];
-
-const dbName = (url: string) => new URL(url).pathname.slice(1);
 
 /** Resizes the tmpfs to `kb` kilobytes (tmpfs may be resized while mounted). */
 function resize(kb: number): void {
@@ -59,11 +56,7 @@ function emptyDisk(): void {
 const finished = () =>
 	readdirSync(disk).filter((f) => /\.(dump|dir|json)$/.test(f));
 
-async function clone(prefix: string): Promise<string> {
-	const url = await cloneDatabase(base, prefix);
-	made.push(url);
-	return url;
-}
+const clone = (prefix: string) => dbs.clone(base, prefix);
 
 function setup(url: string, extra: Record<string, string> = {}) {
 	const audit = join(scratchDir(), "audit.jsonl");
@@ -89,11 +82,8 @@ function expectDiskFull(run: RunResult): void {
 }
 
 beforeAll(async () => {
-	base = await createDatabase("fdk_base");
-	made.push(base);
-	const migrated = await runPrismaCli(["migrate", "deploy"], base);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(base, { users: 150 });
+	base = await createSeededDatabase("fdk_base", 150);
+	dbs.track(base);
 	// Video thumbnails kept in the database: ~12 MB of random bytes, which neither TOAST nor
 	// pg_dump's zlib can compress. In their own schema, outside Prisma's (public).
 	await admin(async (db) => {
@@ -151,7 +141,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
 	if (mounted) execFileSync("umount", [disk]);
-	for (const url of made) await dropDatabase(url).catch(() => {});
+	await dbs.dropAll();
 	if (outcomes.length)
 		process.stderr.write(`\nfaults-disk outcomes:\n${outcomes.join("\n")}\n`);
 });

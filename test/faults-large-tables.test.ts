@@ -14,49 +14,31 @@ import {
 	expectStopped,
 	type Fault,
 	runWithFault,
+	settle,
 } from "./support/faults.ts";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
 	copyRepository,
-	createDatabase,
+	createSeededDatabase,
+	dbName,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { cloneDatabase } from "./support/migration-fixtures.ts";
+import { scratchDatabases } from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 let template: string;
-const made: string[] = [];
-const dbName = (url: string) => new URL(url).pathname.slice(1);
+const dbs = scratchDatabases();
 
-async function clone(prefix: string): Promise<string> {
-	const url = await cloneDatabase(template, prefix);
-	made.push(url);
-	return url;
-}
+const clone = (prefix: string) => dbs.clone(template, prefix);
 
 const sql = async <T extends Record<string, unknown>>(
 	url: string,
 	text: string,
 	values: unknown[] = [],
 ) => admin(async (c) => (await c.query<T>(text, values)).rows, url);
-
-/** Waits until no session of a (killed) runbook is left on the database. */
-async function settle(url: string): Promise<void> {
-	for (let i = 0; i < 150; i++) {
-		const r = await sql(
-			url,
-			"select 1 from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-			[dbName(url)],
-		);
-		if (r.length === 0) return;
-		await new Promise((res) => setTimeout(res, 100));
-	}
-	throw new Error(`sessions stayed on ${dbName(url)}`);
-}
 
 /**
  * Snapshot without what legitimately differs between two runs that end in the same state: the
@@ -90,14 +72,11 @@ const otherColumns = async (url: string, drop: string[]) =>
 	)[0];
 
 beforeAll(async () => {
-	template = await createDatabase("faults_large_tpl");
-	const migrated = await runPrismaCli(["migrate", "deploy"], template);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(template, { users: 150 });
+	template = await createSeededDatabase("faults_large_tpl", 150);
 });
 
 afterAll(async () => {
-	for (const url of made) await dropDatabase(url);
+	await dbs.dropAll();
 	if (template) await dropDatabase(template);
 });
 
@@ -169,7 +148,7 @@ describe("backfill.ts, interrupted", () => {
 			const out = run.stdout + run.stderr;
 			expect(out).toMatch(/\[3\/4\] /);
 			expectStopped(run, e.RUNBOOK_AUDIT_LOG, "backfill", fault, 4, /--resume/);
-			await settle(url);
+			await settle(url, { all: true });
 
 			// 1. Same rows; each one as it was, or with both columns set (never one without the other).
 			const now = await rows(url);
@@ -334,7 +313,7 @@ describe("add-required-field.ts, interrupted", () => {
 				7,
 				/[Rr]erun the same command/,
 			);
-			await settle(url);
+			await settle(url, { all: true });
 
 			// 1. What _prisma_migrations records is exactly what the catalog holds.
 			const applied = new Set((await history(url)).map((m) => m.split(" ")[0]));

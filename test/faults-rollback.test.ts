@@ -11,8 +11,10 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
 	describeFault,
+	expectStoppedInStep,
 	type Fault,
 	runWithFault,
+	settle,
 	stoppedAt,
 } from "./support/faults.ts";
 import { seedFaceSwap } from "./support/fixtures.ts";
@@ -20,35 +22,23 @@ import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
 import {
 	admin,
 	createDatabase,
-	dropDatabase,
+	dbName,
 	type RunResult,
 	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { cloneDatabase } from "./support/migration-fixtures.ts";
+import {
+	ADD_PREFERENCES_SQL,
+	ADD_RATING_SQL,
+	scratchDatabases,
+} from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 const RUNBOOK = "emergency-rollback";
 const KEEP = "20241230000000_comprehensive_schema";
 const ADDED = "20250101000000_add_ratings_and_preferences";
-const MIGRATION = `-- AlterTable
-ALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;
-
--- CreateTable
-CREATE TABLE "user_preferences" (
-    "id" TEXT NOT NULL,
-    "user_id" TEXT NOT NULL,
-    "theme" TEXT NOT NULL DEFAULT 'light',
-    CONSTRAINT "user_preferences_pkey" PRIMARY KEY ("id")
-);
-
--- CreateIndex
-CREATE UNIQUE INDEX "user_preferences_user_id_key" ON "user_preferences"("user_id");
-
--- AddForeignKey
-ALTER TABLE "user_preferences" ADD CONSTRAINT "user_preferences_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-`;
+const MIGRATION = `${ADD_RATING_SQL}\n${ADD_PREFERENCES_SQL}`;
 
 type Snapshot = Record<string, string>;
 
@@ -67,38 +57,10 @@ let atBackup: Snapshot;
 /** Down mode: before, and after an uninterrupted down run. */
 let beforeDown: Snapshot;
 let afterDown: Snapshot;
-const made: string[] = [];
+const dbs = scratchDatabases();
 
-const dbName = (url: string) => new URL(url).pathname.slice(1);
 const same = (a: Snapshot, b: Snapshot) =>
 	JSON.stringify(a) === JSON.stringify(b);
-
-async function clone(source: string, prefix: string): Promise<string> {
-	const url = await cloneDatabase(source, prefix);
-	made.push(url);
-	return url;
-}
-
-/** Waits until no session of a runbook (the psql or pg_dump of a killed run, say) is left on the database. */
-async function settle(url: string): Promise<void> {
-	for (let i = 0; i < 300; i++) {
-		const r = await admin((c) =>
-			c.query(
-				"select 1 from pg_stat_activity where datname = $1 and application_name like 'runbook:%'",
-				[dbName(url)],
-			),
-		);
-		if (r.rowCount === 0) return;
-		await new Promise((res) => setTimeout(res, 100));
-	}
-	throw new Error(`a runbook session stayed on ${dbName(url)}`);
-}
-
-/** The number of the last step header "[k/N]" the run printed. */
-function lastHeader(out: string): number {
-	const all = [...out.matchAll(/\[(\d+)\/\d+\] /g)];
-	return Number(all.at(-1)?.[1] ?? 0);
-}
 
 function envFor(url: string) {
 	const audit = join(scratchDir(), "audit.jsonl");
@@ -139,37 +101,16 @@ async function checkFault(opts: {
 		Object.entries(opts.allowed).find(([, s]) => same(now, s))?.[0] ?? "MIXED";
 	expect(state, what).not.toBe("MIXED");
 
-	// 2. The audit log says where it stopped, and the exit code says how.
-	const stop = stoppedAt(audit, RUNBOOK);
-	const header = lastHeader(run.stdout + run.stderr);
-	expect(stop.stepNo, what).not.toBeNull();
-	expect(stop.stepNo as number, what).toBeGreaterThanOrEqual(fault.step);
-	expect(stop.stepNo as number, what).toBeLessThanOrEqual(header);
-	if (fault.kind === "SIGKILL") {
-		expect(run.code, what).toBeNull();
-		expect(stop.runEnded, what).toBe(false);
-		// Killed inside the last step it announced (or between its header and its audit line).
-		if (stop.stepNo === header) expect(stop.ended, what).toBe(false);
-	} else if (fault.kind === "SIGINT") {
-		expect(run.code, what).toBe(130);
-		// A Ctrl-C that tsx's launcher escalated to SIGKILL (not acknowledged within ~60 ms on a
-		// loaded machine) leaves the audit log as a kill does; the state checks below still hold.
-		if (stop.ended || stop.runEnded) {
-			expect(stop.status, what).toBe("interrupted");
-			// No run_end required: tsx's cli relays Ctrl-C and, when the runbook's event loop does not
-			// acknowledge it within ~60 ms (a loaded machine), ends it with SIGKILL and exits 130 itself.
-			expect(run.stderr, what).toContain("Interrupted by the operator.");
-			// How to resume: rerun (nothing restored yet), or what is left to do by hand after the restore.
-			expect(run.stderr, what).toMatch(
-				/To try again: npx tsx runbooks\/emergency-rollback\.ts|To resume, run the same command again|start it again \(APP_START_CMD\)/,
-			);
-		}
-	} else {
-		expect(run.code, what).toBe(1);
-		expect(stop.status, what).toBe("failed");
-		expect(stop.runEnded, what).toBe(true);
-		expect(run.stderr, what).toMatch(/✗ Step \d+ \(/);
-	}
+	// 2. The audit log says where it stopped, and the exit code says how: rerun (nothing restored
+	// yet), or what is left to do by hand after the restore.
+	const stop = expectStoppedInStep(
+		run,
+		audit,
+		RUNBOOK,
+		fault,
+		/To try again: npx tsx runbooks\/emergency-rollback\.ts|To resume, run the same command again|start it again \(APP_START_CMD\)/,
+		what,
+	);
 
 	// 3. A rerun finishes, with the state an uninterrupted run leaves.
 	const again = await opts.rerun();
@@ -186,7 +127,7 @@ async function checkFault(opts: {
 
 beforeAll(async () => {
 	template = await createDatabase("frb_tpl");
-	made.push(template);
+	dbs.track(template);
 	const migrated = await runPrismaCli(["migrate", "deploy"], template);
 	expect(migrated.code, migrated.stderr).toBe(0);
 	// Enough rows that the restore step lasts well over the faults' delays.
@@ -205,7 +146,7 @@ beforeAll(async () => {
 	atBackup = await snapshotDatabase(template);
 
 	// A day of traffic after the backup: new users, a deleted purchase, a new table.
-	diverged = await clone(template, "frb_div");
+	diverged = await dbs.clone(template, "frb_div");
 	await admin(async (c) => {
 		await c.query(
 			"create table user_notes (id text primary key, user_id text not null references users(id), body text)",
@@ -224,7 +165,7 @@ beforeAll(async () => {
 	expect(beforeRestore).not.toEqual(atBackup);
 
 	// Down mode: the extra migration deployed, then used.
-	deployed = await clone(template, "frb_dep");
+	deployed = await dbs.clone(template, "frb_dep");
 	const deploy = await runPrismaCli(["migrate", "deploy"], deployed, {
 		PRISMA_MIGRATIONS_DIR: repo.dir,
 	});
@@ -239,7 +180,7 @@ beforeAll(async () => {
 	}, deployed);
 	beforeDown = await snapshotDatabase(deployed);
 	// The state an uninterrupted down run leaves.
-	const ref = await clone(deployed, "frb_ref");
+	const ref = await dbs.clone(deployed, "frb_ref");
 	const { env } = envFor(ref);
 	const down = await runRunbook("emergency-rollback", downArgs(ref), { env });
 	expect(down.code, down.stdout + down.stderr).toBe(0);
@@ -248,7 +189,7 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-	for (const url of made) await dropDatabase(url).catch(() => {});
+	await dbs.dropAll();
 });
 
 const restoreArgs = (url: string) => [
@@ -288,7 +229,10 @@ describe("emergency-rollback.ts under faults (restore mode)", () => {
 	it.each(cases)(
 		"$kind at step $step ($title): database wholly as before or wholly restored; rerun restores",
 		async ({ step, kind, delayMs }) => {
-			const url = await clone(diverged, `frb_${kind.toLowerCase()}_${step}`);
+			const url = await dbs.clone(
+				diverged,
+				`frb_${kind.toLowerCase()}_${step}`,
+			);
 			const { env, audit } = envFor(url);
 			const fault: Fault = { kind, step, delayMs };
 			const run = await runWithFault(RUNBOOK, restoreArgs(url), fault, { env });
@@ -307,7 +251,7 @@ describe("emergency-rollback.ts under faults (restore mode)", () => {
 	);
 
 	it("pg_terminate_backend of its sessions during the restore: fails (exit 1) with the database as before, and a rerun restores", async () => {
-		const url = await clone(diverged, "frb_term_8");
+		const url = await dbs.clone(diverged, "frb_term_8");
 		const { env, audit } = envFor(url);
 		const fault: Fault = {
 			kind: "terminate",
@@ -334,7 +278,7 @@ describe("emergency-rollback.ts under faults (--mode down, step 9)", () => {
 	it.each(SIGNALS)(
 		"%s while the down SQL's transaction waits for its lock: nothing applied; rerun rolls back",
 		async (kind) => {
-			const url = await clone(deployed, `frb_down_${kind.toLowerCase()}`);
+			const url = await dbs.clone(deployed, `frb_down_${kind.toLowerCase()}`);
 			const { env, audit } = envFor(url);
 			// A reader holding user_preferences keeps step 9's transaction waiting on its
 			// lock (lock_timeout 5s), so the fault lands inside that transaction every time.

@@ -3,12 +3,12 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
+
 import {
 	admin,
 	createDatabase,
+	createSeededDatabase,
 	dropDatabase,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -18,11 +18,8 @@ let audit: string;
 const env = () => ({ DATABASE_URL: url, RUNBOOK_AUDIT_LOG: audit });
 
 beforeAll(async () => {
-	url = await createDatabase("validate");
+	url = await createSeededDatabase("validate", 300);
 	audit = join(scratchDir(), "audit.jsonl");
-	const deploy = await runPrismaCli(["migrate", "deploy"], url);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await seedFaceSwap(url, { users: 300 });
 });
 
 afterAll(async () => {

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { expect } from "vitest";
 import {
 	admin,
+	dbName,
 	type RunOptions,
 	type RunResult,
 	runRunbook,
@@ -122,19 +123,8 @@ export function expectStopped(
 		// No run_end line, unless the kill came as the finished run was exiting.
 		if (!finished) expect(stop.runEnded).toBe(false);
 	} else if (fault.kind === "SIGINT") {
-		if (finished) {
-			expect([0, 130], out).toContain(run.code);
-		} else {
-			expect(run.code, out).toBe(130);
-			// tsx's launcher turns a Ctrl-C the runbook does not acknowledge within ~60 ms (a loaded
-			// machine) into SIGKILL and exits 130 itself: then the audit log ends as after a kill
-			// (checked as such), and the state checks that follow hold as for SIGKILL.
-			const escalated = !stop.ended && !stop.runEnded;
-			if (!escalated) {
-				expect(stop, out).toMatchObject({ ended: true, status: "interrupted" });
-				expect(run.stderr).toMatch(resumeHint);
-			}
-		}
+		if (finished) expect([0, 130], out).toContain(run.code);
+		else expectInterrupted(run, stop, resumeHint, out);
 	} else {
 		// A lost connection: the runbook reconnects and finishes, or fails saying how to carry on.
 		expect([0, 1], out).toContain(run.code);
@@ -144,4 +134,82 @@ export function expectStopped(
 			expect(run.stderr).toMatch(resumeHint);
 		}
 	}
+}
+
+/**
+ * A Ctrl-C's outcome: exit 130, the step logged as interrupted, and how to resume. tsx's launcher
+ * turns a Ctrl-C the runbook does not acknowledge within ~60 ms (a loaded machine) into SIGKILL and
+ * exits 130 itself: then the audit log ends as after a kill, and the state checks the callers make
+ * hold as for SIGKILL.
+ */
+function expectInterrupted(
+	run: RunResult,
+	stop: Stop,
+	resumeHint: RegExp,
+	what: string,
+): void {
+	expect(run.code, what).toBe(130);
+	const escalated = !stop.ended && !stop.runEnded;
+	if (escalated) return;
+	expect(stop, what).toMatchObject({ ended: true, status: "interrupted" });
+	expect(run.stderr, what).toContain("Interrupted by the operator.");
+	expect(run.stderr, what).toMatch(resumeHint);
+}
+
+/**
+ * Stricter than expectStopped, for faults that always land inside a step: the run stopped in the
+ * faulted step or a later one it announced; a SIGKILL leaves no exit code and no run_end; a lost
+ * connection fails the step (exit 1). Returns where it stopped.
+ */
+export function expectStoppedInStep(
+	run: RunResult,
+	audit: string,
+	runbook: string,
+	fault: Fault,
+	resumeHint: RegExp,
+	what: string,
+): Stop {
+	const stop = stoppedAt(audit, runbook);
+	const header = lastStepHeader(run.stdout + run.stderr);
+	expect(stop.stepNo, what).not.toBeNull();
+	expect(stop.stepNo as number, what).toBeGreaterThanOrEqual(fault.step);
+	expect(stop.stepNo as number, what).toBeLessThanOrEqual(header);
+	if (fault.kind === "SIGKILL") {
+		expect(run.code, what).toBeNull();
+		expect(stop.runEnded, what).toBe(false);
+		// Killed inside the last step it announced (or between its header and its audit line).
+		if (stop.stepNo === header) expect(stop.ended, what).toBe(false);
+	} else if (fault.kind === "SIGINT") {
+		expectInterrupted(run, stop, resumeHint, what);
+	} else {
+		expect(run.code, what).toBe(1);
+		expect(stop, what).toMatchObject({ status: "failed", runEnded: true });
+		expect(run.stderr, what).toMatch(/✗ Step \d+ \(/);
+	}
+	return stop;
+}
+
+/** The number of the last step header "[k/N]" a run printed. */
+export function lastStepHeader(out: string): number {
+	return Number([...out.matchAll(/\[(\d+)\/\d+\] /g)].at(-1)?.[1] ?? 0);
+}
+
+/**
+ * Waits until no session of a killed runbook or its tools (psql, pg_dump, pg_restore) is left on
+ * the database. all: every other session. busyOnly: ignore idle ones (a pooler keeps its server
+ * connections open, idle, under the application_name of their last client).
+ */
+export async function settle(
+	url: string,
+	opts: { all?: boolean; busyOnly?: boolean } = {},
+): Promise<void> {
+	const q = opts.all
+		? "select 1 from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()"
+		: `select 1 from pg_stat_activity where datname = $1 and (application_name like 'runbook:%' or application_name in ('pg_dump', 'pg_restore', 'psql'))${opts.busyOnly ? " and state <> 'idle'" : ""}`;
+	for (let i = 0; i < 300; i++) {
+		const r = await admin((c) => c.query(q, [dbName(url)]), url);
+		if (r.rowCount === 0) return;
+		await new Promise((res) => setTimeout(res, 100));
+	}
+	throw new Error(`sessions stayed on ${dbName(url)}`);
 }

@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
+import { seedFaceSwap } from "./fixtures.ts";
 
 export const ROOT = new URL("../..", import.meta.url).pathname;
 const tsxCli = createRequire(import.meta.url).resolve("tsx/cli");
@@ -56,10 +57,25 @@ export async function createDatabase(prefix: string): Promise<string> {
 	return urlFor(name);
 }
 
+/** The database name a connection string names. */
+export const dbName = (url: string): string => new URL(url).pathname.slice(1);
+
+/** A new database migrated to the repository's schema (prisma migrate deploy) and seeded with Face Swap data. */
+export async function createSeededDatabase(
+	prefix: string,
+	users: number,
+): Promise<string> {
+	const url = await createDatabase(prefix);
+	const migrated = await runPrismaCli(["migrate", "deploy"], url);
+	if (migrated.code !== 0)
+		throw new Error(`prisma migrate deploy failed:\n${migrated.stderr}`);
+	await seedFaceSwap(url, { users });
+	return url;
+}
+
 export async function dropDatabase(url: string): Promise<void> {
-	const name = new URL(url).pathname.slice(1);
 	await admin((db) =>
-		db.query(`drop database if exists "${name}" with (force)`),
+		db.query(`drop database if exists "${dbName(url)}" with (force)`),
 	);
 }
 

@@ -12,7 +12,26 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { admin, ROOT, urlFor } from "./harness.ts";
+import { admin, dbName, dropDatabase, ROOT, urlFor } from "./harness.ts";
+
+/** Two additive migrations as Prisma writes them (a nullable column; a new table): rollback cases. */
+export const ADD_RATING_SQL = `-- AlterTable
+ALTER TABLE "generated_videos" ADD COLUMN "rating" INTEGER;
+`;
+export const ADD_PREFERENCES_SQL = `-- CreateTable
+CREATE TABLE "user_preferences" (
+    "id" TEXT NOT NULL,
+    "user_id" TEXT NOT NULL,
+    "theme" TEXT NOT NULL DEFAULT 'light',
+    CONSTRAINT "user_preferences_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateIndex
+CREATE UNIQUE INDEX "user_preferences_user_id_key" ON "user_preferences"("user_id");
+
+-- AddForeignKey
+ALTER TABLE "user_preferences" ADD CONSTRAINT "user_preferences_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
+`;
 
 export const REPO_MIGRATIONS = join(ROOT, "prisma", "migrations");
 
@@ -82,10 +101,28 @@ export async function cloneDatabase(
 	sourceUrl: string,
 	prefix: string,
 ): Promise<string> {
-	const source = new URL(sourceUrl).pathname.slice(1);
+	const source = dbName(sourceUrl);
 	const name = `${prefix}_${Math.random().toString(16).slice(2, 10)}`;
 	await admin((db) =>
 		db.query(`create database "${name}" template "${source}"`),
 	);
 	return urlFor(name);
+}
+
+/** The databases a test file clones, dropped together in its afterAll. */
+export function scratchDatabases() {
+	const made: string[] = [];
+	return {
+		/** Drops `url` with the others at the end. */
+		track(url: string): string {
+			made.push(url);
+			return url;
+		},
+		async clone(sourceUrl: string, prefix: string): Promise<string> {
+			return this.track(await cloneDatabase(sourceUrl, prefix));
+		},
+		async dropAll(): Promise<void> {
+			for (const url of made.splice(0)) await dropDatabase(url).catch(() => {});
+		},
+	};
 }
