@@ -76,6 +76,15 @@ const env = (url: string) => ({
 
 const SET = "thumbnail_path = 'thumbs/' || id || '.jpg', touched = touched + 1";
 const WHERE = "thumbnail_path IS NULL AND status = 'COMPLETED'";
+/** The backfill most cases run: thumbnails for the completed videos that lack one. */
+const THUMBNAILS = [
+	"--table",
+	"generated_videos",
+	"--set",
+	SET,
+	"--where",
+	WHERE,
+];
 
 /** A digest of every row, to show that a failed or refused run changed nothing. */
 async function digest(
@@ -126,12 +135,7 @@ describe("backfill.ts", () => {
 		const run = await runRunbook(
 			"backfill",
 			[
-				"--table",
-				"generated_videos",
-				"--set",
-				SET,
-				"--where",
-				WHERE,
+				...THUMBNAILS,
 				"--batch-size",
 				"700",
 				"--target-batch-ms",
@@ -182,11 +186,9 @@ describe("backfill.ts", () => {
 
 		// Again: nothing matches any more, so nothing changes.
 		const d = await digest(url);
-		const again = await runRunbook(
-			"backfill",
-			["--table", "generated_videos", "--set", SET, "--where", WHERE, "--yes"],
-			{ env: env(url) },
-		);
+		const again = await runRunbook("backfill", [...THUMBNAILS, "--yes"], {
+			env: env(url),
+		});
 		expect(again.code, again.stderr).toBe(0);
 		expect(again.stdout).toContain("0 rows updated");
 		expect(await digest(url)).toBe(d);
@@ -195,12 +197,7 @@ describe("backfill.ts", () => {
 	it("resumes after SIGKILL from the last committed batch, applying no batch twice", async () => {
 		const url = await fresh("bf_kill");
 		const args = [
-			"--table",
-			"generated_videos",
-			"--set",
-			SET,
-			"--where",
-			WHERE,
+			...THUMBNAILS,
 			"--batch-size",
 			"150",
 			"--target-batch-ms",
@@ -356,12 +353,7 @@ describe("backfill.ts", () => {
 		const run = await runRunbook(
 			"backfill",
 			[
-				"--table",
-				"generated_videos",
-				"--set",
-				SET,
-				"--where",
-				WHERE,
+				...THUMBNAILS,
 				"--batch-size",
 				"400",
 				"--target-batch-ms",
@@ -399,12 +391,7 @@ describe("backfill.ts", () => {
 		const run = runRunbook(
 			"backfill",
 			[
-				"--table",
-				"generated_videos",
-				"--set",
-				SET,
-				"--where",
-				WHERE,
+				...THUMBNAILS,
 				"--batch-size",
 				"300",
 				"--target-batch-ms",
@@ -441,12 +428,7 @@ describe("backfill.ts", () => {
 		const run = await runRunbook(
 			"backfill",
 			[
-				"--table",
-				"generated_videos",
-				"--set",
-				SET,
-				"--where",
-				WHERE,
+				...THUMBNAILS,
 				"--batch-size",
 				"200",
 				"--target-batch-ms",

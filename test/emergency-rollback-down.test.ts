@@ -20,6 +20,7 @@ import {
 import {
 	ADD_PREFERENCES_SQL,
 	ADD_RATING_SQL,
+	deployRatingsAndUse,
 } from "./support/migration-fixtures.ts";
 
 const KEEP = "20241230000000_comprehensive_schema";
@@ -79,17 +80,8 @@ describe("emergency-rollback.ts --mode down", () => {
 			url,
 		);
 		// The deploy (prisma migrate deploy of the additive migration), then traffic using it.
-		const deploy = await runPrismaCli(["migrate", "deploy"], url, {
-			PRISMA_MIGRATIONS_DIR: repo.dir,
-		});
-		expect(deploy.code, deploy.stderr).toBe(0);
+		await deployRatingsAndUse(url, repo.dir);
 		await admin(async (c) => {
-			await c.query(
-				"update generated_videos set rating = 1 + length(id) % 5 where status = 'COMPLETED'",
-			);
-			await c.query(
-				"insert into user_preferences (id, user_id, theme) select 'pref-' || id, id, 'dark' from users order by id limit 40",
-			);
 			await c.query(
 				"insert into users (id, email, updated_at) select 'after' || i, 'after' || i || '@example.com', now() from generate_series(1, 12) i",
 			);

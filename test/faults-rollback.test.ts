@@ -31,6 +31,7 @@ import {
 import {
 	ADD_PREFERENCES_SQL,
 	ADD_RATING_SQL,
+	deployRatingsAndUse,
 	scratchDatabases,
 } from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
@@ -166,18 +167,7 @@ beforeAll(async () => {
 
 	// Down mode: the extra migration deployed, then used.
 	deployed = await dbs.clone(template, "frb_dep");
-	const deploy = await runPrismaCli(["migrate", "deploy"], deployed, {
-		PRISMA_MIGRATIONS_DIR: repo.dir,
-	});
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await admin(async (c) => {
-		await c.query(
-			"update generated_videos set rating = 1 + length(id) % 5 where status = 'COMPLETED'",
-		);
-		await c.query(
-			"insert into user_preferences (id, user_id, theme) select 'pref-' || id, id, 'dark' from users order by id limit 40",
-		);
-	}, deployed);
+	await deployRatingsAndUse(deployed, repo.dir);
 	beforeDown = await snapshotDatabase(deployed);
 	// The state an uninterrupted down run leaves.
 	const ref = await dbs.clone(deployed, "frb_ref");
@@ -210,6 +200,21 @@ const downArgs = (url: string) => [
 ];
 
 // Restore mode: the steps marked [changes data]/[writes files]/[destroys data] in --help.
+/** A restore of the backup onto url with the fault injected: wholly before or restored, then a rerun restores. */
+async function restoreUnderFault(url: string, fault: Fault): Promise<string> {
+	const { env, audit } = envFor(url);
+	const run = await runWithFault(RUNBOOK, restoreArgs(url), fault, { env });
+	return checkFault({
+		url,
+		run,
+		fault,
+		audit,
+		allowed: { before: beforeRestore, restored: atBackup },
+		final: atBackup,
+		rerun: () => runRunbook(RUNBOOK, restoreArgs(url), { env }),
+	});
+}
+
 const RESTORE_STEPS: Array<{ step: number; title: string; delayMs: number }> = [
 	{ step: 5, title: "Stop the app (APP_STOP_CMD)", delayMs: 300 },
 	{ step: 6, title: "Safety backup of the current state", delayMs: 100 },
@@ -233,42 +238,18 @@ describe("emergency-rollback.ts under faults (restore mode)", () => {
 				diverged,
 				`frb_${kind.toLowerCase()}_${step}`,
 			);
-			const { env, audit } = envFor(url);
-			const fault: Fault = { kind, step, delayMs };
-			const run = await runWithFault(RUNBOOK, restoreArgs(url), fault, { env });
-			outcomes.push(
-				await checkFault({
-					url,
-					run,
-					fault,
-					audit,
-					allowed: { before: beforeRestore, restored: atBackup },
-					final: atBackup,
-					rerun: () => runRunbook(RUNBOOK, restoreArgs(url), { env }),
-				}),
-			);
+			outcomes.push(await restoreUnderFault(url, { kind, step, delayMs }));
 		},
 	);
 
 	it("pg_terminate_backend of its sessions during the restore: fails (exit 1) with the database as before, and a rerun restores", async () => {
 		const url = await dbs.clone(diverged, "frb_term_8");
-		const { env, audit } = envFor(url);
-		const fault: Fault = {
-			kind: "terminate",
-			step: 8,
-			delayMs: 200,
-			database: dbName(url),
-		};
-		const run = await runWithFault(RUNBOOK, restoreArgs(url), fault, { env });
 		outcomes.push(
-			await checkFault({
-				url,
-				run,
-				fault,
-				audit,
-				allowed: { before: beforeRestore, restored: atBackup },
-				final: atBackup,
-				rerun: () => runRunbook(RUNBOOK, restoreArgs(url), { env }),
+			await restoreUnderFault(url, {
+				kind: "terminate",
+				step: 8,
+				delayMs: 200,
+				database: dbName(url),
 			}),
 		);
 	});

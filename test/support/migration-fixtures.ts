@@ -12,7 +12,14 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { admin, dbName, dropDatabase, ROOT, urlFor } from "./harness.ts";
+import {
+	admin,
+	dbName,
+	dropDatabase,
+	ROOT,
+	runPrismaCli,
+	urlFor,
+} from "./harness.ts";
 
 /** Two additive migrations as Prisma writes them (a nullable column; a new table): rollback cases. */
 export const ADD_RATING_SQL = `-- AlterTable
@@ -125,4 +132,27 @@ export function scratchDatabases() {
 			for (const url of made.splice(0)) await dropDatabase(url).catch(() => {});
 		},
 	};
+}
+
+/**
+ * Deploys a migrations folder holding ADD_RATING_SQL and ADD_PREFERENCES_SQL, then writes to what
+ * they added (ratings of completed videos, 40 users' preferences): data a down rollback drops.
+ */
+export async function deployRatingsAndUse(
+	url: string,
+	migrationsDir: string,
+): Promise<void> {
+	const deploy = await runPrismaCli(["migrate", "deploy"], url, {
+		PRISMA_MIGRATIONS_DIR: migrationsDir,
+	});
+	if (deploy.code !== 0)
+		throw new Error(`prisma migrate deploy failed:\n${deploy.stderr}`);
+	await admin(async (c) => {
+		await c.query(
+			"update generated_videos set rating = 1 + length(id) % 5 where status = 'COMPLETED'",
+		);
+		await c.query(
+			"insert into user_preferences (id, user_id, theme) select 'pref-' || id, id, 'dark' from users order by id limit 40",
+		);
+	}, url);
 }
