@@ -22,8 +22,8 @@ import {
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type pg from "pg";
-import { formatBytes } from "./catalog.ts";
-import { connect, quoteIdent, serverVersion } from "./db.ts";
+import { countTables, formatBytes, tableKey } from "./catalog.ts";
+import { connect, serverVersion } from "./db.ts";
 import { EXIT, RunbookError, refusal, usageError } from "./errors.ts";
 import { readAppliedMigrations } from "./migrations.ts";
 import { describeCommand, findTool, runTool, type Tool } from "./pg-tools.ts";
@@ -257,25 +257,19 @@ const DUMPED_TABLES = `
      and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%'
    order by n.nspname, c.relname`;
 
-const tableKey = (schema: string, name: string) =>
-	schema === "public" ? name : `${schema}.${name}`;
-
-async function countRows(
+/** Exact row counts of every table pg_dump dumps, keyed as in the manifest. */
+async function countDumpedTables(
 	db: pg.Client,
 	signal?: AbortSignal,
 ): Promise<Record<string, number>> {
 	const { rows } = await db.query<{ schema: string; name: string }>(
 		DUMPED_TABLES,
 	);
-	const counts: Record<string, number> = {};
-	for (const t of rows) {
-		if (signal?.aborted) throw new Error("aborted");
-		const r = await db.query<{ n: string }>(
-			`select count(*) as n from ${quoteIdent(t.schema)}.${quoteIdent(t.name)}`,
-		);
-		counts[tableKey(t.schema, t.name)] = Number(r.rows[0].n);
-	}
-	return counts;
+	return (await countTables(
+		db,
+		rows.map((t) => tableKey(t.schema, t.name)),
+		{ signal },
+	)) as Record<string, number>;
 }
 
 async function latestMigration(db: pg.Client): Promise<string | null> {
@@ -402,7 +396,7 @@ export async function createBackup(
 			},
 		);
 		// Count in the exported snapshot while pg_dump reads it; catch now, report after pg_dump ends.
-		const counting = countRows(snap, opts.signal).then(
+		const counting = countDumpedTables(snap, opts.signal).then(
 			(c) => ({ ok: true as const, counts: c }),
 			(e: unknown) => ({ ok: false as const, error: e }),
 		);

@@ -117,18 +117,44 @@ export async function describeTables(
 	}));
 }
 
-/** Exact row counts per table (used for backup manifests and restore checks). */
-export async function countRows(
+/** A table's key in manifests and reports: its name in public, schema.name elsewhere. */
+export const tableKey = (schema: string, name: string): string =>
+	schema === "public" ? name : `${schema}.${name}`;
+
+const splitKey = (key: string): [string, string] => {
+	const dot = key.indexOf(".");
+	return dot === -1 ? ["public", key] : [key.slice(0, dot), key.slice(dot + 1)];
+};
+
+/**
+ * Exact row counts of the tables named by key (estimate: the planner's estimates instead); null for
+ * a table that does not exist. Used for backup manifests and restore checks.
+ */
+export async function countTables(
 	db: Db,
-	tables: string[],
-	schema = "public",
-): Promise<Record<string, number>> {
-	const out: Record<string, number> = {};
-	for (const t of tables) {
-		const { rows } = await db.query<{ n: string }>(
-			`select count(*) as n from ${quoteIdent(schema)}.${quoteIdent(t)}`,
+	keys: string[],
+	opts: { estimate?: boolean; signal?: AbortSignal } = {},
+): Promise<Record<string, number | null>> {
+	const out: Record<string, number | null> = {};
+	for (const key of keys) {
+		if (opts.signal?.aborted) throw new Error("aborted");
+		const [schema, name] = splitKey(key);
+		const rel = `${quoteIdent(schema)}.${quoteIdent(name)}`;
+		const { rows } = await db.query<{ ok: boolean }>(
+			"select to_regclass($1) is not null as ok",
+			[rel],
 		);
-		out[t] = Number(rows[0].n);
+		if (!rows[0].ok) {
+			out[key] = null;
+			continue;
+		}
+		const r = await db.query<{ n: string }>(
+			opts.estimate
+				? "select greatest(reltuples, 0)::bigint as n from pg_class where oid = to_regclass($1)"
+				: `select count(*) as n from ${rel}`,
+			opts.estimate ? [rel] : [],
+		);
+		out[key] = Number(r.rows[0].n);
 	}
 	return out;
 }

@@ -20,7 +20,7 @@ import {
 	type VerifyResult,
 	verifyBackup,
 } from "../lib/backup.ts";
-import { databaseSize, formatBytes } from "../lib/catalog.ts";
+import { countTables, databaseSize, formatBytes } from "../lib/catalog.ts";
 import { connect, type Db, quoteIdent, serverVersion } from "../lib/db.ts";
 import { databaseDriftAgainst, explainDrift } from "../lib/drift.ts";
 import { formatMs, parseDuration } from "../lib/duration.ts";
@@ -278,40 +278,6 @@ const when = (iso: string) => iso.replace("T", " ").replace(/\.\d+Z$/, " UTC");
 
 function age(iso: string): string {
 	return `${formatDuration(Date.now() - Date.parse(iso))} ago`;
-}
-
-const split = (key: string): [string, string] => {
-	const dot = key.indexOf(".");
-	return dot === -1 ? ["public", key] : [key.slice(0, dot), key.slice(dot + 1)];
-};
-
-/** Exact row counts (or, estimate = true, the planner's estimates) of these tables; null when absent. */
-async function countTables(
-	db: Db,
-	keys: string[],
-	estimate = false,
-): Promise<Record<string, number | null>> {
-	const out: Record<string, number | null> = {};
-	for (const key of keys) {
-		const [schema, name] = split(key);
-		const rel = `${quoteIdent(schema)}.${quoteIdent(name)}`;
-		const { rows } = await db.query<{ ok: boolean }>(
-			"select to_regclass($1) is not null as ok",
-			[rel],
-		);
-		if (!rows[0].ok) {
-			out[key] = null;
-			continue;
-		}
-		const r = await db.query<{ n: string }>(
-			estimate
-				? "select greatest(reltuples, 0)::bigint as n from pg_class where oid = to_regclass($1)"
-				: `select count(*) as n from ${rel}`,
-			estimate ? [rel] : [],
-		);
-		out[key] = Number(r.rows[0].n);
-	}
-	return out;
 }
 
 const finishedNames = (h: History) =>
@@ -779,7 +745,7 @@ await runRunbook<State>({
 				const keys = [
 					...new Set([...Object.keys(m.row_counts), ...(await listTables(db))]),
 				];
-				const counted = await countTables(db, keys, !exact);
+				const counted = await countTables(db, keys, { estimate: !exact });
 				const counts = Object.fromEntries(
 					Object.entries(counted).filter(([, n]) => n !== null),
 				) as Record<string, number>;
