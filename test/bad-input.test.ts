@@ -8,7 +8,6 @@
 // The rows are plain data in CASES ({runbook, input, args, env, expectCode, expectMessage}); values
 // known only once the fixtures exist are written as {placeholders} and filled in by fill().
 
-import { spawn } from "node:child_process";
 import {
 	chmodSync,
 	cpSync,
@@ -27,7 +26,6 @@ import {
 	copyRepository,
 	createSeededDatabase,
 	dropDatabase,
-	type RunResult,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -777,41 +775,6 @@ afterAll(async () => {
 	if (db) await dropDatabase(db);
 });
 
-/** ./runbooks/<name>.ts run as an executable file (its shebang), as an operator may. */
-function runExecutable(
-	name: string,
-	args: string[],
-	env: Record<string, string | undefined>,
-	cwd: string,
-): Promise<RunResult> {
-	return new Promise((resolve, reject) => {
-		const full: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1" };
-		for (const k of ["DATABASE_URL", "DIRECT_URL", "RUNBOOK_ENV"])
-			delete full[k];
-		for (const [k, v] of Object.entries(env)) {
-			if (v === undefined) delete full[k];
-			else full[k] = v;
-		}
-		const child = spawn(join(repo, "runbooks", `${name}.ts`), args, {
-			cwd,
-			env: full,
-			stdio: ["ignore", "pipe", "pipe"],
-		});
-		let stdout = "";
-		let stderr = "";
-		child.stdout.on("data", (d) => {
-			stdout += d;
-		});
-		child.stderr.on("data", (d) => {
-			stderr += d;
-		});
-		child.on("error", reject);
-		child.on("close", (code) =>
-			resolve({ code, stdout, stderr, childArgv: [] }),
-		);
-	});
-}
-
 /**
  * snapshotFiles of the writable paths, except that a backup manifest's verification record
  * (verified_at, verify_error) is left out: verifying a backup reads it and records the outcome in
@@ -879,10 +842,12 @@ describe("bad input: exit code, plain message, nothing changed", () => {
 			const attempt = async () => {
 				const dbBefore = await snapshotDatabase(db);
 				const filesBefore = filesNow();
-				const run =
-					c.via === "executable"
-						? await runExecutable(c.runbook, args, env, cwd)
-						: await runRunbook(c.runbook, args, { root: repo, cwd, env });
+				const run = await runRunbook(c.runbook, args, {
+					root: repo,
+					cwd,
+					env,
+					asExecutable: c.via === "executable",
+				});
 				return {
 					run,
 					dbBefore,

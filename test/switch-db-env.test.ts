@@ -2,7 +2,6 @@
 // checkout whose .env holds both profiles, the remote one being a Supabase-shaped server behind a
 // real pgbouncer. Every .env lives in a temporary directory, never the repository's own.
 
-import { spawn } from "node:child_process";
 import {
 	mkdtempSync,
 	readdirSync,
@@ -81,35 +80,6 @@ const run = (args: string[], file: string) =>
 		env: { RUNBOOK_AUDIT_LOG: audit },
 	});
 
-/** The runbook run as an executable file from a checkout, as `./runbooks/switch-db-env.ts remote`. */
-function runExecutable(repo: string, args: string[]): Promise<RunResult> {
-	return new Promise((resolve, reject) => {
-		const env: NodeJS.ProcessEnv = {
-			...process.env,
-			NO_COLOR: "1",
-			RUNBOOK_AUDIT_LOG: audit,
-		};
-		for (const k of ["DATABASE_URL", "DIRECT_URL"]) delete env[k];
-		const child = spawn("./runbooks/switch-db-env.ts", args, {
-			cwd: repo,
-			env,
-			stdio: ["ignore", "pipe", "pipe"],
-		});
-		let stdout = "";
-		let stderr = "";
-		child.stdout.on("data", (d) => {
-			stdout += d;
-		});
-		child.stderr.on("data", (d) => {
-			stderr += d;
-		});
-		child.on("error", reject);
-		child.on("close", (code) =>
-			resolve({ code, stdout, stderr, childArgv: [] }),
-		);
-	});
-}
-
 const backups = (dir: string) =>
 	readdirSync(dir).filter((f) => f.startsWith(".env.backup-"));
 
@@ -127,7 +97,11 @@ describe("switch-db-env.ts", () => {
 		const file = join(repo, ".env");
 		writeFileSync(file, original, { mode: 0o640 });
 
-		const remote = await runExecutable(repo, ["remote"]);
+		const remote = await runRunbook("switch-db-env", ["remote"], {
+			root: repo,
+			asExecutable: true,
+			env: { RUNBOOK_AUDIT_LOG: audit },
+		});
 		expect(remote.code, remote.stdout + remote.stderr).toBe(0);
 		expectNoSecrets(remote);
 		const switched = readFileSync(file, "utf8");
@@ -147,7 +121,11 @@ describe("switch-db-env.ts", () => {
 		expect(statSync(join(repo, backup)).mode & 0o777).toBe(0o600);
 		expect(readFileSync(join(repo, backup), "utf8")).toBe(original);
 
-		const status = await runExecutable(repo, ["status"]);
+		const status = await runRunbook("switch-db-env", ["status"], {
+			root: repo,
+			asExecutable: true,
+			env: { RUNBOOK_AUDIT_LOG: audit },
+		});
 		expect(status.code, status.stdout + status.stderr).toBe(0);
 		expect(status.stdout).toContain("active profile: remote");
 		expect(status.stdout).toMatch(
@@ -155,7 +133,11 @@ describe("switch-db-env.ts", () => {
 		);
 		expectNoSecrets(status);
 
-		const local = await runExecutable(repo, ["local"]);
+		const local = await runRunbook("switch-db-env", ["local"], {
+			root: repo,
+			asExecutable: true,
+			env: { RUNBOOK_AUDIT_LOG: audit },
+		});
 		expect(local.code, local.stdout + local.stderr).toBe(0);
 		expect(readFileSync(file, "utf8")).toBe(original);
 		expect(statSync(file).mode & 0o777).toBe(0o640);

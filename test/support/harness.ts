@@ -92,6 +92,8 @@ export interface RunOptions {
 	/** Run the runbook of another checkout (see copyRepository). */
 	root?: string;
 	cwd?: string;
+	/** Run runbooks/<name>.ts itself (its shebang), as an operator may, instead of through tsx's cli. */
+	asExecutable?: boolean;
 	input?: string;
 	/** Samples /proc for descendants' command lines while running. */
 	watchChildren?: boolean;
@@ -147,12 +149,20 @@ export function runRunbook(
 	args: string[],
 	opts: RunOptions = {},
 ): Promise<RunResult> {
-	return runNode(
-		// "--", as in the runbooks' shebang: Node 20 would otherwise take the runbook's own
-		// --env-file flag as its own (nodejs/node#54232).
-		[tsxCli, "--", join(opts.root ?? ROOT, "runbooks", `${name}.ts`), ...args],
-		{ cwd: opts.root, ...opts, watchChildren: true },
-	).then((result) => {
+	const root = opts.root ?? ROOT;
+	const file = join(root, "runbooks", `${name}.ts`);
+	const cwd = opts.cwd ?? root;
+	const [command, argv] = opts.asExecutable
+		? // As the operator types it from the checkout's root: ./runbooks/<name>.ts
+			[cwd === root ? `./runbooks/${name}.ts` : file, args]
+		: // "--", as in the runbooks' shebang: Node 20 would otherwise take the runbook's own
+			// --env-file flag as its own (nodejs/node#54232).
+			[process.execPath, [tsxCli, "--", file, ...args]];
+	return runCommand(command, argv, {
+		...opts,
+		cwd,
+		watchChildren: true,
+	}).then((result) => {
 		assertNoSecrets(name, result, opts);
 		return result;
 	});
@@ -225,7 +235,8 @@ export function runPrismaCli(
 	/** e.g. PRISMA_MIGRATIONS_DIR for a temporary migrations folder. */
 	extraEnv: Record<string, string> = {},
 ): Promise<RunResult> {
-	return runNode(
+	return runCommand(
+		process.execPath,
 		[prismaCli, ...args, "--config", join(ROOT, "prisma", "prisma.config.ts")],
 		{
 			env: {
@@ -239,9 +250,13 @@ export function runPrismaCli(
 	);
 }
 
-function runNode(argv: string[], opts: RunOptions): Promise<RunResult> {
+function runCommand(
+	command: string,
+	argv: string[],
+	opts: RunOptions,
+): Promise<RunResult> {
 	return new Promise((resolve, reject) => {
-		const child = spawn(process.execPath, argv, {
+		const child = spawn(command, argv, {
 			cwd: opts.cwd ?? ROOT,
 			env: baseEnv(opts.env ?? {}),
 			stdio: ["pipe", "pipe", "pipe"],
