@@ -30,6 +30,7 @@ import {
 	admin,
 	createDatabase,
 	dropDatabase,
+	type RunOptions,
 	type RunResult,
 	runPrismaCli,
 	runRunbook,
@@ -238,6 +239,35 @@ async function checkFault(opts: {
 	return `${opts.runbook} | step ${fault.step} | ${fault.kind} | stopped in step ${stop.stepNo}${stop.ended ? ` (${stop.status})` : ""}, exit ${run.code}, target ${state}, .env ${envState}; rerun exit 0`;
 }
 
+/**
+ * migrate-to-supabase with a fresh app .env and the fault injected (by runWithFault, or by
+ * `start`), judged by checkFault against a rerun as the operator would make it; records the outcome.
+ */
+async function migrateUnderFault(
+	fault: Fault | { kind: "terminate"; step: number; delayMs?: number },
+	allowedTarget: Record<string, Snapshot>,
+	start = (args: string[], opts: RunOptions) =>
+		runWithFault("migrate-to-supabase", args, fault as Fault, opts),
+): Promise<RunResult> {
+	const { dir, file, audit } = app();
+	const opts = { env: migrateEnv(audit) };
+	const run = await start(migrateArgs(file), opts);
+	outcomes.push(
+		await checkFault({
+			runbook: "migrate-to-supabase",
+			run,
+			fault,
+			audit,
+			file,
+			dir,
+			allowedTarget,
+			finalTarget: targetCopied,
+			rerun: () => runRunbook("migrate-to-supabase", migrateArgs(file), opts),
+		}),
+	);
+	return run;
+}
+
 const SIGNALS = ["SIGKILL", "SIGINT"] as const;
 
 describe("migrate-to-supabase.ts under faults", () => {
@@ -261,36 +291,12 @@ describe("migrate-to-supabase.ts under faults", () => {
 				await db.query("delete from public.purchases where amount_cents = 999");
 			}, sb.adminUrl);
 			const partial = await targetState();
-			const { dir, file, audit } = app();
-			const fault: Fault = { kind, step: 2, delayMs: 50 };
-			const run = await runWithFault(
-				"migrate-to-supabase",
-				migrateArgs(file),
-				fault,
-				{ env: migrateEnv(audit) },
+			const run = await migrateUnderFault(
+				{ kind, step: 2, delayMs: 50 },
+				// Step 2's drops are one transaction; step 4's copy is another.
+				{ partial, cleared: targetEmpty, copied: targetCopied },
 			);
 			expect(run.stdout).toMatch(/stopped while copying: its partial copy/);
-			outcomes.push(
-				await checkFault({
-					runbook: "migrate-to-supabase",
-					run,
-					fault,
-					audit,
-					file,
-					dir,
-					// Step 2's drops are one transaction; step 4's copy is another.
-					allowedTarget: {
-						partial,
-						cleared: targetEmpty,
-						copied: targetCopied,
-					},
-					finalTarget: targetCopied,
-					rerun: () =>
-						runRunbook("migrate-to-supabase", migrateArgs(file), {
-							env: migrateEnv(audit),
-						}),
-				}),
-			);
 		},
 	);
 
@@ -307,55 +313,27 @@ describe("migrate-to-supabase.ts under faults", () => {
 		async ({ step, kind, delayMs }) => {
 			await resetTarget();
 			expect(await targetState()).toEqual(targetEmpty);
-			const { dir, file, audit } = app();
-			const fault: Fault = { kind, step, delayMs };
-			const run = await runWithFault(
-				"migrate-to-supabase",
-				migrateArgs(file),
-				fault,
-				{ env: migrateEnv(audit) },
-			);
-			outcomes.push(
-				await checkFault({
-					runbook: "migrate-to-supabase",
-					run,
-					fault,
-					audit,
-					file,
-					dir,
-					allowedTarget: { empty: targetEmpty, copied: targetCopied },
-					finalTarget: targetCopied,
-					rerun: () =>
-						runRunbook("migrate-to-supabase", migrateArgs(file), {
-							env: migrateEnv(audit),
-						}),
-				}),
+			await migrateUnderFault(
+				{ kind, step, delayMs },
+				{ empty: targetEmpty, copied: targetCopied },
 			);
 		},
 	);
 
 	it("pg_terminate_backend of its target sessions during the copy: exit 1, public empty or wholly copied; rerun copies once", async () => {
 		await resetTarget();
-		const { dir, file, audit } = app();
-		const run = await runRunbook("migrate-to-supabase", migrateArgs(file), {
-			env: migrateEnv(audit),
-			onMatch: { pattern: stepHeader(4), delayMs: 150, run: terminateTarget },
-		});
-		outcomes.push(
-			await checkFault({
-				runbook: "migrate-to-supabase",
-				run,
-				fault: { kind: "terminate", step: 4, delayMs: 150 },
-				audit,
-				file,
-				dir,
-				allowedTarget: { empty: targetEmpty, copied: targetCopied },
-				finalTarget: targetCopied,
-				rerun: () =>
-					runRunbook("migrate-to-supabase", migrateArgs(file), {
-						env: migrateEnv(audit),
-					}),
-			}),
+		await migrateUnderFault(
+			{ kind: "terminate", step: 4, delayMs: 150 },
+			{ empty: targetEmpty, copied: targetCopied },
+			(args, opts) =>
+				runRunbook("migrate-to-supabase", args, {
+					...opts,
+					onMatch: {
+						pattern: stepHeader(4),
+						delayMs: 150,
+						run: terminateTarget,
+					},
+				}),
 		);
 	});
 });
