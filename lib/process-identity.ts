@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 
 /** "<pid>.<start>" on Linux (start in clock ticks since boot), "<pid>" elsewhere. */
 export function processToken(pid = process.pid): string {
-	const start = startTime(pid);
+	const start = readStat(pid)?.start;
 	return start === undefined ? String(pid) : `${pid}.${start}`;
 }
 
@@ -28,10 +28,6 @@ export function isRunning(token: string): boolean {
 	} catch (err) {
 		return (err as NodeJS.ErrnoException).code === "EPERM";
 	}
-}
-
-function startTime(pid: number): string | undefined {
-	return readStat(pid)?.start;
 }
 
 /** /proc/<pid>/stat's state and start time; null when /proc has no such pid, undefined without /proc. */

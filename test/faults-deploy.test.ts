@@ -27,7 +27,6 @@ import {
 	admin,
 	createSeededDatabase,
 	dbName,
-	dropDatabase,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -47,12 +46,11 @@ const same = (a: Snapshot, b: Snapshot) =>
 	JSON.stringify(a) === JSON.stringify(b);
 
 beforeAll(async () => {
-	template = await createSeededDatabase("faults_deploy_tpl", 150);
+	template = dbs.track(await createSeededDatabase("faults_deploy_tpl", 150));
 });
 
 afterAll(async () => {
 	await dbs.dropAll();
-	if (template) await dropDatabase(template);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -82,8 +82,7 @@ function expectDiskFull(run: RunResult): void {
 }
 
 beforeAll(async () => {
-	base = await createSeededDatabase("fdk_base", 150);
-	dbs.track(base);
+	base = dbs.track(await createSeededDatabase("fdk_base", 150));
 	// Video thumbnails kept in the database: ~12 MB of random bytes, which neither TOAST nor
 	// pg_dump's zlib can compress. In their own schema, outside Prisma's (public).
 	await admin(async (db) => {

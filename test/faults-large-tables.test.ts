@@ -22,7 +22,6 @@ import {
 	copyRepository,
 	createSeededDatabase,
 	dbName,
-	dropDatabase,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -72,12 +71,11 @@ const otherColumns = async (url: string, drop: string[]) =>
 	)[0];
 
 beforeAll(async () => {
-	template = await createSeededDatabase("faults_large_tpl", 150);
+	template = dbs.track(await createSeededDatabase("faults_large_tpl", 150));
 });
 
 afterAll(async () => {
 	await dbs.dropAll();
-	if (template) await dropDatabase(template);
 });
 
 // ---------------------------------------------------------------------------------------------
