@@ -19,6 +19,7 @@ import {
 	describeFault,
 	expectStopped,
 	type Fault,
+	onDatabase,
 	runWithFault,
 	settle,
 } from "./support/faults.ts";
@@ -144,8 +145,7 @@ describe("backup.ts create, interrupted", () => {
 	it.each(faults.map((f) => [describeFault(f), f] as const))(
 		"%s: no half-written backup counts, the audit log says where, a rerun ends as an uninterrupted run",
 		async (_, f) => {
-			const fault: Fault =
-				f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
+			const fault = onDatabase(f, url);
 			const env = caseEnv();
 			const before = readBackups(env.BACKUP_DIR);
 			const run = await runWithFault(
@@ -306,8 +306,7 @@ describe("deploy-production.ts, interrupted", () => {
 		"%s: wholly before or wholly after, the audit log says where, a rerun ends as an uninterrupted deploy",
 		async (_, f) => {
 			const url = await clone("faults_deploy");
-			const fault: Fault =
-				f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
+			const fault = onDatabase(f, url);
 			const env = caseEnv(url);
 			const run = await runWithFault(
 				"deploy-production",

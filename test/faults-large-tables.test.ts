@@ -13,6 +13,7 @@ import {
 	describeFault,
 	expectStopped,
 	type Fault,
+	onDatabase,
 	runWithFault,
 	settle,
 } from "./support/faults.ts";
@@ -21,7 +22,6 @@ import {
 	admin,
 	copyRepository,
 	createSeededDatabase,
-	dbName,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -139,8 +139,7 @@ describe("backfill.ts, interrupted", () => {
 		"%s: every row wholly old or wholly new, the audit log says where, --resume ends as an uninterrupted run",
 		async (_, f) => {
 			const url = await clone("faults_bf");
-			const fault: Fault =
-				f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
+			const fault = onDatabase(f, url);
 			const e = env(url);
 			const run = await runWithFault("backfill", ARGS, fault, { env: e });
 			const out = run.stdout + run.stderr;
@@ -294,8 +293,7 @@ describe("add-required-field.ts, interrupted", () => {
 		"%s: each migration applied and recorded together or not at all, rows wholly old or new, a rerun ends as an uninterrupted run",
 		async (_, f) => {
 			const url = await clone("faults_arf");
-			const fault: Fault =
-				f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
+			const fault = onDatabase(f, url);
 			const { repo, env } = setup(url);
 			const run = await runWithFault("add-required-field", ARGS, fault, {
 				env,

@@ -24,6 +24,10 @@ export const stepHeader = (step: number): RegExp =>
 export const describeFault = (f: Fault): string =>
 	`${f.kind === "terminate" ? "pg_terminate_backend" : f.kind} at step ${f.step}${f.delayMs ? ` +${f.delayMs} ms` : ""}`;
 
+/** The fault aimed at the database `url` names (a terminate fault's sessions; signals as they are). */
+export const onDatabase = (f: Fault, url: string): Fault =>
+	f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
+
 /** Runs the runbook and injects the fault once step `fault.step` has been announced. */
 export function runWithFault(
 	runbook: string,
