@@ -92,6 +92,16 @@ export function plainError(err: unknown, where?: string): RunbookError {
 			);
 	}
 	const message = e.message || String(err);
+	// pg's words for a client whose connection broke earlier (terminated, server gone, network).
+	if (
+		/Connection terminated unexpectedly|not queryable|Connection terminated$/i.test(
+			message,
+		)
+	) {
+		return new RunbookError(
+			`The connection to${at} was lost (${message.replace(/\.$/, "")}).`,
+		);
+	}
 	if (/self[- ]signed certificate|SSL/i.test(message)) {
 		return new RunbookError(
 			`TLS to${at} failed: ${message}.`,

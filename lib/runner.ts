@@ -119,8 +119,14 @@ export interface Step<S> {
 	/** A reason to skip this step, or false. */
 	skip?: (ctx: Context<S>) => string | false;
 	run: (ctx: Context<S>) => Promise<StepResult | undefined>;
-	/** What state a failure leaves and how to resume or roll back. */
+	/**
+	 * What the database (and files) hold when this step stops midway, failed or interrupted. The
+	 * runner prints it, then the command that resumes (see resume). Default for a read step: it
+	 * changed nothing.
+	 */
 	onFailure?: (ctx: Context<S>) => string;
+	/** The exact command that carries on after this step stopped; default: this run's command again. */
+	resume?: (ctx: Context<S>) => string;
 }
 
 export interface RunbookSpec<S> {
@@ -565,20 +571,8 @@ async function runSteps<S>(
 				if (e.hint) sayError(`  ${e.hint}`);
 				if (verbose && !(err instanceof RunbookError))
 					sayError(String((err as Error)?.stack ?? err));
-				const advice = step.onFailure?.(ctx);
-				if (advice) sayError(`  ${advice.split("\n").join("\n  ")}`);
-				else if (
-					kind === "read" ||
-					e.exitCode === EXIT.refused ||
-					e.exitCode === EXIT.usage
-				) {
-					sayError("  Nothing was changed by this step.");
-				}
-				// Exit 130 must say how to resume, also for steps without their own advice.
-				if (interrupted && !advice)
-					sayError(
-						`  To resume, run the same command again: ${rerunCommand(`runbooks/${spec.name}.ts`)}`,
-					);
+				for (const line of stopAdvice(spec.name, step, ctx, e.exitCode, i))
+					sayError(`  ${line.split("\n").join("\n  ")}`);
 				break;
 			}
 		}
@@ -630,6 +624,50 @@ async function runSteps<S>(
 		});
 	}
 	return exitCode;
+}
+
+/**
+ * What the operator reads after a step stopped: what the database holds, then, for a failure or an
+ * interrupt, the one resume line every step shares. A refusal or bad input changed nothing and
+ * would be refused again: its hint says what to do instead.
+ */
+function stopAdvice<S>(
+	runbook: string,
+	step: Step<S>,
+	ctx: Context<S>,
+	code: ExitCode,
+	index: number,
+): string[] {
+	let state: string | undefined;
+	try {
+		state = step.onFailure?.(ctx);
+	} catch {
+		// An account that cannot be given (its inputs never computed) gives way to the generic one.
+	}
+	state ||= `${(step.kind ?? "read") === "read" ? "Nothing was changed by this step" : "This step stopped before its end"}${earlier(ctx.reports, index)}.`;
+	if (code !== EXIT.failed && code !== EXIT.interrupted) return [state];
+	const command = step.resume?.(ctx) ?? rerunCommand(`runbooks/${runbook}.ts`);
+	return [state, resumeLine(command)];
+}
+
+/** The resume advice, worded the same after every step. */
+export const resumeLine = (command: string): string =>
+	`To resume, run: ${command}`;
+
+/** "; what steps 2 and 3 changed is in place", for the earlier steps that changed something. */
+function earlier(reports: ReadonlyArray<StepReport>, index: number): string {
+	const done = reports
+		.slice(0, index)
+		.filter(
+			(r) => r.kind !== "read" && (r.status === "ok" || r.status === "warning"),
+		)
+		.map((r) => r.no);
+	if (!done.length) return "";
+	const list =
+		done.length === 1
+			? `step ${done[0]}`
+			: `steps ${done.slice(0, -1).join(", ")} and ${done.at(-1)}`;
+	return `; what ${list} changed is in place`;
 }
 
 /** Resolves with the step's result, or rejects soon after an abort even if the step ignores the signal. */

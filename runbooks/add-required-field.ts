@@ -335,8 +335,7 @@ async function updateSchema(
 }
 
 const failedStep = () =>
-	"This step ran in one transaction: nothing of it was applied. The steps before it are applied and recorded in " +
-	`_prisma_migrations. Fix the cause, then rerun the same command to carry on:\n${again()}`;
+	"This step runs in one transaction: nothing of it is applied. The steps before it are applied and recorded in _prisma_migrations.";
 
 await runRunbook<State>({
 	name: "add-required-field",
@@ -833,7 +832,7 @@ await runRunbook<State>({
 				}
 			},
 			onFailure: () =>
-				`Filled rows stay filled (the batches committed); the column is still nullable. Rerun the same command to carry on from the checkpoint:\n${again()}`,
+				"Filled rows stay filled (the batches committed, the checkpoint says how far); the column is still nullable.",
 		},
 		{
 			title: "Add CHECK (column IS NOT NULL) NOT VALID (migration 2)",

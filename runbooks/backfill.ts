@@ -398,10 +398,10 @@ await runRunbook<State>({
 				const last = ctx.state.last;
 				return (
 					`Every batch that committed stays committed (${fmt(last?.updated ?? 0)} rows updated so far in all); the batch in flight was rolled back. ` +
-					`The position is in ${CHECKPOINT_TABLE} (job ${ctx.state.job?.id}).\n` +
-					`To carry on: ${resumeCommand()}`
+					`The position is in ${CHECKPOINT_TABLE} (job ${ctx.state.job?.id}).`
 				);
 			},
+			resume: resumeCommand,
 		},
 		{
 			title: "Final check: no row still matches the condition",
@@ -428,7 +428,8 @@ await runRunbook<State>({
 				};
 			},
 			onFailure: () =>
-				`The rows stay as they are. Rerun the check with: ${resumeCommand()}`,
+				"Every batch is committed; this check changes nothing, the rows stay as they are.",
+			resume: resumeCommand,
 		},
 	],
 	summarize: (ctx) => ({

@@ -232,7 +232,7 @@ await runRunbook<State>({
 				};
 			},
 			onFailure: () =>
-				"No backup was kept (partial files are removed). Fix the cause above and rerun.",
+				"No backup was kept (partial files are removed); the database is untouched.",
 		},
 		{
 			title: "Verify the backup (sha256, pg_restore --list)",
@@ -281,8 +281,8 @@ await runRunbook<State>({
 				ctx.signal.aborted
 					? `Interrupted before the check ended: nothing was recorded${
 							ctx.state.created
-								? `; ${ctx.state.created.id} is complete but not verified, so it does not count as a backup yet. Verify it with: npx tsx runbooks/backup.ts verify ${ctx.state.created.id}, or rerun the backup`
-								: ". Rerun the verification"
+								? `; ${ctx.state.created.id} is complete but not verified, so it does not count as a backup yet (npx tsx runbooks/backup.ts verify ${ctx.state.created.id} verifies it alone)`
+								: ""
 						}.`
 					: `The manifest now records the failure (verified_at cleared). Nothing else was changed.${
 							ctx.state.created
@@ -368,6 +368,8 @@ await runRunbook<State>({
 					},
 				};
 			},
+			onFailure: (ctx) =>
+				`Each older backup is wholly kept or wholly removed${ctx.state.verified?.ok ? `; the new backup ${ctx.state.verified.manifest.id} is verified` : ""}.`,
 		},
 	],
 	summarize: (ctx) => ({

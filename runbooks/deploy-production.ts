@@ -215,13 +215,11 @@ function stateAfterFailure(ctx: Ctx): string {
 				}. Once npx tsx runbooks/monitor.ts shows no "runbook:deploy-production:prisma" session, it was rolled back: mark it so:\n  ${markRolledBackSql(i.migration)}`,
 			);
 		}
-		lines.push("Rerun the deploy to apply the rest.");
 	} else if (ctx.state.applying) {
 		lines.push(
 			"The deploy was stopped while prisma migrate deploy ran: a migration in progress was rolled back by PostgreSQL when its session ended.",
-			"Check with: npx tsx runbooks/validate.ts (a migration shown as failed/unfinished was not applied; mark it rolled back:",
+			"Check with: npx tsx runbooks/validate.ts (a migration shown as failed/unfinished was not applied; mark it rolled back before resuming:",
 			`  ${markRolledBackSql("<migration>")})`,
-			"Then rerun the deploy to apply the rest.",
 		);
 	} else {
 		lines.push(
@@ -568,7 +566,7 @@ await runRunbook<State>({
 				};
 			},
 			onFailure: () =>
-				"No migration was applied. An unverified archive, if any, does not count as a backup. Rerun the deploy to start again.",
+				"No migration was applied. An unverified archive, if any, does not count as a backup.",
 		},
 		{
 			title: "Confirm the deploy",

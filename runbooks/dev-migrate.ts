@@ -136,6 +136,8 @@ await runRunbook<State>({
 					);
 				return { summary: `applied ${ctx.state.history?.pending.length}` };
 			},
+			onFailure: () =>
+				"Each pending migration runs in its own transaction: the ones Prisma finished are applied and recorded, the one it was running is not (npx tsx runbooks/validate.ts shows which).",
 		},
 		{
 			title:
@@ -171,6 +173,8 @@ await runRunbook<State>({
 				);
 				return { summary: `wrote ${displayPath(dir)}/migration.sql` };
 			},
+			onFailure: (ctx) =>
+				`No migration was applied. ${displayPath(migrationsDir(ctx.env))} may hold the new migration's folder: remove it if it has no migration.sql.`,
 		},
 		{
 			title: "Show the SQL and lint it with squawk",
@@ -226,7 +230,7 @@ await runRunbook<State>({
 				const dir = `${displayPath(migrationsDir(ctx.env))}/${ctx.state.created?.name}`;
 				return (
 					`The migration's transaction was rolled back and ${dir} is kept; Prisma recorded it as failed.\n` +
-					`Fix prisma/schema.prisma, then: rm -r ${dir} && npx prisma migrate reset --config prisma/prisma.config.ts (local data is lost), and rerun.`
+					`Fix prisma/schema.prisma, then: rm -r ${dir} && npx prisma migrate reset --config prisma/prisma.config.ts (local data is lost), before resuming.`
 				);
 			},
 		},

@@ -530,7 +530,7 @@ function restoreState(ctx: Ctx): string {
 			: s.downAttempts
 				? "The down SQL is applied."
 				: s.restorePhase === "committing"
-					? "The restore was stopped while committing: the database is either wholly restored or wholly as it was, never a mix. Rerun the same command to be sure it holds the backup."
+					? "The restore was stopped while committing: the database is either wholly restored or wholly as it was, never a mix (a rerun makes sure it holds the backup)."
 					: "The database is as it was before the rollback (nothing was restored).",
 	];
 	if (
@@ -546,7 +546,6 @@ function restoreState(ctx: Ctx): string {
 		);
 	const files = filesAdvice(ctx);
 	if (files && (s.restore || s.downAttempts)) lines.push(files);
-	if (!s.restore && !s.downAttempts) lines.push(`To try again: ${again()}`);
 	return lines.join("\n");
 }
 

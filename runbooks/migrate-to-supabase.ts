@@ -28,6 +28,7 @@ import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
 import { readHistory } from "../lib/migrations.ts";
 import { formatDuration, table } from "../lib/output.ts";
 import { findTool } from "../lib/pg-tools.ts";
+import { rerunCommand } from "../lib/rerun.ts";
 import {
 	CHECKSUM_SETTINGS,
 	listTables,
@@ -429,7 +430,7 @@ const steps: Step<State>[] = [
 			};
 		},
 		onFailure: (ctx) =>
-			`The drops run in one transaction: public is as it was before this step. Rerun the same command (confirm by typing the database name, or --yes --confirm ${ctx.target.direct.database}).`,
+			`The drops run in one transaction: public is as it was before this step (a rerun asks again: type the database name, or --yes --confirm ${ctx.target.direct.database}).`,
 	},
 	{
 		title:
@@ -448,6 +449,8 @@ const steps: Step<State>[] = [
 				await db.query(createExtensionSql(e, EXTENSIONS_SCHEMA));
 			return { summary: ctx.state.toCreate.join(", ") };
 		},
+		onFailure: () =>
+			"Each extension is created wholly or not at all; public is still empty and .env unchanged.",
 	},
 	{
 		title:
@@ -534,8 +537,8 @@ const steps: Step<State>[] = [
 		},
 		onFailure: (ctx) =>
 			copyPlan(ctx).jobs > 1
-				? `The target's public may hold a partial copy, recorded as run ${ctx.state.runId ?? "(none)"} in migrate_to_supabase.runs. Rerun the same command: it clears that partial copy first (you confirm by typing the database name, or --yes --confirm ${ctx.target.direct.database}), then copies again. Nothing in .env changed.`
-				: "pg_restore ran in one transaction, so the target's public is as it was before this step. Rerun the same command to copy again. Nothing in .env changed.",
+				? `The target's public may hold a partial copy, recorded as run ${ctx.state.runId ?? "(none)"} in migrate_to_supabase.runs; a rerun clears it first (type the database name, or --yes --confirm ${ctx.target.direct.database}), then copies again. Nothing in .env changed.`
+				: "pg_restore ran in one transaction, so the target's public is as it was before this step. Nothing in .env changed.",
 	},
 	{
 		title: "Reset sequences past the copied values",
@@ -567,6 +570,8 @@ const steps: Step<State>[] = [
 					: "no sequences in public (the app's ids are cuid() text)",
 			};
 		},
+		onFailure: () =>
+			"The copy is on the target; each sequence is set or not yet (setting one again is harmless). .env was not changed.",
 	},
 	{
 		title:
@@ -673,8 +678,12 @@ const steps: Step<State>[] = [
 				},
 			};
 		},
-		onFailure: (ctx) =>
-			`The copy stays on the target (recorded in migrate_to_supabase.runs); .env was not changed. Rerun: npx tsx runbooks/migrate-to-supabase.ts${ctx.state.mode === "resume" ? " --restart" : ""} (it clears this runbook's copy and copies again when it was not verified).`,
+		onFailure: () =>
+			"The copy stays on the target (recorded in migrate_to_supabase.runs); .env was not changed. A rerun clears this runbook's copy and copies again when it was not verified.",
+		resume: (ctx) =>
+			rerunCommand("runbooks/migrate-to-supabase.ts", {
+				add: ctx.state.mode === "resume" ? ["--restart"] : [],
+			}),
 	},
 	{
 		title:
@@ -713,7 +722,7 @@ const steps: Step<State>[] = [
 			};
 		},
 		onFailure: () =>
-			"The data is on Supabase and verified; .env was not changed. Switch by hand: ./runbooks/switch-db-env.ts remote",
+			"The data is on Supabase and verified; .env was not changed (./runbooks/switch-db-env.ts remote switches it alone).",
 	},
 	{
 		title: "Run VERIFY_CMD against Supabase",
@@ -737,7 +746,7 @@ const steps: Step<State>[] = [
 			return { summary: `passed in ${formatDuration(run?.durationMs ?? 0)}` };
 		},
 		onFailure: (ctx) =>
-			`The data on Supabase is verified${ctx.flags["no-switch"] ? "" : " and .env points at it"}. If the app is broken, go back with ./runbooks/switch-db-env.ts local, fix, then rerun this runbook (it does not copy again).`,
+			`The data on Supabase is verified${ctx.flags["no-switch"] ? "" : " and .env points at it"}; a rerun does not copy again. If the app is broken, go back first with ./runbooks/switch-db-env.ts local and fix it.`,
 	},
 ];
 

@@ -231,8 +231,8 @@ await runRunbook<State>({
 					data: { backup },
 				};
 			},
-			onFailure: (ctx) =>
-				`.env was not changed (the new content goes to a temporary file renamed over it only when complete). Fix the cause, then rerun ./runbooks/switch-db-env.ts ${command(ctx.args)}.`,
+			onFailure: () =>
+				".env was not changed (the new content goes to a temporary file renamed over it only when complete).",
 		},
 	],
 	summarize: (ctx) => ({

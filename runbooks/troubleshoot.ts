@@ -952,7 +952,7 @@ await runRunbook<State>({
 				};
 			},
 			onFailure: () =>
-				`The database may be partly rebuilt. Rerun the reset (${TROUBLESHOOT} --reset), or restore a backup.`,
+				"The database may be partly rebuilt: a rerun resets it again (or restore a backup instead).",
 		},
 		{
 			title: "Check again and conclude",
