@@ -23,6 +23,7 @@ import {
 import { dirname, join, resolve } from "node:path";
 import type pg from "pg";
 import { countTables, formatBytes, tableKey } from "./catalog.ts";
+import { failureReason } from "./child-failure.ts";
 import { connect, serverVersion } from "./db.ts";
 import { EXIT, RunbookError, refusal, usageError } from "./errors.ts";
 import { readAppliedMigrations } from "./migrations.ts";
@@ -418,7 +419,7 @@ export async function createBackup(
 					`Free some space there (npx tsx runbooks/backup.ts list; prune with --keep N), or set BACKUP_DIR to a larger disk, then retry. This data compresses worse than the estimate assumes: keep room for about ${formatBytes(check.databaseBytes)}.`,
 				);
 			throw new RunbookError(
-				`pg_dump failed (exit ${dump.exitCode}): ${why || "no message"}`,
+				`pg_dump failed: ${failureReason(dump, why)}`,
 				EXIT.failed,
 				/lock/i.test(why)
 					? `A table stayed locked longer than ${DUMP_LOCK_WAIT} (a running migration or a long transaction?): see pg_stat_activity, then retry.`

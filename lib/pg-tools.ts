@@ -85,6 +85,8 @@ export async function findTool(
 
 export interface ToolRun {
 	exitCode: number;
+	/** The signal that ended it, if one did. */
+	signal?: string | null;
 	stdout: string;
 	stderr: string;
 }
@@ -117,6 +119,7 @@ export async function runTool(
 	if (opts.signal?.aborted) throw new Error("aborted");
 	return {
 		exitCode: run.exitCode ?? 1,
+		signal: run.signal,
 		stdout: run.stdout,
 		stderr: redact(run.stderr),
 	};

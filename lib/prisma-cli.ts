@@ -7,6 +7,7 @@ import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { $ } from "zx";
+import { failureReason } from "./child-failure.ts";
 import { redact } from "./secrets.ts";
 import type { Target } from "./target.ts";
 
@@ -44,6 +45,8 @@ const prismaBin = join(
 
 export interface PrismaRun {
 	exitCode: number;
+	/** The signal that ended it, if one did. */
+	signal?: string | null;
 	stdout: string;
 	stderr: string;
 	/** The command as the operator would type it (no secrets). */
@@ -93,6 +96,7 @@ export async function runPrisma(
 	if (signal?.aborted) throw new Error("aborted");
 	return {
 		exitCode: run.exitCode ?? 1,
+		signal: run.signal,
 		stdout: redact(run.stdout),
 		stderr: redact(run.stderr),
 		command,
@@ -103,13 +107,16 @@ export async function runPrisma(
 const PRISMA_NOISE =
 	/^(Prisma schema loaded|Datasource "|Loaded Prisma config|Prisma config detected|Environment variables loaded|WARNING: Your schema specifies the following datasource|- url$|- directUrl$|The values from your schema will NOT be used|We recommend you to remove those properties)/;
 
-/** Prisma's own error text, without its banner lines, for a one-paragraph failure message. */
+/**
+ * Prisma's own error text, without its banner lines, for a one-paragraph failure message; when it
+ * printed none, its exit code (or signal) and last lines.
+ */
 export function prismaErrorText(run: PrismaRun): string {
 	const text = `${run.stderr}\n${run.stdout}`
 		.split("\n")
 		.map((l) => l.trimEnd())
 		.filter((l) => l && !PRISMA_NOISE.test(l.trim()));
-	return text.join("\n").trim();
+	return failureReason(run, text.join("\n"));
 }
 
 /** Prisma Studio in the foreground, until the operator closes it or the run is interrupted. */

@@ -15,6 +15,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type pg from "pg";
+import { failureReason } from "./child-failure.ts";
 import { type Db, quoteIdent, quoteLiteral, withClient } from "./db.ts";
 import { EXIT, RunbookError } from "./errors.ts";
 import { describeCommand, type Tool } from "./pg-tools.ts";
@@ -196,6 +197,7 @@ export interface CopyOptions {
 
 interface Proc {
 	code: number | null;
+	signal: string | null;
 	stderr: string;
 }
 
@@ -242,27 +244,27 @@ function start(
 		child.on("error", (err) => {
 			stderr += `${err.message}\n`;
 		});
-		child.on("close", (code) => {
+		child.on("close", (code, signal) => {
 			out.end();
-			resolve({ code, stderr: redact(stderr) });
+			resolve({ code, signal, stderr: redact(stderr) });
 		});
 	});
 	return { child, done };
 }
 
 /** The tool's own error lines (not its --verbose progress). */
-function errorText(stderr: string): string {
-	const errs = stderr
+function errorText(p: Proc): string {
+	const errs = p.stderr
 		.split("\n")
 		.filter(
 			(l) =>
 				/error|fatal|could not|failed|denied/i.test(l) &&
 				!/^pg_restore: (processing|creating|executing)/.test(l),
 		);
-	return (errs.length ? errs : stderr.split("\n").filter(Boolean).slice(-3))
-		.slice(0, 4)
-		.join(" ")
-		.trim();
+	return failureReason(
+		{ exitCode: p.code, signal: p.signal, stderr: p.stderr },
+		errs.slice(0, 4).join(" "),
+	);
 }
 
 /**
@@ -302,11 +304,11 @@ async function pipe(
 	if (opts.signal?.aborted)
 		throw new RunbookError("Interrupted.", EXIT.interrupted);
 	if (d.code !== 0 && !producerStopped)
-		throw new RunbookError(`${out.name} failed: ${errorText(d.stderr)}`);
+		throw new RunbookError(`${out.name} failed: ${errorText(d)}`);
 	if (r.code !== 0)
-		throw new RunbookError(`${into.name} failed: ${errorText(r.stderr)}`);
+		throw new RunbookError(`${into.name} failed: ${errorText(r)}`);
 	if (d.code !== 0)
-		throw new RunbookError(`${out.name} failed: ${errorText(d.stderr)}`);
+		throw new RunbookError(`${out.name} failed: ${errorText(d)}`);
 }
 
 /** Runs one tool to its end; returns its standard output. */
@@ -329,7 +331,7 @@ async function run(
 	if (opts.signal?.aborted)
 		throw new RunbookError("Interrupted.", EXIT.interrupted);
 	if (r.code !== 0)
-		throw new RunbookError(`${tool.name} failed: ${errorText(r.stderr)}`);
+		throw new RunbookError(`${tool.name} failed: ${errorText(r)}`);
 	return stdout;
 }
 

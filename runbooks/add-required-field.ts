@@ -320,7 +320,7 @@ async function updateSchema(
 		);
 		if (formatted.exitCode !== 0)
 			ctx.warn(
-				`prisma format failed (the schema is still valid): ${prismaErrorText(formatted)}`,
+				`prisma format failed, so the field goes in unformatted: ${prismaErrorText(formatted)}`,
 			);
 		const next = join(
 			dirname(SCHEMA_PATH),

@@ -9,6 +9,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import type pg from "pg";
 import { runHook } from "../lib/app-hooks.ts";
 import { databaseSize, formatBytes } from "../lib/catalog.ts";
+import { failureReason } from "../lib/child-failure.ts";
 import { connect, serverVersion, withClient } from "../lib/db.ts";
 import {
 	applySwitch,
@@ -742,7 +743,9 @@ const steps: Step<State>[] = [
 				log: (l) => ctx.log(l),
 			});
 			if (run && run.outcome !== "passed")
-				throw new RunbookError(`VERIFY_CMD failed (exit ${run.exitCode}).`);
+				throw new RunbookError(
+					`VERIFY_CMD failed: ${failureReason({ exitCode: run.exitCode ?? null, stdout: run.output })}.`,
+				);
 			return { summary: `passed in ${formatDuration(run?.durationMs ?? 0)}` };
 		},
 		onFailure: (ctx) =>

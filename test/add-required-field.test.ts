@@ -3,7 +3,7 @@
 // writer, Prisma's status and validate clean afterwards, a constant default, a lock held by
 // another session (lock_timeout and retries), reruns, and bad input (exit 2, nothing changed).
 
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -410,5 +410,40 @@ describe("add-required-field.ts", () => {
 			type: "integer",
 		});
 		expect(schema()).toMatch(/^ {2}priority +Int +@default\(0\)$/m);
+	});
+});
+
+describe("add-required-field.ts, when prisma format fails", () => {
+	it("says why, in Prisma's own words", async () => {
+		// Its own checkout, whose schema.prisma Prisma cannot read (a field of an unknown type), and
+		// its own small database.
+		const broken = copyRepository();
+		const file = join(broken, "prisma", "schema.prisma");
+		writeFileSync(
+			file,
+			`${readFileSync(file, "utf8")}\nmodel Broken {\n  id   String @id\n  oops Nope\n}\n`,
+		);
+		const db = await createSeededDatabase("addrequired_format", 5);
+		try {
+			const run = await runRunbook("add-required-field", [...THUMB, "--yes"], {
+				env: {
+					DATABASE_URL: db,
+					RUNBOOK_AUDIT_LOG: join(scratchDir(), "audit.jsonl"),
+				},
+				root: broken,
+			});
+			const out = run.stdout + run.stderr;
+			expect(out).toMatch(
+				/! prisma format failed, so the field goes in unformatted: \S/,
+			);
+			expect(out).toContain(
+				'Type "Nope" is neither a built-in type, nor refers to another model',
+			);
+			// The field went in all the same, and the broken model is still there for its owner to fix.
+			expect(readFileSync(file, "utf8")).toMatch(/thumbnailPath/);
+			expect(readFileSync(file, "utf8")).toContain("oops Nope");
+		} finally {
+			await dropDatabase(db);
+		}
 	});
 });

@@ -13,12 +13,15 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { $ } from "zx";
 import { openAuditLog } from "../lib/audit.ts";
 import { removeStalePartials } from "../lib/backup.ts";
+import { failureReason } from "../lib/child-failure.ts";
 import { parseInvocation } from "../lib/cli.ts";
 import { readEnvFile, replaceEnvFile } from "../lib/env-file.ts";
 import { EXIT, plainError, RunbookError } from "../lib/errors.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg-tools.ts";
+import { prismaErrorText } from "../lib/prisma-cli.ts";
 import { isRunning, processToken } from "../lib/process-identity.ts";
 import { redact } from "../lib/secrets.ts";
 import {
@@ -286,5 +289,39 @@ describe("leftovers of killed backups", () => {
 		} finally {
 			parent.kill("SIGKILL");
 		}
+	});
+});
+
+describe("why a child tool failed", () => {
+	it("gives the tool's own message, or else how it ended and its last lines: never nothing", async () => {
+		const quiet = $({ nothrow: true, quiet: true });
+		// Killed after printing only Prisma's banner (what CI saw as "prisma format failed: ").
+		const killed =
+			await quiet`sh -c ${"echo 'Prisma schema loaded from prisma/schema.prisma'; kill -9 $$"}`;
+		const run = {
+			exitCode: killed.exitCode ?? 1,
+			signal: killed.signal,
+			stdout: killed.stdout,
+			stderr: killed.stderr,
+			command: "npx prisma format",
+		};
+		expect(prismaErrorText(run)).toBe(
+			"it was ended by SIGKILL; its last output: Prisma schema loaded from prisma/schema.prisma",
+		);
+		const silent = await quiet`sh -c ${"exit 3"}`;
+		expect(failureReason(silent)).toBe(
+			"it exited with code 3 and printed nothing",
+		);
+		const said =
+			await quiet`sh -c ${"echo 'error: no such table' >&2; exit 1"}`;
+		expect(
+			prismaErrorText({
+				...run,
+				exitCode: said.exitCode ?? 1,
+				signal: said.signal,
+				stdout: said.stdout,
+				stderr: said.stderr,
+			}),
+		).toBe("error: no such table");
 	});
 });
