@@ -4,6 +4,7 @@
 
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Fault, runWithFault } from "./support/faults.ts";
 
 import {
 	admin,
@@ -88,29 +89,43 @@ afterAll(async () => {
 describe("emergency-rollback.ts, interrupted", () => {
 	it("killed with SIGKILL at any moment of the restore step leaves the database wholly old or wholly restored, and a rerun completes", async () => {
 		expect(backupId).toBeDefined();
-		const moments = [
-			{ pattern: /\[8\/14\] Restore atomically/, delayMs: 0 },
+		// Moments of step 8: its start (the audit log's step_start) plus an offset, or a line it
+		// prints as the restore goes (the kill follows at once, or after delayMs).
+		const atStart = (offsetMs: number): Fault => ({
+			kind: "SIGKILL",
+			step: 8,
+			offsetMs,
+		});
+		const moments: Array<
+			{ fault: Fault } | { pattern: RegExp; delayMs: number }
+		> = [
+			{ fault: atStart(0) },
 			{ pattern: /BEGIN; dropping every object/, delayMs: 0 },
 			{ pattern: /loading .* rows\)/, delayMs: 100 },
 			{ pattern: /COMMIT: committing the restore/, delayMs: 0 },
-			{ pattern: /\[8\/14\] Restore atomically/, delayMs: 1500 },
+			{ fault: atStart(1500) },
+		];
+		const args = [
+			"--backup",
+			backupId,
+			"--yes",
+			"--confirm",
+			db,
+			"--skip-safety-backup",
 		];
 		const seen: string[] = [];
 		for (const moment of moments) {
 			await diverge();
 			const old = await snapshotDatabase(url);
 			expect(old).not.toEqual(atBackup);
-			const run = await rollback(
-				[
-					"--backup",
-					backupId,
-					"--yes",
-					"--confirm",
-					db,
-					"--skip-safety-backup",
-				],
-				{ signalOn: { ...moment, signal: "SIGKILL" } },
-			);
+			const run =
+				"fault" in moment
+					? await runWithFault("emergency-rollback", args, moment.fault, {
+							env,
+						})
+					: await rollback(args, {
+							signalOn: { ...moment, signal: "SIGKILL" },
+						});
 			expect(run.stdout).toMatch(/\[8\/14\] Restore atomically/);
 			await settle();
 			const now = await snapshotDatabase(url);
@@ -119,22 +134,20 @@ describe("emergency-rollback.ts, interrupted", () => {
 				: same(now, atBackup)
 					? "restored"
 					: "MIXED";
+			const out = run.stdout + run.stderr;
 			seen.push(
-				`${moment.pattern.source}+${moment.delayMs}ms: ${state} (exit ${run.code})`,
+				`${"fault" in moment ? `step 8 +${moment.fault.offsetMs} ms` : `${moment.pattern.source}+${moment.delayMs}ms`}: ${state} (exit ${run.code})`,
 			);
 			expect(state, seen.join("\n")).not.toBe("MIXED");
+			// Judged where the kill landed: before the restore's COMMIT was sent, the database is
+			// the old one; once it said it committed, the restored one.
+			if (!out.includes("COMMIT: committing the restore"))
+				expect(state, `${seen.join("\n")}\n${out}`).toBe("old");
+			if (out.includes("committed: the database now holds the backup"))
+				expect(state, `${seen.join("\n")}\n${out}`).toBe("restored");
 		}
-		// A kill at the start of the step always finds the old state.
-		expect(seen[0]).toContain(": old");
 
-		const rerun = await rollback([
-			"--backup",
-			backupId,
-			"--yes",
-			"--confirm",
-			db,
-			"--skip-safety-backup",
-		]);
+		const rerun = await rollback(args);
 		expect(rerun.code, rerun.stderr).toBe(0);
 		expect(rerun.stdout).toContain(
 			"--skip-safety-backup: this rollback cannot be undone",

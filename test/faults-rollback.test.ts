@@ -11,8 +11,9 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
 	describeFault,
-	expectStoppedInStep,
+	expectStopped,
 	type Fault,
+	type FaultRun,
 	runWithFault,
 	settle,
 	stoppedAt,
@@ -86,7 +87,7 @@ function envFor(url: string) {
  */
 async function checkFault(opts: {
 	url: string;
-	run: RunResult;
+	run: FaultRun;
 	fault: Fault;
 	audit: string;
 	allowed: Record<string, Snapshot>;
@@ -102,16 +103,9 @@ async function checkFault(opts: {
 		Object.entries(opts.allowed).find(([, s]) => same(now, s))?.[0] ?? "MIXED";
 	expect(state, what).not.toBe("MIXED");
 
-	// 2. The audit log says where it stopped, and the exit code says how: rerun (nothing restored
-	// yet), or what is left to do by hand after the restore.
-	const stop = expectStoppedInStep(
-		run,
-		audit,
-		RUNBOOK,
-		fault,
-		/To try again: npx tsx runbooks\/emergency-rollback\.ts|To resume, run the same command again|start it again \(APP_START_CMD\)/,
-		what,
-	);
+	// 2. The audit log says where it stopped, and the output what the database holds and the
+	// command that resumes; judged in the step the fault landed in.
+	const stop = expectStopped(run, audit, RUNBOOK, fault, what);
 
 	// 3. A rerun finishes, with the state an uninterrupted run leaves.
 	const again = await opts.rerun();
@@ -215,14 +209,19 @@ async function restoreUnderFault(url: string, fault: Fault): Promise<string> {
 	});
 }
 
-const RESTORE_STEPS: Array<{ step: number; title: string; delayMs: number }> = [
-	{ step: 5, title: "Stop the app (APP_STOP_CMD)", delayMs: 300 },
-	{ step: 6, title: "Safety backup of the current state", delayMs: 100 },
-	{ step: 7, title: "Terminate the other sessions", delayMs: 100 },
-	{ step: 8, title: "Restore atomically", delayMs: 200 },
-	{ step: 11, title: "Migration files: what to revert in git", delayMs: 100 },
-	{ step: 12, title: "Start the app (APP_START_CMD)", delayMs: 300 },
-];
+const RESTORE_STEPS: Array<{ step: number; title: string; offsetMs: number }> =
+	[
+		{ step: 5, title: "Stop the app (APP_STOP_CMD)", offsetMs: 300 },
+		{ step: 6, title: "Safety backup of the current state", offsetMs: 100 },
+		{ step: 7, title: "Terminate the other sessions", offsetMs: 100 },
+		{ step: 8, title: "Restore atomically", offsetMs: 200 },
+		{
+			step: 11,
+			title: "Migration files: what to revert in git",
+			offsetMs: 100,
+		},
+		{ step: 12, title: "Start the app (APP_START_CMD)", offsetMs: 300 },
+	];
 const SIGNALS = ["SIGKILL", "SIGINT"] as const;
 
 const outcomes: string[] = [];
@@ -233,12 +232,12 @@ describe("emergency-rollback.ts under faults (restore mode)", () => {
 	);
 	it.each(cases)(
 		"$kind at step $step ($title): database wholly as before or wholly restored; rerun restores",
-		async ({ step, kind, delayMs }) => {
+		async ({ step, kind, offsetMs }) => {
 			const url = await dbs.clone(
 				diverged,
 				`frb_${kind.toLowerCase()}_${step}`,
 			);
-			outcomes.push(await restoreUnderFault(url, { kind, step, delayMs }));
+			outcomes.push(await restoreUnderFault(url, { kind, step, offsetMs }));
 		},
 	);
 
@@ -248,7 +247,7 @@ describe("emergency-rollback.ts under faults (restore mode)", () => {
 			await restoreUnderFault(url, {
 				kind: "terminate",
 				step: 8,
-				delayMs: 200,
+				offsetMs: 200,
 				database: dbName(url),
 			}),
 		);
@@ -268,8 +267,8 @@ describe("emergency-rollback.ts under faults (--mode down, step 9)", () => {
 			await holder.connect();
 			await holder.query("begin");
 			await holder.query("select count(*) from user_preferences");
-			const fault: Fault = { kind, step: 9, delayMs: 300 };
-			let run: RunResult;
+			const fault: Fault = { kind, step: 9, offsetMs: 300 };
+			let run: FaultRun;
 			try {
 				run = await runWithFault(RUNBOOK, downArgs(url), fault, { env });
 			} finally {

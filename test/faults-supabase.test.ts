@@ -18,19 +18,17 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
 	describeFault,
-	expectStoppedInStep,
+	expectStopped,
 	type Fault,
+	type FaultRun,
 	runWithFault,
 	settle,
-	stepHeader,
-	stoppedAt,
 } from "./support/faults.ts";
 import { seedFaceSwap } from "./support/fixtures.ts";
 import {
 	admin,
 	createDatabase,
 	dropDatabase,
-	type RunOptions,
 	type RunResult,
 	runPrismaCli,
 	runRunbook,
@@ -172,19 +170,17 @@ afterAll(async () => {
 /** The checks every fault must pass; returns a line for the outcome table. */
 async function checkFault(opts: {
 	runbook: string;
-	run: RunResult;
-	fault: Fault | { kind: "terminate"; step: number; delayMs?: number };
+	run: FaultRun;
+	fault: Fault;
 	audit: string;
 	file: string;
 	dir: string;
 	allowedTarget: Record<string, Snapshot>;
 	finalTarget: Snapshot;
 	rerun: () => Promise<RunResult>;
-	/** For a step that ends in one synchronous write: the run may finish before the signal. */
-	mayFinish?: boolean;
 }): Promise<string> {
 	const { run, fault, audit } = opts;
-	const what = `${opts.runbook} ${describeFault(fault as Fault)}: exit ${run.code}\n${run.stdout.slice(-3000)}\n${run.stderr.slice(-2000)}`;
+	const what = `${opts.runbook} ${describeFault(fault)}: exit ${run.code}\n${run.stdout.slice(-3000)}\n${run.stderr.slice(-2000)}`;
 	await settleBoth();
 
 	// 1. Nothing lost or half-written, on every server and in .env.
@@ -207,24 +203,9 @@ async function checkFault(opts: {
 		expect(readEnv(join(opts.dir, envBackups[0])), what).toBe(original);
 	}
 
-	// 2. The audit log says where it stopped; the exit code says how.
-	let stop = stoppedAt(audit, opts.runbook);
-	const finished =
-		opts.mayFinish && stop.runEnded && stop.status !== "interrupted";
-	if (finished) {
-		// The signal came after the last step's synchronous write: the run is complete.
-		expect(envState, what).toBe("switched");
-		expect(stop.status, what).toMatch(/^(ok|warning)$/);
-	} else {
-		stop = expectStoppedInStep(
-			run,
-			audit,
-			opts.runbook,
-			fault as Fault,
-			/[Rr]erun|To resume, run the same command again|switch-db-env\.ts remote/,
-			what,
-		);
-	}
+	// 2. The audit log says where it stopped (the run may also have finished before the signal, as
+	// after a step that ends in one synchronous write); the exit code and the advice say how.
+	const stop = expectStopped(run, audit, opts.runbook, fault, what);
 
 	// 3. A rerun completes, with what an uninterrupted run leaves (no doubled rows).
 	const again = await opts.rerun();
@@ -244,14 +225,17 @@ async function checkFault(opts: {
  * `start`), judged by checkFault against a rerun as the operator would make it; records the outcome.
  */
 async function migrateUnderFault(
-	fault: Fault | { kind: "terminate"; step: number; delayMs?: number },
+	fault: Fault,
 	allowedTarget: Record<string, Snapshot>,
-	start = (args: string[], opts: RunOptions) =>
-		runWithFault("migrate-to-supabase", args, fault as Fault, opts),
-): Promise<RunResult> {
+): Promise<FaultRun> {
 	const { dir, file, audit } = app();
 	const opts = { env: migrateEnv(audit) };
-	const run = await start(migrateArgs(file), opts);
+	const run = await runWithFault(
+		"migrate-to-supabase",
+		migrateArgs(file),
+		fault,
+		opts,
+	);
 	outcomes.push(
 		await checkFault({
 			runbook: "migrate-to-supabase",
@@ -292,7 +276,7 @@ describe("migrate-to-supabase.ts under faults", () => {
 			}, sb.adminUrl);
 			const partial = await targetState();
 			const run = await migrateUnderFault(
-				{ kind, step: 2, delayMs: 50 },
+				{ kind, step: 2, offsetMs: 50 },
 				// Step 2's drops are one transaction; step 4's copy is another.
 				{ partial, cleared: targetEmpty, copied: targetCopied },
 			);
@@ -301,20 +285,20 @@ describe("migrate-to-supabase.ts under faults", () => {
 	);
 
 	const STEPS = [
-		{ step: 3, title: "create the extensions", delayMs: 50 },
-		{ step: 4, title: "copy (pg_dump | pg_restore)", delayMs: 150 },
-		{ step: 5, title: "reset sequences", delayMs: 50 },
-		{ step: 7, title: "switch .env", delayMs: 0 },
-		{ step: 8, title: "VERIFY_CMD", delayMs: 300 },
+		{ step: 3, title: "create the extensions", offsetMs: 50 },
+		{ step: 4, title: "copy (pg_dump | pg_restore)", offsetMs: 150 },
+		{ step: 5, title: "reset sequences", offsetMs: 50 },
+		{ step: 7, title: "switch .env", offsetMs: 0 },
+		{ step: 8, title: "VERIFY_CMD", offsetMs: 300 },
 	];
 	const cases = STEPS.flatMap((s) => SIGNALS.map((kind) => ({ ...s, kind })));
 	it.each(cases)(
 		"$kind at step $step ($title): target empty or wholly copied, .env original or switched; rerun ends as an uninterrupted run",
-		async ({ step, kind, delayMs }) => {
+		async ({ step, kind, offsetMs }) => {
 			await resetTarget();
 			expect(await targetState()).toEqual(targetEmpty);
 			await migrateUnderFault(
-				{ kind, step, delayMs },
+				{ kind, step, offsetMs },
 				{ empty: targetEmpty, copied: targetCopied },
 			);
 		},
@@ -323,17 +307,14 @@ describe("migrate-to-supabase.ts under faults", () => {
 	it("pg_terminate_backend of its target sessions during the copy: exit 1, public empty or wholly copied; rerun copies once", async () => {
 		await resetTarget();
 		await migrateUnderFault(
-			{ kind: "terminate", step: 4, delayMs: 150 },
+			{
+				kind: "terminate",
+				step: 4,
+				offsetMs: 150,
+				database: "postgres",
+				terminate: terminateTarget,
+			},
 			{ empty: targetEmpty, copied: targetCopied },
-			(args, opts) =>
-				runRunbook("migrate-to-supabase", args, {
-					...opts,
-					onMatch: {
-						pattern: stepHeader(4),
-						delayMs: 150,
-						run: terminateTarget,
-					},
-				}),
 		);
 	});
 });
@@ -345,7 +326,7 @@ describe("switch-db-env.ts under faults", () => {
 		"%s at step 3 (rewrite .env): .env byte for byte the original or the switched file; rerun switches",
 		async (kind) => {
 			const { dir, file, audit } = app();
-			const fault: Fault = { kind, step: 3, delayMs: 0 };
+			const fault: Fault = { kind, step: 3, offsetMs: 0 };
 			const run = await runWithFault(
 				"switch-db-env",
 				["remote", "--env-file", file],
@@ -363,7 +344,6 @@ describe("switch-db-env.ts under faults", () => {
 					dir,
 					allowedTarget: { unchanged: target },
 					finalTarget: target,
-					mayFinish: true,
 					rerun: () =>
 						runRunbook("switch-db-env", ["remote", "--env-file", file], {
 							env: { RUNBOOK_AUDIT_LOG: audit },

@@ -1,8 +1,16 @@
 // Fault injection for the runbooks: a signal to the process group (as `kill -9` or Ctrl-C from a
-// terminal) or the runbook's own database sessions terminated, at the moment a given step starts;
-// and what the audit log says about where a run stopped.
+// terminal) or the runbook's own database sessions terminated, a given time after a given step
+// started (its step_start line in the audit log, written just before the step's work begins); and
+// what the audit log says about where a run stopped, which is what the fault is judged by.
 
-import { existsSync, readFileSync } from "node:fs";
+import {
+	closeSync,
+	existsSync,
+	openSync,
+	readFileSync,
+	readSync,
+	statSync,
+} from "node:fs";
 import { expect } from "vitest";
 import {
 	admin,
@@ -12,44 +20,109 @@ import {
 	runRunbook,
 } from "./harness.ts";
 
+/** A fault `offsetMs` after step `step` started. */
 export type Fault =
-	| { kind: "SIGKILL" | "SIGINT"; step: number; delayMs?: number }
-	/** pg_terminate_backend on every session of `database` but the test's own. */
-	| { kind: "terminate"; step: number; delayMs?: number; database: string };
+	| { kind: "SIGKILL" | "SIGINT"; step: number; offsetMs?: number }
+	/**
+	 * pg_terminate_backend on every session of `database` but the test's own, or what `terminate`
+	 * does instead (a server where only some sessions may be ended).
+	 */
+	| {
+			kind: "terminate";
+			step: number;
+			offsetMs?: number;
+			database: string;
+			terminate?: () => Promise<unknown>;
+	  };
 
 /** Matches the runner's step header "[k/N] Title" for step k. */
 export const stepHeader = (step: number): RegExp =>
 	new RegExp(`\\[${step}/\\d+\\] `);
 
 export const describeFault = (f: Fault): string =>
-	`${f.kind === "terminate" ? "pg_terminate_backend" : f.kind} at step ${f.step}${f.delayMs ? ` +${f.delayMs} ms` : ""}`;
+	`${f.kind === "terminate" ? "pg_terminate_backend" : f.kind} at step ${f.step}${f.offsetMs ? ` +${f.offsetMs} ms` : ""}`;
 
 /** The fault aimed at the database `url` names (a terminate fault's sessions; signals as they are). */
 export const onDatabase = (f: Fault, url: string): Fault =>
 	f.kind === "terminate" ? { ...f, database: dbName(url) } : f;
 
-/** Runs the runbook and injects the fault once step `fault.step` has been announced. */
-export function runWithFault(
+/** The resume advice the runner prints after every failed or interrupted step, for `runbook`. */
+export const resumeAdvice = (runbook: string): RegExp =>
+	new RegExp(`\\n  To resume, run: npx tsx runbooks/${runbook}\\.ts\\b`);
+
+export interface FaultRun extends RunResult {
+	/** Whether the faulted step started (its step_start line appeared in the audit log). */
+	stepStarted: boolean;
+	/** Whether the fault was injected: false when the run had ended before its moment came. */
+	injected: boolean;
+}
+
+/**
+ * Runs the runbook (its env must name RUNBOOK_AUDIT_LOG) and injects the fault `offsetMs` after
+ * step `fault.step` wrote its step_start line. Under load the step may be over by then: the fault
+ * lands in a later step, and the checks below judge it where the audit log says it landed.
+ */
+export async function runWithFault(
 	runbook: string,
 	args: string[],
 	fault: Fault,
 	opts: RunOptions = {},
-): Promise<RunResult> {
-	const pattern = stepHeader(fault.step);
-	if (fault.kind === "terminate") {
-		return runRunbook(runbook, args, {
+): Promise<FaultRun> {
+	const audit = opts.env?.RUNBOOK_AUDIT_LOG;
+	if (!audit) throw new Error("runWithFault needs RUNBOOK_AUDIT_LOG in env");
+	// Earlier runs' lines (a reference run, say) are skipped: only what this run appends counts.
+	let offset = existsSync(audit) ? statSync(audit).size : 0;
+	let pending = "";
+	let stepStarted = false;
+	let injected = false;
+	let child: import("node:child_process").ChildProcess | undefined;
+	const inject = async () => {
+		if (!child?.pid || child.exitCode !== null || child.signalCode !== null)
+			return;
+		injected = true;
+		if (fault.kind === "terminate")
+			await (fault.terminate?.() ?? terminateSessions(fault.database));
+		else process.kill(-child.pid, fault.kind);
+	};
+	const poll = setInterval(() => {
+		if (stepStarted || !existsSync(audit)) return;
+		const fd = openSync(audit, "r");
+		try {
+			const buf = Buffer.alloc(statSync(audit).size - offset);
+			offset += readSync(fd, buf, 0, buf.length, offset);
+			pending += buf.toString("utf8");
+		} finally {
+			closeSync(fd);
+		}
+		const lines = pending.split("\n");
+		pending = lines.pop() ?? "";
+		for (const line of lines) {
+			const l = JSON.parse(line) as Record<string, unknown>;
+			if (
+				l.runbook === runbook &&
+				l.event === "step_start" &&
+				l.step_no === fault.step
+			) {
+				stepStarted = true;
+				clearInterval(poll);
+				setTimeout(() => {
+					inject().catch(() => {});
+				}, fault.offsetMs ?? 0);
+			}
+		}
+	}, 5);
+	try {
+		const run = await runRunbook(runbook, args, {
 			...opts,
-			onMatch: {
-				pattern,
-				delayMs: fault.delayMs,
-				run: () => terminateSessions(fault.database),
+			onSpawn: (c) => {
+				child = c;
+				opts.onSpawn?.(c);
 			},
 		});
+		return { ...run, stepStarted, injected };
+	} finally {
+		clearInterval(poll);
 	}
-	return runRunbook(runbook, args, {
-		...opts,
-		signalOn: { pattern, signal: fault.kind, delayMs: fault.delayMs },
-	});
 }
 
 /** Terminates every session on the database except the caller's; returns how many. */
@@ -101,43 +174,78 @@ export function stoppedAt(path: string, runbook: string): Stop {
 }
 
 /**
- * What every fault must leave in the audit log and the output, by kind. A fault that lands after
- * the last step ended (the run was finishing) leaves a finished run: both outcomes are checked.
+ * What every fault must leave in the audit log and the output, judged in the step where it landed
+ * (the audit log's last step_start, which may be later than the step it was aimed at when that one
+ * ended first). A fault that comes as the run is finishing, or never comes (the run was over before
+ * its moment), leaves a finished run. Returns where the run stopped.
  */
 export function expectStopped(
-	run: RunResult,
+	run: FaultRun,
 	audit: string,
 	runbook: string,
 	fault: Fault,
-	totalSteps: number,
-	resumeHint: RegExp,
-): void {
+	what = `${describeFault(fault)}: exit ${run.code}\n${run.stdout}${run.stderr}`,
+): Stop {
 	const stop = stoppedAt(audit, runbook);
-	const out = run.stdout + run.stderr;
-	expect(stop.stepNo, out).not.toBeNull();
-	expect(stop.stepNo as number, out).toBeGreaterThanOrEqual(fault.step);
+	const header = lastStepHeader(run.stdout + run.stderr);
+	expect(run.stepStarted, `step ${fault.step} never started\n${what}`).toBe(
+		true,
+	);
+	expect(stop.stepNo, what).not.toBeNull();
+	expect(stop.stepNo as number, what).toBeGreaterThanOrEqual(fault.step);
+	expect(stop.stepNo as number, what).toBeLessThanOrEqual(header);
 	const finished =
-		stop.stepNo === totalSteps &&
+		stop.runEnded &&
 		stop.ended &&
 		stop.status !== "interrupted" &&
 		stop.status !== "failed";
-	if (fault.kind === "SIGKILL") {
+	if (!run.injected) {
+		expect({ code: run.code, finished }, what).toEqual({
+			code: 0,
+			finished: true,
+		});
+	} else if (fault.kind === "SIGKILL") {
 		// Killed (no exit code), or it had already exited, done, when the kill came.
-		if (!finished || run.code !== 0) expect(run.code, out).toBeNull();
+		if (!finished || run.code !== 0) expect(run.code, what).toBeNull();
 		// No run_end line, unless the kill came as the finished run was exiting.
-		if (!finished) expect(stop.runEnded).toBe(false);
+		if (!finished) expect(stop.runEnded, what).toBe(false);
+		// Killed inside the last step it announced (or between its header and its audit line).
+		if (!finished && stop.stepNo === header)
+			expect(stop.ended, what).toBe(false);
 	} else if (fault.kind === "SIGINT") {
-		if (finished) expect([0, 130], out).toContain(run.code);
-		else expectInterrupted(run, stop, resumeHint, out);
+		if (finished) expect([0, 130], what).toContain(run.code);
+		else expectInterrupted(run, stop, runbook, what);
+	} else if (finished) {
+		// A lost connection the runbook got over (it reconnects where it can).
+		expect(run.code, what).toBe(0);
 	} else {
-		// A lost connection: the runbook reconnects and finishes, or fails saying how to carry on.
-		expect([0, 1], out).toContain(run.code);
-		expect(stop.runEnded).toBe(true);
-		if (run.code === 1) {
-			expect(stop.status).toBe("failed");
-			expect(run.stderr).toMatch(resumeHint);
-		}
+		expect(run.code, what).toBe(1);
+		expectFailed(run, stop, runbook, what);
 	}
+	return stop;
+}
+
+/** A failed step's outcome: logged as failed, named, and followed by the resume advice. */
+function expectFailed(
+	run: RunResult,
+	stop: Stop,
+	runbook: string,
+	what: string,
+): void {
+	expect(stop, what).toMatchObject({ status: "failed", runEnded: true });
+	expectAdvice(run, stop, runbook, what);
+}
+
+/** The step where the run stopped is named, then what it left and the one resume line. */
+function expectAdvice(
+	run: RunResult,
+	stop: Stop,
+	runbook: string,
+	what: string,
+): void {
+	const named = run.stderr.lastIndexOf(`✗ Step ${stop.stepNo} (`);
+	expect(named, what).toBeGreaterThanOrEqual(0);
+	expect(run.stderr.slice(named), what).toMatch(resumeAdvice(runbook));
 }
 
 /**
@@ -149,7 +257,7 @@ export function expectStopped(
 function expectInterrupted(
 	run: RunResult,
 	stop: Stop,
-	resumeHint: RegExp,
+	runbook: string,
 	what: string,
 ): void {
 	expect(run.code, what).toBe(130);
@@ -157,40 +265,7 @@ function expectInterrupted(
 	if (escalated) return;
 	expect(stop, what).toMatchObject({ ended: true, status: "interrupted" });
 	expect(run.stderr, what).toContain("Interrupted by the operator.");
-	expect(run.stderr, what).toMatch(resumeHint);
-}
-
-/**
- * Stricter than expectStopped, for faults that always land inside a step: the run stopped in the
- * faulted step or a later one it announced; a SIGKILL leaves no exit code and no run_end; a lost
- * connection fails the step (exit 1). Returns where it stopped.
- */
-export function expectStoppedInStep(
-	run: RunResult,
-	audit: string,
-	runbook: string,
-	fault: Fault,
-	resumeHint: RegExp,
-	what: string,
-): Stop {
-	const stop = stoppedAt(audit, runbook);
-	const header = lastStepHeader(run.stdout + run.stderr);
-	expect(stop.stepNo, what).not.toBeNull();
-	expect(stop.stepNo as number, what).toBeGreaterThanOrEqual(fault.step);
-	expect(stop.stepNo as number, what).toBeLessThanOrEqual(header);
-	if (fault.kind === "SIGKILL") {
-		expect(run.code, what).toBeNull();
-		expect(stop.runEnded, what).toBe(false);
-		// Killed inside the last step it announced (or between its header and its audit line).
-		if (stop.stepNo === header) expect(stop.ended, what).toBe(false);
-	} else if (fault.kind === "SIGINT") {
-		expectInterrupted(run, stop, resumeHint, what);
-	} else {
-		expect(run.code, what).toBe(1);
-		expect(stop, what).toMatchObject({ status: "failed", runEnded: true });
-		expect(run.stderr, what).toMatch(/✗ Step \d+ \(/);
-	}
-	return stop;
+	expectAdvice(run, stop, runbook, what);
 }
 
 /** The number of the last step header "[k/N]" a run printed. */
