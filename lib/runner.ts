@@ -644,15 +644,13 @@ function stopAdvice<S>(
 	} catch {
 		// An account that cannot be given (its inputs never computed) gives way to the generic one.
 	}
-	state ||= `${(step.kind ?? "read") === "read" ? "Nothing was changed by this step" : "This step stopped before its end"}${earlier(ctx.reports, index)}.`;
-	if (code !== EXIT.failed && code !== EXIT.interrupted) return [state];
+	const stopped = code === EXIT.failed || code === EXIT.interrupted;
+	state ||= `${stopped && step.kind && step.kind !== "read" ? "This step stopped before its end" : "Nothing was changed by this step"}${earlier(ctx.reports, index)}.`;
+	if (!stopped) return [state];
+	// The resume line, worded the same after every step.
 	const command = step.resume?.(ctx) ?? rerunCommand(`runbooks/${runbook}.ts`);
-	return [state, resumeLine(command)];
+	return [state, `To resume, run: ${command}`];
 }
-
-/** The resume advice, worded the same after every step. */
-export const resumeLine = (command: string): string =>
-	`To resume, run: ${command}`;
 
 /** "; what steps 2 and 3 changed is in place", for the earlier steps that changed something. */
 function earlier(reports: ReadonlyArray<StepReport>, index: number): string {
