@@ -526,6 +526,13 @@ async function terminateOthers(ctx: Ctx, db: Db): Promise<number[]> {
 			await signalSession(db, x.pid, "terminate");
 			done.push(x.pid);
 		} catch (err) {
+			// A superuser's session (on Supabase: the platform's own, supabase_admin): not ours to end.
+			if ((err as { code?: string }).code === "42501") {
+				ctx.log(
+					`  left alone: ${x.user} is a superuser, which ${ctx.target.direct.user} may not terminate`,
+				);
+				continue;
+			}
 			// It ended by itself between the listing and the signal.
 			if (!(err instanceof RunbookError && err.exitCode === EXIT.usage))
 				throw err;

@@ -555,6 +555,13 @@ create database ${pgIdent(name)} template ${pgIdent(source)} owner postgres;`,
 	}
 }
 
+/** The extensions the platform installs (a migration may add others to `extensions`). */
+const PLATFORM_EXTENSIONS = ["plpgsql", "pgcrypto", "uuid-ossp"];
+
+/** Not an extension's object (those an app adds to `extensions` are its own). */
+const notExtensionMember = (oid: string) =>
+	`not exists (select from pg_depend d where d.objid = ${oid} and d.deptype = 'e')`;
+
 /**
  * What must not change on the platform's side: its roles (attributes, password hashes, settings,
  * memberships), its schemas' owners and grants (public's too), every relation, column, constraint,
@@ -592,7 +599,7 @@ export async function snapshotPlatform(
                          where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '') as cols,
               coalesce((select string_agg(pg_get_constraintdef(k.oid), ',' order by k.conname) from pg_constraint k where k.conrelid = c.oid), '') as cons
          from pg_class c join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname = any($1) order by 1`,
+        where n.nspname = any($1) and ${notExtensionMember("c.oid")} order by 1`,
 			[FIXTURE_PLATFORM_SCHEMAS],
 		);
 		for (const o of objects.rows)
@@ -602,7 +609,7 @@ export async function snapshotPlatform(
 			`select p.oid::regprocedure::text as f, pg_get_userbyid(p.proowner) as owner, coalesce(p.proacl::text, '') as acl,
               md5(p.prosrc) as src, p.prosecdef as definer
          from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = any($1) order by 1`,
+        where n.nspname = any($1) and ${notExtensionMember("p.oid")} order by 1`,
 			[FIXTURE_PLATFORM_SCHEMAS],
 		);
 		for (const f of functions.rows)
@@ -640,7 +647,8 @@ export async function snapshotPlatform(
 		for (const d of defaults.rows)
 			out[`default privileges ${d.role} ${d.schema} ${d.kind}`] = d.acl;
 		const ext = await db.query(
-			"select e.extname, n.nspname, pg_get_userbyid(e.extowner) as owner, e.extversion from pg_extension e join pg_namespace n on n.oid = e.extnamespace order by 1",
+			"select e.extname, n.nspname, pg_get_userbyid(e.extowner) as owner, e.extversion from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = any($1) order by 1",
+			[PLATFORM_EXTENSIONS],
 		);
 		for (const e of ext.rows)
 			out[`extension ${e.extname}`] = `${e.nspname} ${e.owner} ${e.extversion}`;
