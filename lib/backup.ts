@@ -26,8 +26,10 @@ import {
 	type BackupScope,
 	chooseScope,
 	describeScope,
+	entriesOutsideScope,
 	readPrivileges,
 	scopeDumpArgs,
+	scopeOf,
 } from "./app-scope.ts";
 import { countTables, formatBytes, tableKey } from "./catalog.ts";
 import { connect, serverVersion } from "./db.ts";
@@ -636,6 +638,15 @@ export async function verifyBackup(
 			if (missing.length)
 				problems.push(
 					`the archive has no data for ${missing.length} counted table(s): ${missing.slice(0, 5).join(", ")}`,
+				);
+			const scope = scopeOf(m);
+			const outside =
+				scope.kind === "app"
+					? entriesOutsideScope(list.stdout, scope.schemas)
+					: [];
+			if (outside.length)
+				problems.push(
+					`the archive holds ${outside.length} entr${outside.length === 1 ? "y" : "ies"} outside the app's schemas (${scope.kind === "app" ? scope.schemas.join(", ") : ""}): ${outside.slice(0, 3).join("; ")}`,
 				);
 		}
 	}

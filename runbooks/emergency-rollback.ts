@@ -688,6 +688,10 @@ await runRunbook<State>({
 	env: {
 		BACKUP_DIR:
 			"Where backups and their manifests are (default backups/); the safety backup goes here too.",
+		BACKUP_SCOPE:
+			"What a backup holds: auto (default: the app's objects only on a Supabase database, else the whole database), app or database.",
+		APP_SCHEMAS:
+			"With scope app: the app's schemas, comma-separated (default public).",
 		BACKUP_MIN_FREE_MB:
 			"Space to leave free on BACKUP_DIR's disk after the safety backup (default 256).",
 		APP_STOP_CMD:

@@ -210,7 +210,7 @@ describe("emergency rollback on Supabase as postgres", () => {
 		expect(await snapshotPlatform(sb.adminUrl)).toEqual(platformBefore);
 		expect(await apiPrivileges(sb.adminUrl)).toEqual(privilegesBefore);
 		await throughPooler();
-	});
+	}, 600_000);
 
 	it("--rehearse: exit 0 as postgres (CREATEDB), the target untouched, no scratch database left", async () => {
 		const before = await snapshotDatabase(sb.adminUrl);
@@ -268,7 +268,7 @@ describe("emergency rollback on Supabase as postgres", () => {
 		for (const [k, v] of Object.entries(privileges))
 			expect(v, k).toBe(privilegesBefore[k]);
 		await throughPooler();
-	});
+	}, 600_000);
 
 	it("backup create there: verifies, holds nothing outside public, records its scope and the app's privileges", async () => {
 		const r = await run("backup", ["create", "--json"]);
