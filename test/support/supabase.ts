@@ -531,10 +531,14 @@ revoke all on schema public from pgbouncer;`,
 			password,
 			urls,
 			async cloneDatabase(name, source = "postgres") {
+				const url = withDatabase(cluster.adminUrl, "template1");
 				await execAs(
-					withDatabase(cluster.adminUrl, "template1"),
-					`select pg_terminate_backend(pid) from pg_stat_activity where datname = '${source}' and pid <> pg_backend_pid();
-create database ${pgIdent(name)} template ${pgIdent(source)} owner postgres;`,
+					url,
+					`select pg_terminate_backend(pid) from pg_stat_activity where datname = '${source}' and pid <> pg_backend_pid()`,
+				);
+				await execAs(
+					url,
+					`create database ${pgIdent(name)} template ${pgIdent(source)} owner postgres`,
 				);
 			},
 			async stop() {
@@ -574,6 +578,8 @@ export async function snapshotPlatform(
 	const db = new pg.Client({ connectionString: adminUrl });
 	await db.connect();
 	try {
+		// Names printed schema-qualified, whatever the app later puts in public (its own users table).
+		await db.query("set search_path = pg_catalog");
 		const out: Record<string, string> = {};
 		const roles = await db.query(
 			`select rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication,
