@@ -22,6 +22,15 @@ import {
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type pg from "pg";
+import {
+	type BackupScope,
+	chooseScope,
+	describeScope,
+	entriesOutsideScope,
+	readPrivileges,
+	scopeDumpArgs,
+	scopeOf,
+} from "./app-scope.ts";
 import { countTables, formatBytes, tableKey } from "./catalog.ts";
 import { failureReason } from "./child-failure.ts";
 import { connect, serverVersion } from "./db.ts";
@@ -65,6 +74,10 @@ export interface BackupManifest {
 	latest_migration: string | null;
 	/** Exact row counts per table ("table" in public, else "schema.table"), from the dump's snapshot. */
 	row_counts: Record<string, number>;
+	/** What the archive holds (absent in backups made before scopes: the whole database). */
+	scope?: BackupScope;
+	/** Scope app: the GRANT statements that give the app's objects their privileges, from the dump's snapshot. */
+	privileges?: string[];
 	/** Set by a successful verification; cleared when a later one fails. */
 	verified_at: string | null;
 	verify_error?: string | null;
@@ -133,9 +146,11 @@ export function dumpArgs(
 	format: BackupFormat,
 	jobs: number,
 	snapshot?: string,
+	scope: BackupScope = { kind: "database" },
 ): string[] {
 	return [
 		`--format=${format}`,
+		...scopeDumpArgs(scope),
 		...(format === "directory" && jobs > 1 ? [`--jobs=${jobs}`] : []),
 		`--file=${file}`,
 		`--lock-wait-timeout=${DUMP_LOCK_WAIT}`,
@@ -175,6 +190,7 @@ export function describeBackup(
 			),
 			conn,
 		),
+		"-- on a Supabase database (or BACKUP_SCOPE=app): the app's schemas only (--schema=public or APP_SCHEMAS, --no-privileges); the app's privileges read in that snapshot into the manifest",
 		"SELECT count(*) FROM <each table>;  -- in that snapshot, while pg_dump runs",
 		`mv ${join(dir, `.partial-${id}`, archive)} ${join(dir, archive)}  -- only when pg_dump succeeded`,
 		`write ${join(dir, `${id}.json`)}  -- the manifest; archive and manifest mode 0600`,
@@ -261,11 +277,16 @@ const DUMPED_TABLES = `
 /** Exact row counts of every table pg_dump dumps, keyed as in the manifest. */
 async function countDumpedTables(
 	db: pg.Client,
+	scope: BackupScope,
 	signal?: AbortSignal,
 ): Promise<Record<string, number>> {
-	const { rows } = await db.query<{ schema: string; name: string }>(
+	const { rows: all } = await db.query<{ schema: string; name: string }>(
 		DUMPED_TABLES,
 	);
+	const rows =
+		scope.kind === "app"
+			? all.filter((t) => scope.schemas.includes(t.schema))
+			: all;
 	return (await countTables(
 		db,
 		rows.map((t) => tableKey(t.schema, t.name)),
@@ -383,13 +404,19 @@ export async function createBackup(
 		);
 		const snapshot = rows[0].s;
 		const latest = await latestMigration(snap);
+		const scope = await chooseScope(snap, opts.env);
+		const privileges =
+			scope.kind === "app"
+				? await readPrivileges(snap, scope.schemas)
+				: undefined;
 		log(
 			`pg_dump ${check.pgDump.version} → ${join(dir, archive)} (${format}${jobs > 1 ? `, ${jobs} jobs` : ""}; estimated ${formatBytes(check.estimateBytes)}, ${formatBytes(check.freeBytes)} free)`,
 		);
+		log(`scope: ${describeScope(scope)}`);
 
 		const dumping = runTool(
 			check.pgDump,
-			dumpArgs(tmpArchive, format, jobs, snapshot),
+			dumpArgs(tmpArchive, format, jobs, snapshot, scope),
 			conn,
 			{
 				signal: opts.signal,
@@ -398,7 +425,7 @@ export async function createBackup(
 			},
 		);
 		// Count in the exported snapshot while pg_dump reads it; catch now, report after pg_dump ends.
-		const counting = countDumpedTables(snap, opts.signal).then(
+		const counting = countDumpedTables(snap, scope, opts.signal).then(
 			(c) => ({ ok: true as const, counts: c }),
 			(e: unknown) => ({ ok: false as const, error: e }),
 		);
@@ -452,6 +479,8 @@ export async function createBackup(
 			duration_ms: Math.round(performance.now() - started),
 			latest_migration: latest,
 			row_counts: counted.counts,
+			scope,
+			...(privileges ? { privileges } : {}),
 			verified_at: null,
 		};
 		renameSync(tmpArchive, join(dir, archive));
@@ -610,6 +639,15 @@ export async function verifyBackup(
 			if (missing.length)
 				problems.push(
 					`the archive has no data for ${missing.length} counted table(s): ${missing.slice(0, 5).join(", ")}`,
+				);
+			const scope = scopeOf(m);
+			const outside =
+				scope.kind === "app"
+					? entriesOutsideScope(list.stdout, scope.schemas)
+					: [];
+			if (outside.length)
+				problems.push(
+					`the archive holds ${outside.length} entr${outside.length === 1 ? "y" : "ies"} outside the app's schemas (${scope.kind === "app" ? scope.schemas.join(", ") : ""}): ${outside.slice(0, 3).join("; ")}`,
 				);
 		}
 	}

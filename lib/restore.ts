@@ -23,11 +23,24 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { rmSync } from "node:fs";
 import { Transform, type TransformCallback } from "node:stream";
+import {
+	type BackupScope,
+	resetPrivilegesSql,
+	scopeOf,
+	writeRestoreList,
+} from "./app-scope.ts";
 import type { BackupFormat } from "./backup.ts";
-import { connect, type Db, quoteIdent, quoteLiteral } from "./db.ts";
+import {
+	connect,
+	type Db,
+	quoteIdent,
+	quoteLiteral,
+	withClient,
+} from "./db.ts";
 import { EXIT, RunbookError } from "./errors.ts";
-import { describeCommand, type Tool } from "./pg-tools.ts";
+import { describeCommand, runTool, type Tool } from "./pg-tools.ts";
 import { redact } from "./secrets.ts";
 import { type Connection, libpqEnv, withDatabase } from "./target.ts";
 
@@ -86,20 +99,77 @@ $runbook_clear$;`;
 }
 
 /** What psql receives before the archive's SQL. */
-export function transactionHeader(lockTimeoutMs: number, schema = "public") {
+export function transactionHeader(lockTimeoutMs: number, schemas = ["public"]) {
 	return [
 		"BEGIN;",
 		"SET client_min_messages = warning;",
 		`SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms';  -- for the drops below; the archive's SQL then sets it to 0`,
-		clearSchemaSql(schema),
+		...schemas.map((s) => clearSchemaSql(s)),
 		"",
 	].join("\n");
 }
 
-const pgRestoreScriptArgs = (archive: string) => [
+/**
+ * A restore of a backup that holds the app's objects only (lib/app-scope.ts): the schemas it
+ * clears and refills, the table of contents to restore (--use-list: the schemas themselves stay),
+ * and the SQL that gives the objects their recorded privileges.
+ */
+export interface ScopedRestore {
+	schemas: string[];
+	listFile: string;
+	privilegesSql: string;
+	/** Removes the list file. */
+	dispose(): void;
+}
+
+/**
+ * What restoring a backup into `conn`'s database takes when the backup holds the app's objects
+ * only; undefined for a whole-database backup.
+ */
+export async function scopedRestore(
+	conn: Connection,
+	m: { scope?: BackupScope; privileges?: string[] },
+	archive: string,
+	pgRestore: Tool,
+	env?: NodeJS.ProcessEnv,
+): Promise<ScopedRestore | undefined> {
+	const scope = scopeOf(m);
+	if (scope.kind !== "app") return undefined;
+	const list = await runTool(pgRestore, ["--list", archive], null, {
+		env: { ...process.env, ...env },
+	});
+	if (list.exitCode !== 0)
+		throw new RunbookError(
+			`pg_restore --list cannot read ${archive}: ${tail(list.stderr) || `exit ${list.exitCode}`}`,
+		);
+	const existing = await withClient(
+		conn,
+		async (db) =>
+			(
+				await db.query<{ s: string }>(
+					"select nspname as s from pg_namespace where nspname = any($1)",
+					[scope.schemas],
+				)
+			).rows.map((r) => r.s),
+		RESTORE_APPLICATION,
+	);
+	const listFile = writeRestoreList(list.stdout, existing);
+	return {
+		schemas: scope.schemas,
+		listFile,
+		privilegesSql: resetPrivilegesSql(scope.schemas, m.privileges ?? []),
+		dispose: () => rmSync(listFile, { force: true }),
+	};
+}
+
+const useList = (scope?: ScopedRestore) =>
+	scope ? [`--use-list=${scope.listFile}`] : [];
+
+const pgRestoreScriptArgs = (archive: string, scope?: ScopedRestore) => [
 	"--clean",
 	"--if-exists",
 	"--no-password",
+	...useList(scope),
 	"--file=-",
 	archive,
 ];
@@ -117,10 +187,17 @@ export function describeTransactionRestore(
 	conn: Connection,
 	archive: string,
 	lockTimeoutMs: number,
+	appSchemas?: string[],
 ): string[] {
+	const schemas = appSchemas ?? ["public"];
 	return [
-		`( echo 'BEGIN; SET LOCAL lock_timeout = ${lockTimeoutMs}ms; <drop every table, view, sequence, routine and type in schema public>'`,
-		`  pg_restore ${pgRestoreScriptArgs(archive).join(" ")}`,
+		`( echo 'BEGIN; SET LOCAL lock_timeout = ${lockTimeoutMs}ms; <drop every table, view, sequence, routine and type in schema ${schemas.join(", ")}>'`,
+		`  pg_restore ${pgRestoreScriptArgs(archive).join(" ")}${appSchemas ? " --use-list=<its table of contents, the existing schemas themselves left out>" : ""}`,
+		...(appSchemas
+			? [
+					"  echo '<REVOKE every privilege on the app's objects; GRANT those the manifest records>'",
+				]
+			: []),
 		`  echo 'COMMIT;'   -- only when pg_restore succeeded; otherwise ROLLBACK`,
 		`) | ${describeCommand("psql", psqlArgs, conn)}`,
 		"-- one transaction: killed or failed at any point, PostgreSQL rolls it all back",
@@ -155,10 +232,16 @@ export function describeSwapRestore(
 	];
 }
 
-const restoreIntoArgs = (archive: string, database: string, jobs: number) => [
+const restoreIntoArgs = (
+	archive: string,
+	database: string,
+	jobs: number,
+	scope?: ScopedRestore,
+) => [
 	"--no-password",
 	"--exit-on-error",
 	...(jobs > 1 ? [`--jobs=${jobs}`] : []),
+	...useList(scope),
 	`--dbname=${database}`,
 	archive,
 ];
@@ -271,6 +354,8 @@ export interface RestoreOptions {
 	onProgress?: (rows: number, table: string | null) => void;
 	/** Milestones: "clearing", "loading", "committing", "committed". */
 	onPhase?: (phase: string) => void;
+	/** A backup of the app's objects only: see ScopedRestore. */
+	scope?: ScopedRestore;
 }
 
 export interface RestoreOutcome {
@@ -362,7 +447,7 @@ export async function restoreInTransaction(
 	});
 	const restore = spawn(
 		opts.pgRestore.path,
-		pgRestoreScriptArgs(opts.archive),
+		pgRestoreScriptArgs(opts.archive, opts.scope),
 		{
 			env,
 			stdio: ["ignore", "pipe", "pipe"],
@@ -400,7 +485,7 @@ export async function restoreInTransaction(
 		}
 	});
 	opts.onPhase?.("clearing");
-	psql.stdin.write(transactionHeader(opts.lockTimeoutMs));
+	psql.stdin.write(transactionHeader(opts.lockTimeoutMs, opts.scope?.schemas));
 	opts.onPhase?.("loading");
 	restore.stdout.pipe(counter).pipe(psql.stdin, { end: false });
 	const ended = once(counter, "end").catch(() => {});
@@ -411,6 +496,7 @@ export async function restoreInTransaction(
 	const ok =
 		restoreCode === 0 && !opts.signal?.aborted && psql.exitCode === null;
 	if (ok) {
+		if (opts.scope) psql.stdin.write(opts.scope.privilegesSql);
 		opts.onPhase?.("committing");
 		psql.stdin.end("COMMIT;\n");
 	} else {
@@ -445,14 +531,17 @@ export async function restoreInTransaction(
 /** pg_restore straight into a database (no transaction): for new, empty databases only. */
 export async function restoreIntoDatabase(
 	conn: Connection,
-	opts: Pick<RestoreOptions, "archive" | "pgRestore" | "env" | "signal"> & {
+	opts: Pick<
+		RestoreOptions,
+		"archive" | "pgRestore" | "env" | "signal" | "scope"
+	> & {
 		jobs: number;
 	},
 ): Promise<RestoreOutcome> {
 	const started = performance.now();
 	const child = spawn(
 		opts.pgRestore.path,
-		restoreIntoArgs(opts.archive, conn.database, opts.jobs),
+		restoreIntoArgs(opts.archive, conn.database, opts.jobs, opts.scope),
 		{ env: childEnv(conn, opts.env), stdio: ["ignore", "ignore", "pipe"] },
 	);
 	const onAbort = () => killAll([child]);
@@ -468,6 +557,9 @@ export async function restoreIntoDatabase(
 		throw new RunbookError(
 			`pg_restore into ${conn.database} failed (exit ${code}): ${tail(err) || "no message"}`,
 		);
+	const privileges = opts.scope?.privilegesSql;
+	if (privileges)
+		await withClient(conn, (db) => db.query(privileges), RESTORE_APPLICATION);
 	return { durationMs: Math.round(performance.now() - started), rows: 0 };
 }
 

@@ -335,6 +335,10 @@ await runRunbook<State>({
 	},
 	env: {
 		BACKUP_DIR: "Where the pre-deploy backup goes (default backups/).",
+		BACKUP_SCOPE:
+			"What a backup holds: auto (default: the app's objects only on a Supabase database, else the whole database), app or database.",
+		APP_SCHEMAS:
+			"With scope app: the app's schemas, comma-separated (default public).",
 		BACKUP_MIN_FREE_MB:
 			"Space to leave free on BACKUP_DIR's disk after the dump (default 256).",
 		SMOKE_TEST_CMD:

@@ -8,6 +8,7 @@
 
 import { lockHolders, readSessions, signalSession } from "../lib/activity.ts";
 import { type HookRun, runHook, runHookOrAsk } from "../lib/app-hooks.ts";
+import { describeScope, scopeOf } from "../lib/app-scope.ts";
 import {
 	type BackupEntry,
 	type BackupManifest,
@@ -62,6 +63,7 @@ import {
 	restoreBySwap,
 	restoreInTransaction,
 	restoreIntoDatabase,
+	scopedRestore,
 	scratchName,
 } from "../lib/restore.ts";
 import { listTables } from "../lib/row-checksums.ts";
@@ -69,7 +71,12 @@ import { acquireRunLock } from "../lib/run-lock.ts";
 import { type Context, runRunbook, type Step } from "../lib/runner.ts";
 import { smokeQueries } from "../lib/smoke.ts";
 import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
-import { makeTarget, type Target, withDatabase } from "../lib/target.ts";
+import {
+	type Connection,
+	makeTarget,
+	type Target,
+	withDatabase,
+} from "../lib/target.ts";
 
 const NAME = "emergency-rollback";
 const SCRIPT = `runbooks/${NAME}.ts`;
@@ -229,6 +236,20 @@ function restoreInputs(ctx: Ctx) {
 		tools: ctx.state.tools as { pgRestore: Tool; psql: Tool },
 	};
 }
+
+/** For a backup of the app's objects only, how to restore it into `conn`'s database (lib/app-scope.ts). */
+async function scopeFor(ctx: Ctx, conn: Connection) {
+	const { m, archive, tools } = restoreInputs(ctx);
+	const scope = await scopedRestore(conn, m, archive, tools.pgRestore, ctx.env);
+	if (scope) ctx.defer(() => scope.dispose());
+	return scope;
+}
+
+/** The app's schemas when the chosen backup holds the app's objects only. */
+const appSchemas = (ctx: Ctx) => {
+	const scope = scopeOf(ctx.state.backup?.manifest ?? {});
+	return scope.kind === "app" ? scope.schemas : undefined;
+};
 
 /** Drops the scratch databases an interrupted swap restore or rehearsal left behind. */
 async function dropLeftovers(
@@ -505,6 +526,13 @@ async function terminateOthers(ctx: Ctx, db: Db): Promise<number[]> {
 			await signalSession(db, x.pid, "terminate");
 			done.push(x.pid);
 		} catch (err) {
+			// A superuser's session (on Supabase: the platform's own, supabase_admin): not ours to end.
+			if ((err as { code?: string }).code === "42501") {
+				ctx.log(
+					`  left alone: ${x.user} is a superuser, which ${ctx.target.direct.user} may not terminate`,
+				);
+				continue;
+			}
 			// It ended by itself between the listing and the signal.
 			if (!(err instanceof RunbookError && err.exitCode === EXIT.usage))
 				throw err;
@@ -659,6 +687,10 @@ await runRunbook<State>({
 	env: {
 		BACKUP_DIR:
 			"Where backups and their manifests are (default backups/); the safety backup goes here too.",
+		BACKUP_SCOPE:
+			"What a backup holds: auto (default: the app's objects only on a Supabase database, else the whole database), app or database.",
+		APP_SCHEMAS:
+			"With scope app: the app's schemas, comma-separated (default public).",
 		BACKUP_MIN_FREE_MB:
 			"Space to leave free on BACKUP_DIR's disk after the safety backup (default 256).",
 		APP_STOP_CMD:
@@ -734,6 +766,12 @@ await runRunbook<State>({
 				}
 				ctx.state.backup = entry;
 				const m = entry.manifest;
+				const scope = scopeOf(m);
+				if (scope.kind === "app" && s.mode === "restore" && s.method === "swap")
+					throw usageError(
+						`${m.id} holds the app's objects only (${describeScope(scope)}): --method swap would replace the whole database with it. Nothing was changed.`,
+						"Use --method transaction (the default), which replaces the app's schemas only.",
+					);
 				if (!entry.archivePresent)
 					ctx.warn(
 						`the archive ${m.archive} is missing from ${backupDir(ctx.env)}`,
@@ -1002,6 +1040,7 @@ await runRunbook<State>({
 							ctx.target.direct,
 							archive,
 							s.lockTimeoutMs,
+							appSchemas(ctx),
 						);
 			},
 			async run(ctx) {
@@ -1050,6 +1089,7 @@ await runRunbook<State>({
 						summary: `swapped in ${m.id} in ${formatDuration(out.durationMs)}; previous database kept as ${out.oldDatabase}`,
 					};
 				}
+				const scope = await scopeFor(ctx, ctx.target.direct);
 				for (let attempt = 1; ; attempt++) {
 					const progress = startProgress({
 						unit: "rows",
@@ -1065,13 +1105,14 @@ await runRunbook<State>({
 							totalRows: total,
 							env: ctx.env,
 							signal: ctx.signal,
+							scope,
 							onProgress: (rows, t) =>
 								progress.update(rows, t ? `loading ${t}` : undefined),
 							onPhase: (p) => {
 								ctx.state.restorePhase = p;
 								progress.note(
 									p === "clearing"
-										? `BEGIN; dropping every object of schema public (lock_timeout ${formatMs(s.lockTimeoutMs)})`
+										? `BEGIN; dropping every object of schema ${scope?.schemas.join(", ") ?? "public"} (lock_timeout ${formatMs(s.lockTimeoutMs)})`
 										: p === "loading"
 											? `loading ${m.id} (${fmt(total)} rows)`
 											: p === "committing"
@@ -1171,7 +1212,12 @@ await runRunbook<State>({
 					`CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0;`,
 					...(s.method === "swap"
 						? [`pg_restore --jobs=${s.jobs} --dbname=${scratch} ${archive}`]
-						: describeTransactionRestore(conn, archive, s.lockTimeoutMs)),
+						: describeTransactionRestore(
+								conn,
+								archive,
+								s.lockTimeoutMs,
+								appSchemas(ctx),
+							)),
 					"-- verified as the real restore is, then:",
 					`DROP DATABASE ${quoteIdent(scratch)} WITH (FORCE);`,
 				];
@@ -1189,6 +1235,7 @@ await runRunbook<State>({
 				});
 				ctx.log(`created ${scratch}`);
 				const conn = withDatabase(ctx.target.direct, scratch);
+				const scope = await scopeFor(ctx, conn);
 				const total = sum(m.row_counts);
 				const progress = startProgress({ unit: "rows", total });
 				try {
@@ -1200,6 +1247,7 @@ await runRunbook<State>({
 									env: ctx.env,
 									signal: ctx.signal,
 									jobs: s.jobs,
+									scope,
 								})
 							: await restoreInTransaction(conn, {
 									archive,
@@ -1209,6 +1257,7 @@ await runRunbook<State>({
 									totalRows: total,
 									env: ctx.env,
 									signal: ctx.signal,
+									scope,
 									onProgress: (rows, t) =>
 										progress.update(rows, t ?? undefined),
 								});

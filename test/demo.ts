@@ -21,6 +21,8 @@ interface Scene {
 	runbook: string;
 	args: string[];
 	expect: number;
+	/** Runs with the database of the --env-file it names, not the demo's DATABASE_URL. */
+	fromEnvFile?: boolean;
 	before?: () => Promise<void> | void;
 	after?: () => Promise<void> | void;
 }
@@ -66,13 +68,14 @@ try {
 		RUNBOOK_AUDIT_LOG: auditLog,
 		BACKUP_DIR: join(work, "backups"),
 	};
-	const run = (runbook: string, args: string[]) =>
+	const { DATABASE_URL: _local, ...withoutUrl } = env;
+	const run = (runbook: string, args: string[], fromEnvFile = false) =>
 		spawnSync(
 			process.execPath,
 			[tsxCli, join(repo, "runbooks", `${runbook}.ts`), ...args],
 			{
 				cwd: repo,
-				env,
+				env: fromEnvFile ? withoutUrl : env,
 				stdio: ["ignore", "inherit", "inherit"],
 			},
 		).status;
@@ -123,6 +126,23 @@ try {
 		"0",
 	];
 	const envFile = join(repo, ".env");
+	const supabaseRollback = ["--yes", "--env-file", envFile];
+	const supabaseRestore = [
+		"--yes",
+		"--confirm",
+		"postgres",
+		"--env-file",
+		envFile,
+	];
+	/** The newest backup in BACKUP_DIR. */
+	const newestBackup = () =>
+		readdirSync(env.BACKUP_DIR as string)
+			.filter((f) => f.endsWith(".json"))
+			.map((f) =>
+				JSON.parse(readFileSync(join(env.BACKUP_DIR as string, f), "utf8")),
+			)
+			.sort((a, b) => a.created_at.localeCompare(b.created_at))
+			.at(-1).id as string;
 
 	const scenes: Scene[] = [
 		{
@@ -378,6 +398,36 @@ model UserPreferences {
 		},
 		{
 			title:
+				"On Supabase, as its non-superuser postgres: a backup holds the app's objects only (schema public, its privileges), not the platform's",
+			runbook: "backup",
+			args: ["--env-file", envFile],
+			expect: 0,
+			fromEnvFile: true,
+		},
+		{
+			title:
+				"Rehearse restoring it on Supabase: a scratch database created by postgres, restored, verified, dropped",
+			runbook: "emergency-rollback",
+			args: supabaseRollback,
+			expect: 0,
+			fromEnvFile: true,
+			before: () => {
+				supabaseRollback.unshift("--rehearse", "--backup", newestBackup());
+			},
+		},
+		{
+			title:
+				"Roll Supabase back to it: only the app's objects replaced, in one transaction; the platform's event triggers fire harmlessly",
+			runbook: "emergency-rollback",
+			args: supabaseRestore,
+			expect: 0,
+			fromEnvFile: true,
+			before: () => {
+				supabaseRestore.unshift("--backup", newestBackup());
+			},
+		},
+		{
+			title:
 				"switch-db-env status: which profile is active, and whether each answers",
 			runbook: "switch-db-env",
 			args: ["status", "--env-file", envFile],
@@ -396,7 +446,7 @@ model UserPreferences {
 		banner(
 			`${scene.title}\n  $ npx tsx runbooks/${scene.runbook}.ts ${scene.args.join(" ")}`,
 		);
-		const code = run(scene.runbook, scene.args);
+		const code = run(scene.runbook, scene.args, scene.fromEnvFile);
 		if (code !== scene.expect) {
 			failures++;
 			process.stdout.write(

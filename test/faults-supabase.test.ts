@@ -81,7 +81,7 @@ async function resetTarget(): Promise<void> {
         execute 'drop sequence if exists ' || r.t || ' cascade'; end loop;
     end $$`);
 		await db.query("drop schema if exists migrate_to_supabase cascade");
-		await db.query('drop extension if exists "uuid-ossp"');
+		await db.query("drop extension if exists pg_trgm");
 	}, sb.adminUrl);
 }
 
@@ -132,7 +132,7 @@ beforeAll(async () => {
 	// Enough rows that the copy step lasts well over the faults' delays.
 	await seedFaceSwap(src, { users: 600 });
 	// An extension the project lacks, so that step 3 has something to create.
-	await admin((db) => db.query('create extension "uuid-ossp"'), src);
+	await admin((db) => db.query("create extension pg_trgm"), src);
 	original = [
 		"# Face Swap",
 		`DATABASE_URL="${src}"`,

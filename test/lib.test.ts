@@ -7,6 +7,8 @@ import {
 	mkdtempSync,
 	readdirSync,
 	readFileSync,
+	rmSync,
+	statSync,
 	utimesSync,
 	writeFileSync,
 } from "node:fs";
@@ -14,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { $ } from "zx";
+import { entriesOutsideScope, writeRestoreList } from "../lib/app-scope.ts";
 import { openAuditLog } from "../lib/audit.ts";
 import { removeStalePartials } from "../lib/backup.ts";
 import { failureReason } from "../lib/child-failure.ts";
@@ -323,5 +326,51 @@ describe("why a child tool failed", () => {
 				stderr: said.stderr,
 			}),
 		).toBe("error: no such table");
+	});
+});
+
+describe("backups of the app's objects only (scope app)", () => {
+	const toc = [
+		";",
+		"; Archive created at 2026-12-03 07:48:52 UTC",
+		"7; 2615 2200 SCHEMA - public pg_database_owner",
+		"3602; 0 0 COMMENT - SCHEMA public pg_database_owner",
+		"983; 1247 16714 TYPE public PurchaseStatus postgres",
+		"239; 1259 16605 TABLE public _prisma_migrations postgres",
+		"3500; 0 16605 TABLE DATA public users postgres",
+		"9; 2615 16451 SCHEMA - auth supabase_admin",
+		"264; 1255 16491 FUNCTION auth role() supabase_auth_admin",
+		"2189; 826 16448 DEFAULT ACL public DEFAULT PRIVILEGES FOR TABLES supabase_admin",
+		"3650; 3466 16600 EVENT TRIGGER - pgrst_drop_watch supabase_admin",
+		"3651; 6104 16601 PUBLICATION - supabase_realtime postgres",
+	].join("\n");
+
+	it("names every entry outside the app's schemas or of a platform kind", () => {
+		expect(entriesOutsideScope(toc, ["public"])).toEqual([
+			"9; 2615 16451 SCHEMA - auth supabase_admin",
+			"264; 1255 16491 FUNCTION auth role() supabase_auth_admin",
+			"2189; 826 16448 DEFAULT ACL public DEFAULT PRIVILEGES FOR TABLES supabase_admin",
+			"3650; 3466 16600 EVENT TRIGGER - pgrst_drop_watch supabase_admin",
+			"3651; 6104 16601 PUBLICATION - supabase_realtime postgres",
+		]);
+	});
+
+	it("restores the objects of a schema that exists, not the schema itself", () => {
+		const file = writeRestoreList(toc, ["public"]);
+		try {
+			const lines = readFileSync(file, "utf8").split("\n");
+			expect(lines).toContain(
+				";7; 2615 2200 SCHEMA - public pg_database_owner",
+			);
+			expect(lines).toContain(
+				";3602; 0 0 COMMENT - SCHEMA public pg_database_owner",
+			);
+			expect(lines).toContain(
+				"239; 1259 16605 TABLE public _prisma_migrations postgres",
+			);
+			expect(statSync(file).mode & 0o777).toBe(0o600);
+		} finally {
+			rmSync(file, { force: true });
+		}
 	});
 });

@@ -46,7 +46,7 @@ beforeAll(async () => {
 	expect(deploy.code, deploy.stderr).toBe(0);
 	await seedFaceSwap(src, { users: 1000 });
 	// An extension the app's database has and the project lacks: created in `extensions`.
-	await admin((db) => db.query('create extension "uuid-ossp"'), src);
+	await admin((db) => db.query("create extension pg_trgm"), src);
 	platformBefore = await snapshotPlatform(sb.adminUrl);
 	dir = mkdtempSync(join(tmpdir(), "migrate-sb-"));
 	envFile = join(dir, ".env");
@@ -152,7 +152,7 @@ describe("migrate-to-supabase.ts", () => {
 			/\| PGOPTIONS='-c synchronous_commit=off -c maintenance_work_mem=256MB' PGHOST=127\.0\.0\.1 PGPORT=\d+ PGUSER=postgres PGDATABASE=postgres PGPASSWORD=\*\*\*\* pg_restore --dbname=postgres --schema=public/,
 		);
 		expect(r.stdout).toContain(
-			'create extension if not exists "uuid-ossp" with schema "extensions";',
+			'create extension if not exists "pg_trgm" with schema "extensions";',
 		);
 		expect(r.stdout).toContain("DATABASE_URL: set to REMOTE_DATABASE_URL");
 		expectNoSecrets(r);
@@ -183,7 +183,7 @@ describe("migrate-to-supabase.ts", () => {
 		const ext = await admin(
 			(db) =>
 				db.query(
-					"select extnamespace::regnamespace::text as s from pg_extension where extname = 'uuid-ossp'",
+					"select extnamespace::regnamespace::text as s from pg_extension where extname = 'pg_trgm'",
 				),
 			sb.adminUrl,
 		);
