@@ -20,7 +20,7 @@ import {
 	rollbackCommand,
 } from "../lib/backup.ts";
 import { describeTables, formatBytes } from "../lib/catalog.ts";
-import { type Db, quoteLiteral, serverVersion } from "../lib/db.ts";
+import { quoteLiteral, serverVersion } from "../lib/db.ts";
 import {
 	databaseDrift,
 	explainDriftStatement,
@@ -29,6 +29,7 @@ import {
 } from "../lib/drift.ts";
 import { formatMs, parseDuration } from "../lib/duration.ts";
 import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
+import { DeployWalk, describeRows } from "../lib/lint-judgement.ts";
 import { type WatchReport, watchLocks } from "../lib/lock-watch.ts";
 import {
 	backoffMs,
@@ -38,7 +39,7 @@ import {
 	deployCommand,
 	deployWithRetries,
 } from "../lib/migrate-deploy.ts";
-import { tableOfStatement, tablesTouched } from "../lib/migration-sql.ts";
+import { tablesTouched } from "../lib/migration-sql.ts";
 import {
 	type History,
 	type LocalMigration,
@@ -53,13 +54,7 @@ import {
 } from "../lib/prisma-cli.ts";
 import { type Context, runRunbook } from "../lib/runner.ts";
 import { type SmokeQuery, smokeQueries } from "../lib/smoke.ts";
-import {
-	acceptOnSmallTables,
-	describeFindings,
-	type Finding,
-	type LintResult,
-	lintSql,
-} from "../lib/sql-lint.ts";
+import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
 
 interface State {
 	server?: string;
@@ -90,6 +85,8 @@ interface Settings extends DeploySettings {
 	smallTableBytes: number;
 	monitorSeconds: number;
 	allow: string[];
+	/** --lint-since: migrations up to this one are a baseline, their findings notes. */
+	lintSince: string | null;
 }
 
 function settings(ctx: Ctx): Settings {
@@ -129,6 +126,7 @@ function settings(ctx: Ctx): Settings {
 		smallTableBytes: Number(f["small-table-mb"]) * 1024 * 1024,
 		monitorSeconds: Number(f["monitor-seconds"]),
 		allow,
+		lintSince: (f["lint-since"] as string | undefined) || null,
 	};
 }
 
@@ -236,41 +234,6 @@ function stateAfterFailure(ctx: Ctx): string {
 	return lines.join("\n");
 }
 
-/** Findings on a table small enough that the lock they warn about lasts a fraction of a second, accepted. */
-async function judgeFindings(
-	db: Db,
-	result: LintResult,
-	s: Settings,
-	createdEarlier: Set<string>,
-): Promise<LintResult> {
-	return acceptOnSmallTables(
-		result,
-		s.smallTableBytes,
-		async (f: Finding) => {
-			const drop =
-				/^DROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?("(?:[^"]|"")+"|\w+)/i.exec(
-					f.statement,
-				);
-			if (drop) {
-				const r = await db.query<{ t: string | null }>(
-					"select (select format('%I.%I', n.nspname, c.relname) from pg_index i join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace where i.indexrelid = to_regclass($1)) as t",
-					[drop[1]],
-				);
-				return r.rows[0].t;
-			}
-			return tableOfStatement(f.statement);
-		},
-		async (table) => {
-			const r = await db.query<{ bytes: string | null }>(
-				"select pg_table_size(to_regclass($1)) as bytes",
-				[table],
-			);
-			return r.rows[0].bytes === null ? null : Number(r.rows[0].bytes);
-		},
-		(table) => createdEarlier.has(table),
-	);
-}
-
 await runRunbook<State>({
 	name: "deploy-production",
 	summary:
@@ -279,8 +242,11 @@ await runRunbook<State>({
 		"Connects through DIRECT_URL when set (never through a transaction pooler). Refuses (exit 3), changing\n" +
 		"nothing, when _prisma_migrations holds a failed or unfinished migration, when squawk finds an unsafe\n" +
 		"statement in a pending migration.sql that is not allowed by name (--allow <rule>), or when a session has\n" +
-		"held a lock on a table the migrations touch for longer than --max-holder-age. Index builds and constraint\n" +
-		"checks on tables under --small-table-mb are accepted: their lock lasts a fraction of a second.\n" +
+		"held a lock on a table the migrations touch for longer than --max-holder-age. Each finding is judged by\n" +
+		"its table as it will be when the statement runs: created earlier in this deploy or existing with no rows\n" +
+		"(counted), it is accepted whatever the rule; under --small-table-mb, accepted when the only risk is a short\n" +
+		"lock; with rows, refused, naming them. A fresh install (no _prisma_migrations, no tables) shows findings as\n" +
+		"notes; --lint-since <migration> makes the history up to it a baseline.\n" +
 		"Then takes a pre-deploy backup and verifies it (no verified backup, no deploy), asks (or --yes --confirm\n" +
 		"<database>), and runs prisma migrate deploy with lock_timeout and statement_timeout on every session, so\n" +
 		"a migration that cannot get its lock gives up instead of queueing every query on the table behind it;\n" +
@@ -320,12 +286,18 @@ await runRunbook<State>({
 			description:
 				"Refuse when a session has held a lock on a touched table in a transaction this old.",
 		},
+		"lint-since": {
+			type: "string",
+			value: "<migration>",
+			description:
+				"Lint baseline: migrations up to and including this one are applied without refusal, their findings printed as notes.",
+		},
 		"small-table-mb": {
 			type: "number",
 			value: "<MB>",
 			default: 10,
 			description:
-				"Accept non-concurrent index builds and constraint checks on tables smaller than this.",
+				"Accept findings whose only risk is a short lock (index builds, constraint checks) on tables smaller than this.",
 		},
 		"monitor-seconds": {
 			type: "number",
@@ -342,6 +314,8 @@ await runRunbook<State>({
 		SMOKE_TEST_CMD:
 			"Shell command run after the built-in smoke queries, e.g. curl -fsS https://app/api/health.",
 		PRISMA_MIGRATIONS_DIR: "Migrations folder (default prisma/migrations).",
+		PRISMA_SCHEMA:
+			"The schema the verify step compares the migrations with (default prisma/schema.prisma).",
 		PRISMA_ENGINE:
 			"Prisma schema engine: wasm (default; the only one the timeouts are tested with) or native.",
 		PG_BIN_DIR:
@@ -398,11 +372,13 @@ await runRunbook<State>({
 						await resolveAdvice(ctx, h, failed[0].migration),
 					);
 				}
+				let appTables = 0;
 				if (h.tableMissing) {
 					const tables = await db.query<{ n: string }>(
-						"select count(*) as n from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r','p')",
+						"select count(*) as n from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = current_schema() and c.relkind in ('r','p')",
 					);
-					if (Number(tables.rows[0].n) > 0) {
+					appTables = Number(tables.rows[0].n);
+					if (appTables > 0) {
 						throw refusal(
 							"The database has tables but no _prisma_migrations: it was never deployed with Prisma Migrate, so deploying would try to create what exists.",
 							"Baseline it first: mark the migrations it already contains as applied (prisma migrate resolve --applied <name>).",
@@ -426,8 +402,22 @@ await runRunbook<State>({
 				ctx.log(`pending (${h.pending.length}):`);
 				for (const m of h.pending) ctx.log(`  ${m.name}`);
 
-				// Lint every pending migration.sql; findings about short locks on small tables are accepted.
-				const created = new Set<string>();
+				// Lint every pending migration.sql, and judge each finding by its table as it will be when
+				// the statement runs (created earlier in this deploy, empty, small, or holding rows).
+				if (s.lintSince && !h.local.some((m) => m.name === s.lintSince))
+					throw usageError(
+						`--lint-since ${s.lintSince}: no such migration in ${displayPath(dir)}.`,
+						"Give the folder name of the last migration to treat as a baseline, e.g. --lint-since 20240101000000_init.",
+					);
+				const freshInstall = h.tableMissing && appTables === 0;
+				if (freshInstall)
+					ctx.log(
+						"fresh install: no _prisma_migrations and no tables; findings are shown as notes",
+					);
+				const walk = new DeployWalk(db, {
+					smallTableBytes: s.smallTableBytes,
+					freshInstall,
+				});
 				for (const m of h.pending) {
 					const raw = await lintSql(
 						m.sql,
@@ -435,18 +425,11 @@ await runRunbook<State>({
 						s.allow,
 						String(v.major),
 					);
-					const judged = await judgeFindings(db, raw, s, created);
+					const baseline =
+						s.lintSince && m.name <= s.lintSince ? s.lintSince : undefined;
+					const judged = await walk.judge(m.name, m.sql, raw, baseline);
 					ctx.state.lint.push(judged);
 					for (const line of describeFindings(judged)) ctx.log(line);
-					for (const c of m.sql.matchAll(
-						/\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"(?:\."(?:[^"]|"")+")?|\w+)/gi,
-					)) {
-						created.add(
-							c[1].includes(".")
-								? c[1].replace(/"/g, "")
-								: `public.${c[1].replace(/"/g, "")}`,
-						);
-					}
 				}
 				const findings = ctx.state.lint.flatMap((l) =>
 					l.findings.map((f) => ({ ...f, file: l.file })),
@@ -480,16 +463,22 @@ await runRunbook<State>({
 				ctx.log(
 					`database ${formatBytes(Number(size))}; largest tables: ${largest.map((x) => `${x.name} ${formatBytes(x.totalBytes)}`).join(", ")}`,
 				);
+				// Existing tables only: one a pending migration creates cannot be locked by anyone yet.
 				const touched = [
 					...new Set(h.pending.flatMap((m) => tablesTouched(m.sql))),
-				];
+				].filter((t) => !walk.created.has(t));
 				ctx.state.touched = touched;
-				const info = (name: string) =>
-					tables.find((x) => `public.${x.name}` === name);
 				if (touched.length) {
-					ctx.log(
-						`tables the migrations lock: ${touched.map((n) => `${n.replace(/^public\./, "")} (${info(n) ? `${formatBytes(info(n)?.totalBytes ?? 0)}${info(n)?.estimatedRows ? `, ~${info(n)?.estimatedRows} rows` : ""}` : "new"})`).join(", ")}`,
-					);
+					const sizes: string[] = [];
+					for (const t of touched) {
+						const r = await walk.rowsOf(t);
+						sizes.push(
+							r
+								? `${t} (${formatBytes(r.bytes)}; ${describeRows(t, r).replace(`${t} has `, "")})`
+								: `${t} (not found)`,
+						);
+					}
+					ctx.log(`tables the migrations lock: ${sizes.join(", ")}`);
 				}
 
 				// Sessions that would make the migration wait (and everyone behind it).
