@@ -20,7 +20,7 @@ import {
 	rollbackCommand,
 } from "../lib/backup.ts";
 import { describeTables, formatBytes } from "../lib/catalog.ts";
-import { quoteLiteral, serverVersion } from "../lib/db.ts";
+import { type Db, quoteLiteral, serverVersion } from "../lib/db.ts";
 import {
 	databaseDrift,
 	explainDriftStatement,
@@ -33,13 +33,19 @@ import { DeployWalk, describeRows } from "../lib/lint-judgement.ts";
 import { type WatchReport, watchLocks } from "../lib/lock-watch.ts";
 import {
 	backoffMs,
+	DEPLOY_APPLICATION,
 	DEPLOY_ARGS,
 	type DeployOutcome,
 	type DeploySettings,
 	deployCommand,
 	deployWithRetries,
+	type InvalidIndex,
 } from "../lib/migrate-deploy.ts";
-import { tablesTouched } from "../lib/migration-sql.ts";
+import {
+	concurrentIndexBuilds,
+	qualifiedName,
+	tablesTouched,
+} from "../lib/migration-sql.ts";
 import {
 	type History,
 	type LocalMigration,
@@ -71,6 +77,7 @@ interface State {
 		applied: string[];
 		markedRolledBack: boolean;
 		leftSessions: number;
+		invalidIndexes: InvalidIndex[];
 	};
 	applying: boolean;
 	smoke?: { queries: SmokeQuery[]; hook: HookRun };
@@ -103,6 +110,14 @@ function settings(ctx: Ctx): Settings {
 		f["statement-timeout"] as string,
 		"--statement-timeout",
 	);
+	const concurrentTimeoutMs = parseDuration(
+		f["concurrent-timeout"] as string,
+		"--concurrent-timeout",
+	);
+	if (concurrentTimeoutMs < 100)
+		throw usageError(
+			"--concurrent-timeout must be at least 100ms (0 would wait forever, which is what it prevents).",
+		);
 	const retries = Number(f.retries);
 	if (!Number.isInteger(retries))
 		throw usageError(`--retries needs a whole number, not "${f.retries}".`);
@@ -118,6 +133,7 @@ function settings(ctx: Ctx): Settings {
 	return {
 		lockTimeoutMs,
 		statementTimeoutMs,
+		concurrentTimeoutMs,
 		retries,
 		maxHolderAgeMs: parseDuration(
 			f["max-holder-age"] as string,
@@ -155,6 +171,19 @@ async function resolveAdvice(
 	const finished = h.applied
 		.filter((r) => r.finished_at && !r.rolled_back_at)
 		.map((r) => r.migration_name);
+	// A concurrent index build runs outside a transaction: what it left is read from the catalog.
+	const sql = h.local.find((m) => m.name === migration)?.sql;
+	const builds = sql === undefined ? null : concurrentIndexBuilds(sql);
+	if (builds) {
+		const state = await concurrentBuildState(await ctx.db(), builds);
+		if (state.running)
+			return `Its CREATE INDEX CONCURRENTLY is still running in pid ${state.running}: wait for it to end (npx tsx runbooks/monitor.ts), then rerun the deploy.`;
+		if (state.invalid.length)
+			return `Its CREATE INDEX CONCURRENTLY was interrupted and left ${state.invalid.join(", ")} INVALID in the database (the rest of it is not there). Drop it, mark the migration rolled back, then rerun the deploy:\n${state.invalid.map((i) => `  DROP INDEX CONCURRENTLY IF EXISTS ${i};`).join("\n")}\n  ${markRolledBackSql(migration)}`;
+		if (state.valid.length === builds.length)
+			return `Its index build completed (${state.valid.join(", ")} valid) but was never recorded. Mark it applied, then rerun the deploy:\n  npx tsx runbooks/troubleshoot.ts --resolve-applied ${migration}`;
+		return `None of it is in the database (no index it builds exists). Mark it rolled back, then rerun the deploy:\n  ${markRolledBackSql(migration)}`;
+	}
 	ctx.log(
 		`comparing the database with the migrations, with and without ${migration} ...`,
 	);
@@ -172,6 +201,42 @@ async function resolveAdvice(
 	return "The database matches neither the migrations with it nor without it: see what it left with npx tsx runbooks/troubleshoot.ts, and resolve it by hand.";
 }
 
+/** Which indexes of a concurrent build exist, valid or INVALID, and whether a deploy session still runs one. */
+async function concurrentBuildState(
+	db: Db,
+	builds: NonNullable<ReturnType<typeof concurrentIndexBuilds>>,
+): Promise<{ running: number | null; valid: string[]; invalid: string[] }> {
+	const running = await db.query<{ pid: number }>(
+		"select pid from pg_stat_progress_create_index where pid in (select pid from pg_stat_activity where application_name = $1) limit 1",
+		[DEPLOY_APPLICATION],
+	);
+	const valid: string[] = [];
+	const invalid: string[] = [];
+	for (const b of builds) {
+		if (!b.index) continue;
+		const name = qualifiedName({ schema: b.table.schema, name: b.index });
+		const r = await db.query<{ valid: boolean }>(
+			"select indisvalid as valid from pg_index where indexrelid = to_regclass($1)",
+			[name],
+		);
+		if (r.rows[0]) (r.rows[0].valid ? valid : invalid).push(name);
+	}
+	return { running: running.rows[0]?.pid ?? null, valid, invalid };
+}
+
+/** What a failed migration left in the database, truthfully for each way it runs. */
+function whatStayed(f: NonNullable<DeployOutcome["failure"]>): string {
+	if (f.partial)
+		return "It commits in parts (BEGIN/COMMIT of its own), so the statements before its failing part may be in the database: check with npx tsx runbooks/validate.ts";
+	if (f.invalidIndexes.length) {
+		const left = f.invalidIndexes.filter((i) => !i.dropped);
+		return left.length
+			? `CREATE INDEX CONCURRENTLY runs outside a transaction: it left ${left.map((i) => i.index).join(", ")} INVALID in the database (dropping it failed: ${left[0].error}); drop it with DROP INDEX CONCURRENTLY IF EXISTS ${left[0].index} before a retry`
+			: `CREATE INDEX CONCURRENTLY runs outside a transaction: the INVALID index it left (${f.invalidIndexes.map((i) => i.index).join(", ")}) was dropped, so none of it is in the database`;
+	}
+	return "PostgreSQL rolled its transaction back, so none of it is in the database";
+}
+
 /** What the database holds after a failure at or after the apply step, and the way back. */
 function stateAfterFailure(ctx: Ctx): string {
 	const lines: string[] = [];
@@ -184,7 +249,7 @@ function stateAfterFailure(ctx: Ctx): string {
 		const f = d.failure;
 		if (f?.migration) {
 			lines.push(
-				`Failed: ${f.migration}. PostgreSQL rolled its transaction back, so none of it is in the database; ${
+				`Failed: ${f.migration}. ${whatStayed(f)}; ${
 					f.markedRolledBack
 						? "it is marked rolled back in _prisma_migrations, so the next deploy applies it again."
 						: `_prisma_migrations records it as failed, and deploys refuse until it is resolved: fix the migration, then mark it rolled back:\n  ${markRolledBackSql(f.migration as string)}`
@@ -202,7 +267,14 @@ function stateAfterFailure(ctx: Ctx): string {
 		);
 		if (i.migration && i.markedRolledBack) {
 			lines.push(
-				`${i.migration} was running: its session was cancelled, PostgreSQL rolled it back, and it is marked rolled back in _prisma_migrations (the next deploy applies it again).`,
+				i.invalidIndexes.length
+					? `${i.migration} was running: its concurrent index build was cancelled, the INVALID index it left (${i.invalidIndexes.map((x) => x.index).join(", ")}) was dropped, so none of it is in the database, and it is marked rolled back in _prisma_migrations (the next deploy applies it again).`
+					: `${i.migration} was running: its session was cancelled, PostgreSQL rolled it back, and it is marked rolled back in _prisma_migrations (the next deploy applies it again).`,
+			);
+		} else if (i.migration && i.invalidIndexes.some((x) => !x.dropped)) {
+			const x = i.invalidIndexes.find((y) => !y.dropped) as InvalidIndex;
+			lines.push(
+				`${i.migration} was running: its concurrent index build was cancelled and left ${x.index} INVALID in the database (dropping it failed: ${x.error}). Drop it, then mark the migration rolled back:\n  DROP INDEX CONCURRENTLY IF EXISTS ${x.index};\n  ${markRolledBackSql(i.migration)}`,
 			);
 		} else if (i.migration) {
 			lines.push(
@@ -265,6 +337,13 @@ await runRunbook<State>({
 			value: "<duration>",
 			default: "5s",
 			description: "Longest wait for a lock per statement.",
+		},
+		"concurrent-timeout": {
+			type: "string",
+			value: "<duration>",
+			default: "10min",
+			description:
+				"Longest wait of a CREATE INDEX CONCURRENTLY migration for older transactions (its waits block no reads or writes); an INVALID index a timed-out build leaves is dropped before the retry.",
 		},
 		"statement-timeout": {
 			type: "string",
@@ -604,6 +683,11 @@ await runRunbook<State>({
 			async run(ctx) {
 				const s = settings(ctx);
 				ctx.state.applying = true;
+				let lastPhase = "";
+				const concurrent = (name: string | null) => {
+					const sql = ctx.state.pending.find((m) => m.name === name)?.sql;
+					return sql !== undefined && concurrentIndexBuilds(sql) !== null;
+				};
 				const outcome = await deployWithRetries({
 					target: ctx.target,
 					env: ctx.env,
@@ -615,7 +699,9 @@ await runRunbook<State>({
 						if (e.type === "waiting") {
 							for (const b of e.blockers) {
 								ctx.log(
-									`waiting up to ${formatMs(s.lockTimeoutMs)} for a lock${b.table ? ` on ${b.table}` : ""} held by pid ${b.pid} ("${b.application}")`,
+									b.table
+										? `waiting up to ${formatMs(s.lockTimeoutMs)} for a lock on ${b.table} held by pid ${b.pid} ("${b.application}")`
+										: `waiting for pid ${b.pid} ("${b.application}"): ${describeSession(b)} (a concurrent index build waits up to ${formatMs(s.concurrentTimeoutMs ?? 0)} for older transactions)`,
 								);
 							}
 						}
@@ -623,7 +709,9 @@ await runRunbook<State>({
 							ctx.log(`attempt ${e.no}/${e.of}: ${DEPLOY_ARGS.join(" ")}`);
 						if (e.type === "blocked") {
 							ctx.warn(
-								`${e.migration ?? "the deploy"} could not get its lock within ${formatMs(s.lockTimeoutMs)} and gave up; other queries were not held up longer.`,
+								concurrent(e.migration)
+									? `${e.migration} waited ${formatMs(s.concurrentTimeoutMs ?? 0)} (--concurrent-timeout) for older transactions to end and gave up; its waits held up no other query.`
+									: `${e.migration ?? "the deploy"} could not get its lock within ${formatMs(s.lockTimeoutMs)} and gave up; other queries were not held up longer.`,
 							);
 							if (e.blockers.length === 0)
 								ctx.warn("the blocker ended before it could be identified");
@@ -632,9 +720,22 @@ await runRunbook<State>({
 									`blocked by ${describeSession(b)}${b.table ? ` (on ${b.table})` : ""}`,
 								);
 						}
+						// Plain lines, one per phase of the build.
+						if (e.type === "index-progress" && e.phase !== lastPhase) {
+							lastPhase = e.phase;
+							ctx.log(
+								`CREATE INDEX CONCURRENTLY: ${e.phase}${e.total ? ` (${e.done} of ${e.total})` : ""}`,
+							);
+						}
+						if (e.type === "invalid-index")
+							ctx.warn(
+								e.index.dropped
+									? `the interrupted CREATE INDEX CONCURRENTLY left ${e.index.index} INVALID; dropped it (DROP INDEX CONCURRENTLY IF EXISTS ${e.index.index})`
+									: `the interrupted CREATE INDEX CONCURRENTLY left ${e.index.index} INVALID, and dropping it failed: ${e.index.error}`,
+							);
 						if (e.type === "rolled-back")
 							ctx.log(
-								`marked ${e.migration} rolled back in _prisma_migrations (PostgreSQL rolled its transaction back)`,
+								`marked ${e.migration} rolled back in _prisma_migrations (${concurrent(e.migration) ? "its build ran outside a transaction; nothing of it is left once its INVALID index is gone" : "PostgreSQL rolled its transaction back"})`,
 							);
 						if (e.type === "retry")
 							ctx.log(`retrying in ${formatMs(e.delayMs)}`);
