@@ -268,7 +268,11 @@ export async function deployWithRetries(opts: {
 				)
 			: [];
 		if (
-			lockTimeout &&
+			// A concurrent build that failed any other way (cancelled, a duplicate key in a UNIQUE
+			// build) leaves nothing either, once its INVALID index is dropped.
+			(lockTimeout ||
+				(invalidIndexes.length > 0 &&
+					invalidIndexes.every((i) => i.dropped))) &&
 			openRow &&
 			migrationSql !== undefined &&
 			!hasTransactionControl(migrationSql ?? "")
