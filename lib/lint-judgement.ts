@@ -140,6 +140,14 @@ export class DeployWalk {
 			for (const t of s.creates)
 				this.created.set(qualifiedName(t, schema), migration);
 			for (const t of s.fills) this.filled.add(qualifiedName(t, schema));
+			// A table created earlier and renamed keeps what it holds under its new name.
+			if (s.table && s.renamesTo) {
+				const from = qualifiedName(s.table, schema);
+				const to = qualifiedName(s.renamesTo, schema);
+				const by = this.created.get(from);
+				if (by) this.created.set(to, by);
+				if (this.filled.has(from)) this.filled.add(to);
+			}
 			if (s.table && s.indexName)
 				this.createdIndexes.set(
 					qualifiedName({ schema: s.table.schema, name: s.indexName }, schema),

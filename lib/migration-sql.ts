@@ -46,6 +46,8 @@ export interface SqlStatement {
 	creates: RelName[];
 	/** Tables it puts rows into (INSERT, COPY, UPDATE). */
 	fills: RelName[];
+	/** ALTER TABLE ... RENAME TO: the table's new name. */
+	renamesTo?: RelName;
 	/** Indexes it drops (DROP INDEX): their table is found in the catalog. */
 	dropsIndexes: RelName[];
 	/** CREATE INDEX: the index's name, null when PostgreSQL picks it. */
@@ -180,6 +182,12 @@ function describe(
 				out.fills.push(rel(n.relation));
 			}
 			break;
+		case "SelectStmt": {
+			// `TABLE x` (and SELECT ... FROM x): the first table read.
+			const from = n.fromClause?.[0]?.RangeVar;
+			if (from) out.table = rel(from);
+			break;
+		}
 		case "CommentStmt":
 			if (n.objtype === "OBJECT_TABLE") about(listName(n.object?.List?.items));
 			break;
