@@ -64,7 +64,7 @@ const toSession = (r: Row): Session => ({
 	query: r.query,
 });
 
-/** Sessions (other than ours) holding granted locks on any of these tables (names as in the SQL, unqualified = public). */
+/** Sessions (other than ours) holding granted locks on any of these tables (names as to_regclass reads them: public."Recipient", users). */
 export async function lockHolders(
 	db: Db,
 	tables: string[],
@@ -78,7 +78,7 @@ export async function lockHolders(
        join pg_stat_activity a on a.pid = l.pid
       where l.granted and l.locktype = 'relation' and l.pid <> pg_backend_pid()
         and l.database = (select oid from pg_database where datname = current_database())
-        and (n.nspname || '.' || c.relname = any($1) or (n.nspname = 'public' and c.relname = any($1)))
+        and c.oid in (select to_regclass(t) from unnest($1::text[]) t)
       group by a.pid, a.application_name, a.usename, a.state, a.xact_start, a.query, c.relname
       order by a.xact_start nulls last, a.pid`,
 		[tables],

@@ -17,6 +17,7 @@ import { createHash } from "node:crypto";
 import type pg from "pg";
 import { type Db, quoteIdent, quoteLiteral } from "./db.ts";
 import { EXIT, RunbookError, usageError } from "./errors.ts";
+import { readSql } from "./migration-sql.ts";
 import {
 	type Assignment,
 	parseAssignments,
@@ -46,14 +47,36 @@ export interface BackfillTable {
 	estimatedRows: number;
 }
 
+/**
+ * `name`, `schema.name`, or with PostgreSQL's quoting (`"Audit Log"`, `billing."Invoice"`, read by
+ * its parser). Without quotes a name is taken as written (Recipient finds "Recipient"), as an
+ * operator copies it from a Prisma model.
+ */
+export function tableSpec(spec: string): {
+	schema: string | null;
+	name: string;
+} {
+	if (spec.includes('"')) {
+		try {
+			const [s] = readSql(`TABLE ${spec}`);
+			const t = s?.table;
+			if (t && s.sql === `TABLE ${spec}`.trim()) return t;
+		} catch {
+			// not a quoted name: taken as written below
+		}
+	}
+	const dot = spec.indexOf(".");
+	return dot === -1
+		? { schema: null, name: spec }
+		: { schema: spec.slice(0, dot), name: spec.slice(dot + 1) };
+}
+
 /** Finds the table (`name` or `schema.name`) and its primary key; a usage error (exit 2) when absent. */
 export async function resolveTable(
 	db: Db,
 	spec: string,
 ): Promise<BackfillTable> {
-	const dot = spec.indexOf(".");
-	const schemaGiven = dot === -1 ? null : spec.slice(0, dot);
-	const name = dot === -1 ? spec : spec.slice(dot + 1);
+	const { schema: schemaGiven, name } = tableSpec(spec);
 	const { rows } = await db.query<{
 		oid: number;
 		schema: string;

@@ -628,7 +628,8 @@ export async function verifyBackup(
 			tocEntries = lines.length;
 			const data = new Set(
 				lines
-					.map((l) => /\bTABLE DATA (\S+) (\S+) /.exec(l))
+					// "TABLE DATA <schema> <name> <owner>": a name may hold spaces ("Audit Log"); the owner is the last word.
+					.map((l) => /\bTABLE DATA (\S+) (.+) (\S+)$/.exec(l.trimEnd()))
 					.filter((x): x is RegExpExecArray => x !== null)
 					.map((x) => tableKey(x[1], x[2])),
 			);

@@ -13,6 +13,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RunbookError } from "./errors.ts";
+import { readSql } from "./migration-sql.ts";
 import {
 	displayPath,
 	migrationsDir,
@@ -31,7 +32,10 @@ export interface DriftReport {
 // The database side is read by introspection (`prisma db pull --print`): with the WebAssembly
 // engine Prisma cannot diff a live database directly (--from-schema-datasource needs the native
 // engine, and --from-url would put the password on argv).
-export function driftCommands(migrations = "prisma/migrations") {
+export function driftCommands(
+	migrations = "prisma/migrations",
+	schema = "prisma/schema.prisma",
+) {
 	return {
 		introspect: ["db", "pull", "--print"],
 		database: (datamodel: string) => [
@@ -57,7 +61,7 @@ export function driftCommands(migrations = "prisma/migrations") {
 			"--from-migrations",
 			migrations,
 			"--to-schema-datamodel",
-			"prisma/schema.prisma",
+			schema,
 			"--script",
 		],
 	};
@@ -65,23 +69,16 @@ export function driftCommands(migrations = "prisma/migrations") {
 
 export const DRIFT_COMMANDS = driftCommands();
 
-/** The commands for the migrations folder this environment names (PRISMA_MIGRATIONS_DIR). */
+/** The commands for the migrations folder and schema this environment names (PRISMA_MIGRATIONS_DIR, PRISMA_SCHEMA). */
 const commandsFor = (env: Record<string, string | undefined>) =>
-	driftCommands(displayPath(migrationsDir(env)));
+	driftCommands(
+		displayPath(migrationsDir(env)),
+		env.PRISMA_SCHEMA || undefined,
+	);
 
-/** Statements of a `migrate diff --script` output, without comments and the empty-migration marker. */
+/** Statements of a `migrate diff --script` output (comments and the empty-migration marker are not statements). */
 export function statements(script: string): string[] {
-	return script
-		.split(/;\s*\n/)
-		.map((s) =>
-			s
-				.split("\n")
-				.filter((l) => !l.trim().startsWith("--"))
-				.join("\n")
-				.trim(),
-		)
-		.filter((s) => s.length > 0)
-		.map((s) => (s.endsWith(";") ? s : `${s};`));
+	return readSql(script).map((s) => `${s.sql};`);
 }
 
 async function prismaOrFail(

@@ -8,7 +8,12 @@ import { type Blocker, blockersOf } from "./activity.ts";
 import type { Db } from "./db.ts";
 import { formatMs, sleep } from "./duration.ts";
 import { markRolledBack } from "./migration-resolve.ts";
-import { hasTransactionControl } from "./migration-sql.ts";
+import {
+	commitsAsOne,
+	concurrentIndexBuilds,
+	hasTransactionControl,
+	qualifiedName,
+} from "./migration-sql.ts";
 import { type AppliedRow, type History, readHistory } from "./migrations.ts";
 import {
 	migrationsDir,
@@ -30,6 +35,15 @@ export interface DeploySettings {
 	/** First backoff; doubled after each retry, at most maxDelayMs. */
 	baseDelayMs?: number;
 	maxDelayMs?: number;
+	/** lock_timeout of a migration that only builds indexes CONCURRENTLY (it waits for older transactions). */
+	concurrentTimeoutMs?: number;
+}
+
+/** An index a failed CREATE INDEX CONCURRENTLY left INVALID, and whether it was dropped. */
+export interface InvalidIndex {
+	index: string;
+	dropped: boolean;
+	error?: string;
 }
 
 export interface DeployAttempt {
@@ -57,6 +71,10 @@ export interface DeployOutcome {
 		statementTimeout: boolean;
 		/** Whether the failed row was marked rolled back (only after a lock timeout). */
 		markedRolledBack: boolean;
+		/** Indexes the failed concurrent build left INVALID (dropped, or still there). */
+		invalidIndexes: InvalidIndex[];
+		/** The migration commits in parts (its own COMMITs): some of it may be in the database. */
+		partial: boolean;
 	};
 	history: History;
 }
@@ -70,6 +88,15 @@ export type DeployEvent =
 			blockers: Blocker[];
 	  }
 	| { type: "rolled-back"; migration: string }
+	/** A concurrent build's progress (pg_stat_progress_create_index). */
+	| {
+			type: "index-progress";
+			no: number;
+			phase: string;
+			done: number;
+			total: number;
+	  }
+	| { type: "invalid-index"; index: InvalidIndex }
 	/** The engine's session started waiting for a lock these sessions hold. */
 	| { type: "waiting"; no: number; blockers: Blocker[] }
 	| {
@@ -81,6 +108,8 @@ export type DeployEvent =
 			markedRolledBack: boolean;
 			/** Engine sessions still there after the cancel (their statement ends at the lock or statement timeout). */
 			leftSessions: number;
+			/** INVALID indexes the cancelled concurrent build left (dropped, or still there). */
+			invalidIndexes: InvalidIndex[];
 	  }
 	| { type: "retry"; no: number; delayMs: number };
 
@@ -90,12 +119,15 @@ export function sessionEnv(s: DeploySettings): Record<string, string> {
 		RUNBOOK_LOCK_TIMEOUT: String(s.lockTimeoutMs),
 		RUNBOOK_STATEMENT_TIMEOUT: String(s.statementTimeoutMs),
 		RUNBOOK_APPLICATION_NAME: DEPLOY_APPLICATION,
+		...(s.concurrentTimeoutMs !== undefined
+			? { RUNBOOK_CONCURRENT_TIMEOUT: String(s.concurrentTimeoutMs) }
+			: {}),
 	};
 }
 
 /** The command as the operator would type it. */
 export function deployCommand(s: DeploySettings): string {
-	return `RUNBOOK_LOCK_TIMEOUT=${s.lockTimeoutMs} RUNBOOK_STATEMENT_TIMEOUT=${s.statementTimeoutMs} ${prismaCommand(DEPLOY_ARGS)}`;
+	return `RUNBOOK_LOCK_TIMEOUT=${s.lockTimeoutMs} RUNBOOK_STATEMENT_TIMEOUT=${s.statementTimeoutMs}${s.concurrentTimeoutMs !== undefined ? ` RUNBOOK_CONCURRENT_TIMEOUT=${s.concurrentTimeoutMs}` : ""} ${prismaCommand(DEPLOY_ARGS)}`;
 }
 
 export function backoffMs(retry: number, s: DeploySettings): number {
@@ -161,6 +193,9 @@ export async function deployWithRetries(opts: {
 				),
 				250,
 				async () => {
+					const progress = await indexProgress(db);
+					if (progress)
+						opts.onEvent?.({ type: "index-progress", no, ...progress });
 					const now = await blockersOf(db, DEPLOY_APPLICATION);
 					const fresh = now.filter((b) => !blockers.has(b.pid));
 					for (const b of fresh) blockers.set(b.pid, b);
@@ -170,7 +205,13 @@ export async function deployWithRetries(opts: {
 			);
 		} catch (err) {
 			if (opts.signal?.aborted) {
-				const stopped = await stopAfterInterrupt(db, dir, startedRows, wanted);
+				const stopped = await stopAfterInterrupt(
+					db,
+					dir,
+					startedRows,
+					wanted,
+					s,
+				);
 				opts.onEvent?.({ type: "interrupted", ...stopped });
 			}
 			throw err;
@@ -218,8 +259,20 @@ export async function deployWithRetries(opts: {
 		const migrationSql =
 			openRow &&
 			before.local.find((m) => m.name === openRow.migration_name)?.sql;
+		// CREATE INDEX CONCURRENTLY runs outside a transaction: a build that timed out or was
+		// cancelled leaves its index behind, INVALID. Drop it before anything retries the migration
+		// (which would fail on "already exists").
+		const invalidIndexes = migrationSql
+			? await dropInvalidIndexes(db, migrationSql, s, (index) =>
+					opts.onEvent?.({ type: "invalid-index", index }),
+				)
+			: [];
 		if (
-			lockTimeout &&
+			// A concurrent build that failed any other way (cancelled, a duplicate key in a UNIQUE
+			// build) leaves nothing either, once its INVALID index is dropped.
+			(lockTimeout ||
+				(invalidIndexes.length > 0 &&
+					invalidIndexes.every((i) => i.dropped))) &&
 			openRow &&
 			migrationSql !== undefined &&
 			!hasTransactionControl(migrationSql ?? "")
@@ -231,7 +284,10 @@ export async function deployWithRetries(opts: {
 				migration: openRow.migration_name,
 			});
 		}
-		const retryable = lockTimeout && (marked || !openRow);
+		const retryable =
+			lockTimeout &&
+			(marked || !openRow) &&
+			invalidIndexes.every((i) => i.dropped);
 		if (!retryable || no === total || opts.signal?.aborted) {
 			return {
 				ok: false,
@@ -243,6 +299,12 @@ export async function deployWithRetries(opts: {
 					lockTimeout,
 					statementTimeout: STATEMENT_TIMEOUT.test(text),
 					markedRolledBack: marked,
+					invalidIndexes,
+					partial: Boolean(
+						migrationSql &&
+							hasTransactionControl(migrationSql) &&
+							!commitsAsOne(migrationSql),
+					),
 				},
 				history: await readHistory(db, dir),
 			};
@@ -252,6 +314,63 @@ export async function deployWithRetries(opts: {
 		await sleep(delayMs, opts.signal);
 	}
 	throw new Error("unreachable");
+}
+
+/** The running concurrent index build of the deploy's session, if any. */
+async function indexProgress(
+	db: Db,
+): Promise<{ phase: string; done: number; total: number } | null> {
+	const r = await db.query<{ phase: string; done: string; total: string }>(
+		`select p.phase,
+            coalesce(nullif(p.blocks_done, 0), p.tuples_done, p.lockers_done) as done,
+            coalesce(nullif(p.blocks_total, 0), p.tuples_total, p.lockers_total) as total
+       from pg_stat_progress_create_index p join pg_stat_activity a on a.pid = p.pid
+      where a.application_name = $1 limit 1`,
+		[DEPLOY_APPLICATION],
+	);
+	const p = r.rows[0];
+	return p
+		? { phase: p.phase, done: Number(p.done), total: Number(p.total) }
+		: null;
+}
+
+/**
+ * For a migration of CREATE INDEX CONCURRENTLY statements: drops each of its indexes that exists
+ * INVALID (left by a build that timed out, was cancelled or lost its session), with DROP INDEX
+ * CONCURRENTLY IF EXISTS, which blocks no reads or writes. Its lock waits get the concurrent budget.
+ */
+export async function dropInvalidIndexes(
+	db: Db,
+	sql: string,
+	s: DeploySettings,
+	onDropped?: (i: InvalidIndex) => void,
+): Promise<InvalidIndex[]> {
+	const builds = concurrentIndexBuilds(sql) ?? [];
+	const out: InvalidIndex[] = [];
+	for (const b of builds) {
+		if (!b.index) continue;
+		const index = qualifiedName({ schema: b.table.schema, name: b.index });
+		const r = await db.query<{ valid: boolean }>(
+			"select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass($1)",
+			[index],
+		);
+		if (!r.rows[0] || r.rows[0].valid) continue;
+		const found: InvalidIndex = { index, dropped: false };
+		try {
+			await db.query(
+				`SET lock_timeout = ${s.concurrentTimeoutMs ?? s.lockTimeoutMs}`,
+			);
+			await db.query(`DROP INDEX CONCURRENTLY IF EXISTS ${index}`);
+			found.dropped = true;
+		} catch (err) {
+			found.error = (err as Error).message;
+		} finally {
+			await db.query("RESET lock_timeout").catch(() => {});
+		}
+		out.push(found);
+		onDropped?.(found);
+	}
+	return out;
 }
 
 function firstLines(text: string): string {
@@ -284,11 +403,13 @@ async function stopAfterInterrupt(
 	dir: string,
 	startedRows: Set<string>,
 	wanted: string[],
+	s: DeploySettings,
 ): Promise<{
 	migration: string | null;
 	applied: string[];
 	markedRolledBack: boolean;
 	leftSessions: number;
+	invalidIndexes: InvalidIndex[];
 }> {
 	const ours = async () =>
 		(
@@ -322,12 +443,16 @@ async function stopAfterInterrupt(
 			sql !== undefined &&
 			!hasTransactionControl(sql ?? "")
 		) {
-			await markRolledBack(db, open.migration_name);
+			// A cancelled concurrent build leaves its index INVALID: drop it, so the rerun can build it.
+			const invalidIndexes = await dropInvalidIndexes(db, sql ?? "", s);
+			if (invalidIndexes.every((i) => i.dropped))
+				await markRolledBack(db, open.migration_name);
 			return {
 				migration: open.migration_name,
 				applied,
-				markedRolledBack: true,
+				markedRolledBack: invalidIndexes.every((i) => i.dropped),
 				leftSessions: 0,
+				invalidIndexes,
 			};
 		}
 		return {
@@ -335,6 +460,7 @@ async function stopAfterInterrupt(
 			applied,
 			markedRolledBack: false,
 			leftSessions: left.length,
+			invalidIndexes: [],
 		};
 	} catch {
 		return {
@@ -342,6 +468,7 @@ async function stopAfterInterrupt(
 			applied: [],
 			markedRolledBack: false,
 			leftSessions: left.length,
+			invalidIndexes: [],
 		};
 	}
 }

@@ -20,7 +20,7 @@ import { type Db, quoteIdent, quoteLiteral } from "./db.ts";
 import { statements } from "./drift.ts";
 import { formatMs, sleep } from "./duration.ts";
 import { EXIT, RunbookError, refusal } from "./errors.ts";
-import { normalizeTable } from "./migration-sql.ts";
+import { alterCommands, qualifiedName, readSql } from "./migration-sql.ts";
 import {
 	migrationsDir,
 	prismaCommand,
@@ -136,69 +136,39 @@ export interface DataLoss {
 	values?: number;
 }
 
-const NAME = String.raw`(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)`;
-const QUALIFIED = String.raw`(${NAME}(?:\s*\.\s*${NAME})?)`;
-const unquote = (n: string) =>
-	n.startsWith('"') ? n.slice(1, -1).replace(/""/g, '"') : n.toLowerCase();
-
 /** Every table and column whose data the statements drop (DROP TABLE, DROP COLUMN) or convert (a type change). */
 export function dataLosses(sql: string[]): DataLoss[] {
 	const out: DataLoss[] = [];
 	for (const statement of sql) {
 		const text = statement.trim();
-		const drop = new RegExp(
-			String.raw`^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?${QUALIFIED}`,
-			"i",
-		).exec(text);
-		if (drop) {
-			out.push({
-				kind: "table",
-				table: normalizeTable(drop[1]),
-				statement: text,
-			});
-			continue;
-		}
-		const alter = new RegExp(
-			String.raw`^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?${QUALIFIED}\s+([\s\S]*?);?$`,
-			"i",
-		).exec(text);
-		if (!alter) continue;
-		const table = normalizeTable(alter[1]);
-		for (const clause of alter[2].split(/,\s*\n\s*/)) {
-			const col = new RegExp(
-				String.raw`^DROP\s+COLUMN\s+(?:IF\s+EXISTS\s+)?(${NAME})`,
-				"i",
-			).exec(clause.trim());
-			if (col) {
-				out.push({
-					kind: "column",
-					table,
-					column: unquote(col[1]),
-					statement: text,
-				});
+		for (const s of readSql(text)) {
+			if (s.kind === "DropStmt" && s.table) {
+				for (const t of s.locks)
+					out.push({ kind: "table", table: qualifiedName(t), statement: text });
 				continue;
 			}
-			const type = new RegExp(
-				String.raw`^ALTER\s+COLUMN\s+(${NAME})\s+(?:SET\s+DATA\s+)?TYPE\b`,
-				"i",
-			).exec(clause.trim());
-			if (type)
-				out.push({
-					kind: "type",
-					table,
-					column: unquote(type[1]),
-					statement: text,
-				});
+			if (s.kind !== "AlterTableStmt" || !s.table) continue;
+			const table = qualifiedName(s.table);
+			for (const c of alterCommands(s.sql)) {
+				if (c.subtype === "AT_DropColumn")
+					out.push({
+						kind: "column",
+						table,
+						column: c.name ?? undefined,
+						statement: text,
+					});
+				if (c.subtype === "AT_AlterColumnType")
+					out.push({
+						kind: "type",
+						table,
+						column: c.name ?? undefined,
+						statement: text,
+					});
+			}
 		}
 	}
 	return out;
 }
-
-const qualified = (table: string) =>
-	table
-		.split(".")
-		.map((p) => quoteIdent(p))
-		.join(".");
 
 /** How much data each loss holds now. */
 export async function measureLosses(
@@ -208,8 +178,14 @@ export async function measureLosses(
 	const out: DataLoss[] = [];
 	for (const l of losses) {
 		const what = l.kind === "table" ? "*" : quoteIdent(l.column as string);
+		// The name exactly as PostgreSQL resolves it ("Recipient", other schemas, quotes in names).
+		const rel = (
+			await db.query<{ r: string }>("select to_regclass($1)::text as r", [
+				l.table,
+			])
+		).rows[0].r;
 		const { rows } = await db.query<{ n: string }>(
-			`select count(${what}) as n from ${qualified(l.table)}`,
+			`select count(${what}) as n from ${rel}`,
 		);
 		out.push({ ...l, values: Number(rows[0].n) });
 	}

@@ -164,11 +164,7 @@ export async function applyOnline(
 			if (e.code === "55P03" && attempt <= m.retries && !m.signal?.aborted) {
 				const holders = e.prismaLock
 					? []
-					: (
-							await lockHolders(db, [m.tableSql.replace(/"/g, "")]).catch(
-								() => [],
-							)
-						).map(
+					: (await lockHolders(db, [m.tableSql]).catch(() => [])).map(
 							(h) =>
 								`pid ${h.pid} (${h.application || "no application name"}, ${h.state ?? "?"}${h.xactAgeS !== null ? `, in a transaction for ${h.xactAgeS}s` : ""}): ${h.query.slice(0, 80)}`,
 						);

@@ -9,7 +9,9 @@
  *   4. a migration script runs as one implicit transaction, as with the native engine,
  *   5. (unrefSchemaEngineTimers) the engine's advisory-lock timer does not keep the CLI alive,
  *   6. (withSessionSettings) runbooks can give every engine session a lock_timeout,
- *      statement_timeout and application_name.
+ *      statement_timeout and application_name,
+ *   7. a migration that only builds indexes CONCURRENTLY gets its own lock budget
+ *      (RUNBOOK_CONCURRENT_TIMEOUT): it waits for every older transaction, not for a table lock.
  */
 import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
@@ -150,6 +152,9 @@ function quoteIdent(name: string): string {
 export class MigrationPrismaPg extends PrismaPg {
 	readonly #clientConfig: pg.ClientConfig;
 	readonly #pgOptions: PrismaPgOptions | undefined;
+	/** Fix 7: lock_timeout (ms) for a migration of CREATE INDEX CONCURRENTLY only. */
+	concurrentTimeoutMs?: number;
+	statementTimeoutMs?: number;
 
 	constructor(connection: string | pg.ClientConfig, options?: PrismaPgOptions) {
 		// Separate host/port/user/password/database fields instead of `connectionString`,
@@ -173,9 +178,42 @@ export class MigrationPrismaPg extends PrismaPg {
 		// single implicit transaction; do the same (a query without parameters is sent with
 		// the simple protocol, which accepts several statements).
 		adapter.executeScript = async (script: string) => {
+			if (
+				this.concurrentTimeoutMs !== undefined &&
+				(await onlyConcurrentIndexBuilds(script))
+			) {
+				await this.#runConcurrently(adapter, script);
+				return;
+			}
 			await adapter.executeRaw({ sql: script, args: [], argTypes: [] });
 		};
 		return adapter;
+	}
+
+	/**
+	 * Fix 7. CREATE INDEX CONCURRENTLY waits (as lock waits) for every transaction older than it, on
+	 * any table: under the deploy's short lock_timeout it could never finish on a busy database, yet
+	 * its waits hold up no one's reads or writes. On a connection of its own, its lock_timeout is
+	 * the concurrent budget and its statement_timeout that plus the usual one (the build itself);
+	 * the connection is closed afterwards so the settings go with it.
+	 */
+	async #runConcurrently(adapter: PgAdapter, script: string): Promise<void> {
+		const pool = (adapter as unknown as { client: pg.Pool }).client;
+		const conn = await pool.connect();
+		try {
+			const budget = this.concurrentTimeoutMs ?? 0;
+			const statement = this.statementTimeoutMs
+				? this.statementTimeoutMs + budget
+				: 0;
+			await conn.query(`SET lock_timeout = ${budget}`);
+			await conn.query(`SET statement_timeout = ${statement}`);
+			await conn.query(script);
+		} catch (error) {
+			// The adapter's own error conversion, so Prisma records and reports it as usual.
+			(adapter as unknown as { onError(e: unknown): never }).onError(error);
+		} finally {
+			conn.release(true);
+		}
 	}
 
 	/**
@@ -218,6 +256,22 @@ export class MigrationPrismaPg extends PrismaPg {
 			}
 		};
 		return shadow;
+	}
+}
+
+/**
+ * Whether a migration script is CREATE INDEX CONCURRENTLY statements only, read with PostgreSQL's
+ * parser (libpg_query; loaded here on demand, as the Prisma config is not an ES module).
+ */
+async function onlyConcurrentIndexBuilds(script: string): Promise<boolean> {
+	const pgQuery = await import("libpg-query");
+	await pgQuery.loadModule();
+	try {
+		const stmts: Array<{ stmt: { IndexStmt?: { concurrent?: boolean } } }> =
+			pgQuery.parseSync(script).stmts ?? [];
+		return stmts.length > 0 && stmts.every((s) => s.stmt.IndexStmt?.concurrent);
+	} catch {
+		return false;
 	}
 }
 
@@ -295,6 +349,8 @@ export interface SessionSettings {
 	statementTimeoutMs?: number;
 	/** application_name, so the engine's sessions can be found in pg_stat_activity. */
 	applicationName?: string;
+	/** lock_timeout in milliseconds for a migration that only builds indexes CONCURRENTLY. */
+	concurrentTimeoutMs?: number;
 }
 
 /** RUNBOOK_LOCK_TIMEOUT / RUNBOOK_STATEMENT_TIMEOUT (ms) and RUNBOOK_APPLICATION_NAME, when set. */
@@ -315,6 +371,7 @@ export function sessionSettingsFromEnv(
 		lockTimeoutMs: ms("RUNBOOK_LOCK_TIMEOUT"),
 		statementTimeoutMs: ms("RUNBOOK_STATEMENT_TIMEOUT"),
 		applicationName: env.RUNBOOK_APPLICATION_NAME || undefined,
+		concurrentTimeoutMs: ms("RUNBOOK_CONCURRENT_TIMEOUT"),
 	};
 }
 
@@ -348,8 +405,11 @@ export function createMigrationAdapter(
 	session: SessionSettings = {},
 ): MigrationPrismaPg {
 	const { clientConfig, pgOptions } = fromUrl(connectionString);
-	return new MigrationPrismaPg(
+	const adapter = new MigrationPrismaPg(
 		withSessionSettings(clientConfig, session),
 		pgOptions,
 	);
+	adapter.concurrentTimeoutMs = session.concurrentTimeoutMs;
+	adapter.statementTimeoutMs = session.statementTimeoutMs;
+	return adapter;
 }

@@ -8,6 +8,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { RunbookError } from "./errors.ts";
+import {
+	qualifiedName,
+	readSql,
+	type SqlStatement,
+	statementAtLine,
+} from "./migration-sql.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -26,6 +32,7 @@ export const EXCLUDED_RULES = [
 	"prefer-bigint-over-smallint",
 	"prefer-identity",
 	"prefer-timestamptz",
+	"prefer-timestamp-tz",
 	"prefer-text-field",
 	"require-lock-timeout",
 	"require-statement-timeout",
@@ -93,7 +100,7 @@ const EXPLAIN: Record<string, Explanation> = {
 		instead:
 			"Add the column without a default, backfill in batches (npx tsx runbooks/backfill.ts), then set the default.",
 	},
-	"adding-primary-key-constraint": {
+	"adding-serial-primary-key-field": {
 		title: "primary key added in place",
 		why: "Adding a primary key builds its index while blocking reads and writes.",
 		instead:
@@ -133,7 +140,116 @@ const EXPLAIN: Record<string, Explanation> = {
 		why: "char(n) pads with spaces and compares surprisingly; changing it later rewrites the table.",
 		instead: "Use text (Prisma String) with a CHECK on the length if needed.",
 	},
+	"ban-drop-not-null": {
+		title: "making a required field optional",
+		why: "App instances still running the old code assume the field always has a value; once NULLs are written, they fail when they read them.",
+		instead:
+			"Make the field optional in the app first (String? in schema.prisma, code that handles null), deploy, then drop NOT NULL in a later migration.",
+	},
+	"ban-create-domain-with-constraint": {
+		title: "domain with a constraint",
+		why: "Changing a domain's constraint later checks every column of that type in every table, under locks, with no NOT VALID escape.",
+		instead:
+			"Put the CHECK on the table's column instead (a CHECK constraint added NOT VALID, then VALIDATE).",
+	},
+	"ban-alter-domain-with-add-constraint": {
+		title: "constraint added to a domain",
+		why: "ALTER DOMAIN ... ADD CONSTRAINT checks every column of that type in every table while holding locks on them.",
+		instead:
+			"Add a CHECK constraint NOT VALID on each table's column, then VALIDATE it in a separate migration.",
+	},
+	"ban-truncate-cascade": {
+		title: "TRUNCATE ... CASCADE",
+		why: "CASCADE also empties every table that references this one through a foreign key, and theirs in turn: data lost well beyond the table named.",
+		instead:
+			"Name exactly the tables to empty, without CASCADE (and take a backup first: npx tsx runbooks/backup.ts).",
+	},
+	"ban-uncommitted-transaction": {
+		title: "transaction left open",
+		why: "A BEGIN without COMMIT leaves the migration's changes uncommitted, and Prisma records it as applied while PostgreSQL throws it away.",
+		instead:
+			"Remove BEGIN/COMMIT: Prisma already runs each migration.sql in one transaction.",
+	},
+	"transaction-nesting": {
+		title: "transaction control inside a migration",
+		why: "Prisma runs each migration.sql in one transaction; a BEGIN or COMMIT inside it ends that transaction early, so a failure leaves part of the migration applied.",
+		instead:
+			"Remove BEGIN/COMMIT/ROLLBACK; split the work into separate migrations if parts must commit on their own.",
+	},
+	"ban-concurrent-index-creation-in-transaction": {
+		title: "CONCURRENTLY inside a transaction",
+		why: "CREATE INDEX CONCURRENTLY cannot run inside a transaction block: with other statements in the same migration.sql, the migration fails.",
+		instead:
+			"Put the CREATE INDEX CONCURRENTLY alone in a migration of its own (Prisma then sends it outside a transaction).",
+	},
+	"identifier-too-long": {
+		title: "name longer than 63 bytes",
+		why: "PostgreSQL cuts names at 63 bytes: the object gets another name than the migration wrote, and a later migration (or prisma migrate diff) that uses the full name does not find it.",
+		instead:
+			'Give it a shorter name (@@index(..., map: "short_name") or @map in schema.prisma).',
+	},
+	"syntax-error": {
+		title: "SQL that does not parse",
+		why: "PostgreSQL will reject the statement, and the migration fails at that point.",
+		instead:
+			"Fix the SQL (npx prisma migrate diff prints what Prisma would write).",
+	},
 };
+
+/**
+ * The rules squawk 2.66 can report by default (its Rule list, less the opt-in require-table-schema;
+ * identifier-too-long seen on a real history):
+ * every one is either excluded above or explained above (a test walks this list).
+ */
+export const SQUAWK_RULES = [
+	"require-concurrent-index-creation",
+	"require-concurrent-index-deletion",
+	"constraint-missing-not-valid",
+	"adding-field-with-default",
+	"adding-foreign-key-constraint",
+	"changing-column-type",
+	"adding-not-nullable-field",
+	"adding-serial-primary-key-field",
+	"renaming-column",
+	"renaming-table",
+	"disallowed-unique-constraint",
+	"ban-drop-database",
+	"prefer-bigint-over-int",
+	"prefer-bigint-over-smallint",
+	"prefer-identity",
+	"prefer-robust-stmts",
+	"prefer-text-field",
+	"prefer-timestamp-tz",
+	"ban-char-field",
+	"ban-drop-column",
+	"ban-drop-table",
+	"ban-drop-not-null",
+	"transaction-nesting",
+	"adding-required-field",
+	"ban-concurrent-index-creation-in-transaction",
+	"ban-create-domain-with-constraint",
+	"ban-alter-domain-with-add-constraint",
+	"ban-truncate-cascade",
+	"require-lock-timeout",
+	"require-statement-timeout",
+	"ban-uncommitted-transaction",
+	"require-enum-value-ordering",
+	"identifier-too-long",
+	"syntax-error",
+];
+
+/** The seed's words for a rule: its title, why it is risky, what to do instead. */
+export function explain(rule: string): Explanation | undefined {
+	return EXPLAIN[rule];
+}
+
+/** Rules whose statement fails or corrupts the deploy whatever the table holds: never accepted but by --allow. */
+export const NEVER_ACCEPTED = [
+	"ban-drop-database",
+	"ban-uncommitted-transaction",
+	"ban-concurrent-index-creation-in-transaction",
+	"syntax-error",
+];
 
 export interface Finding {
 	rule: string;
@@ -146,6 +262,14 @@ export interface Finding {
 	allowed: boolean;
 	/** Why an allowed finding was accepted, when not by --allow (e.g. the table is small). */
 	note?: string;
+	/** What the refusal rests on, when known (the table and its rows). */
+	context?: string;
+	/** The table the statement is about (`schema.name`, quoted as PostgreSQL needs), or null. */
+	table: string | null;
+	/** Indexes a DROP INDEX statement drops (their table is in the catalog). */
+	indexes: string[];
+	/** Index of the statement in the file (0-based), -1 when the SQL did not parse. */
+	statementNo: number;
 }
 
 export interface LintResult {
@@ -182,11 +306,12 @@ interface SquawkViolation {
 async function runSquawk(
 	file: string,
 	pgVersion: string,
+	inTransaction = true,
 ): Promise<SquawkViolation[]> {
 	const args = [
 		"--reporter",
 		"json",
-		"--assume-in-transaction",
+		...(inTransaction ? ["--assume-in-transaction"] : []),
 		"--pg-version",
 		pgVersion,
 		"--exclude",
@@ -228,24 +353,40 @@ function statementAt(sql: string, v: SquawkViolation): string {
 	return lines.join(" ").replace(/\s+/g, " ").trim().slice(0, 200);
 }
 
-/** Lints SQL text; `allow` names rules the operator accepted (--allow). */
+/**
+ * Lints SQL text; `allow` names rules the operator accepted (--allow). Each finding is tied to its
+ * statement as PostgreSQL's parser reads it, and so to the table that statement is about
+ * (unqualified names in `defaultSchema`).
+ */
 export async function lintSql(
 	sql: string,
 	label: string,
 	allow: string[] = [],
 	pgVersion = "15",
+	defaultSchema = "public",
 ): Promise<LintResult> {
 	const dir = mkdtempSync(join(tmpdir(), "runbook-lint-"));
 	const file = join(dir, "migration.sql");
+	let stmts: SqlStatement[] = [];
+	try {
+		stmts = readSql(sql);
+	} catch {
+		// squawk reports the syntax error itself.
+	}
 	try {
 		writeFileSync(file, sql);
-		const violations = await runSquawk(file, pgVersion);
+		// A migration of one statement runs outside a transaction block (that is how Prisma can run
+		// CREATE INDEX CONCURRENTLY); anything longer runs as one transaction.
+		const violations = await runSquawk(file, pgVersion, stmts.length !== 1);
 		const findings = violations.map((v): Finding => {
 			const ex = EXPLAIN[v.rule_name] ?? {
 				title: v.rule_name,
 				why: v.message,
-				instead: v.help ?? "",
+				instead:
+					v.help ??
+					"Rewrite the statement, or accept the risk by name with --allow.",
 			};
+			const stmt = statementAtLine(stmts, v.line + 1);
 			return {
 				rule: v.rule_name,
 				line: v.line + 1,
@@ -253,6 +394,11 @@ export async function lintSql(
 				message: v.message,
 				...ex,
 				allowed: allow.includes(v.rule_name),
+				table: stmt?.table ? qualifiedName(stmt.table, defaultSchema) : null,
+				indexes: (stmt?.dropsIndexes ?? []).map((i) =>
+					qualifiedName(i, defaultSchema),
+				),
+				statementNo: stmt ? stmts.indexOf(stmt) : -1,
 			};
 		});
 		// One finding per rule and statement: squawk can report a rule twice for one statement.
@@ -277,7 +423,11 @@ export function describeFindings(result: LintResult): string[] {
 			`    ${f.statement}`,
 			...(f.note
 				? [`    Accepted: ${f.note}`]
-				: [`    Why: ${f.why}`, `    Instead: ${f.instead}`]),
+				: [
+						...(f.context ? [`    On: ${f.context}`] : []),
+						`    Why: ${f.why}`,
+						`    Instead: ${f.instead}`,
+					]),
 		);
 	}
 	return lines;
@@ -294,48 +444,6 @@ export const SIZE_BOUND_RULES = [
 	"constraint-missing-not-valid",
 	"adding-foreign-key-constraint",
 	"disallowed-unique-constraint",
-	"adding-primary-key-constraint",
+	"adding-serial-primary-key-field",
 	"adding-field-with-default",
 ];
-
-/**
- * Accepts size-bound findings on tables smaller than limitBytes. `tableOf` names a finding's table
- * and `sizeOf` gives its size in bytes (table and TOAST, no indexes), or null when it does not
- * exist yet (created by an earlier migration of the same deploy: empty, so accepted as well).
- * Other findings are returned unchanged.
- */
-export async function acceptOnSmallTables(
-	result: LintResult,
-	limitBytes: number,
-	tableOf: (f: Finding) => Promise<string | null>,
-	sizeOf: (table: string) => Promise<number | null>,
-	createdEarlier: (table: string) => boolean = () => false,
-): Promise<LintResult> {
-	const findings: Finding[] = [];
-	for (const f of result.findings) {
-		if (f.allowed || !SIZE_BOUND_RULES.includes(f.rule)) {
-			findings.push(f);
-			continue;
-		}
-		const table = await tableOf(f);
-		const size = table ? await sizeOf(table) : null;
-		const mb = (n: number) =>
-			`${(n / 1048576).toFixed(n < 1048576 ? 2 : 0)} MB`;
-		if (table && size === null && createdEarlier(table)) {
-			findings.push({
-				...f,
-				allowed: true,
-				note: `${table} is created by an earlier migration of this deploy, so it is empty.`,
-			});
-		} else if (table && size !== null && size < limitBytes) {
-			findings.push({
-				...f,
-				allowed: true,
-				note: `${table} is small (${mb(size)}, under ${mb(limitBytes)}): the lock lasts a fraction of a second.`,
-			});
-		} else {
-			findings.push(f);
-		}
-	}
-	return { ...result, findings };
-}

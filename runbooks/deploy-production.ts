@@ -29,16 +29,23 @@ import {
 } from "../lib/drift.ts";
 import { formatMs, parseDuration } from "../lib/duration.ts";
 import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
+import { DeployWalk, describeRows } from "../lib/lint-judgement.ts";
 import { type WatchReport, watchLocks } from "../lib/lock-watch.ts";
 import {
 	backoffMs,
+	DEPLOY_APPLICATION,
 	DEPLOY_ARGS,
 	type DeployOutcome,
 	type DeploySettings,
 	deployCommand,
 	deployWithRetries,
+	type InvalidIndex,
 } from "../lib/migrate-deploy.ts";
-import { tableOfStatement, tablesTouched } from "../lib/migration-sql.ts";
+import {
+	concurrentIndexBuilds,
+	qualifiedName,
+	tablesTouched,
+} from "../lib/migration-sql.ts";
 import {
 	type History,
 	type LocalMigration,
@@ -53,13 +60,7 @@ import {
 } from "../lib/prisma-cli.ts";
 import { type Context, runRunbook } from "../lib/runner.ts";
 import { type SmokeQuery, smokeQueries } from "../lib/smoke.ts";
-import {
-	acceptOnSmallTables,
-	describeFindings,
-	type Finding,
-	type LintResult,
-	lintSql,
-} from "../lib/sql-lint.ts";
+import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
 
 interface State {
 	server?: string;
@@ -76,6 +77,7 @@ interface State {
 		applied: string[];
 		markedRolledBack: boolean;
 		leftSessions: number;
+		invalidIndexes: InvalidIndex[];
 	};
 	applying: boolean;
 	smoke?: { queries: SmokeQuery[]; hook: HookRun };
@@ -90,6 +92,8 @@ interface Settings extends DeploySettings {
 	smallTableBytes: number;
 	monitorSeconds: number;
 	allow: string[];
+	/** --lint-since: migrations up to this one are a baseline, their findings notes. */
+	lintSince: string | null;
 }
 
 function settings(ctx: Ctx): Settings {
@@ -106,6 +110,14 @@ function settings(ctx: Ctx): Settings {
 		f["statement-timeout"] as string,
 		"--statement-timeout",
 	);
+	const concurrentTimeoutMs = parseDuration(
+		f["concurrent-timeout"] as string,
+		"--concurrent-timeout",
+	);
+	if (concurrentTimeoutMs < 100)
+		throw usageError(
+			"--concurrent-timeout must be at least 100ms (0 would wait forever, which is what it prevents).",
+		);
 	const retries = Number(f.retries);
 	if (!Number.isInteger(retries))
 		throw usageError(`--retries needs a whole number, not "${f.retries}".`);
@@ -121,6 +133,7 @@ function settings(ctx: Ctx): Settings {
 	return {
 		lockTimeoutMs,
 		statementTimeoutMs,
+		concurrentTimeoutMs,
 		retries,
 		maxHolderAgeMs: parseDuration(
 			f["max-holder-age"] as string,
@@ -129,6 +142,7 @@ function settings(ctx: Ctx): Settings {
 		smallTableBytes: Number(f["small-table-mb"]) * 1024 * 1024,
 		monitorSeconds: Number(f["monitor-seconds"]),
 		allow,
+		lintSince: (f["lint-since"] as string | undefined) || null,
 	};
 }
 
@@ -157,6 +171,19 @@ async function resolveAdvice(
 	const finished = h.applied
 		.filter((r) => r.finished_at && !r.rolled_back_at)
 		.map((r) => r.migration_name);
+	// A concurrent index build runs outside a transaction: what it left is read from the catalog.
+	const sql = h.local.find((m) => m.name === migration)?.sql;
+	const builds = sql === undefined ? null : concurrentIndexBuilds(sql);
+	if (builds) {
+		const state = await concurrentBuildState(await ctx.db(), builds);
+		if (state.running)
+			return `Its CREATE INDEX CONCURRENTLY is still running in pid ${state.running}: wait for it to end (npx tsx runbooks/monitor.ts), then rerun the deploy.`;
+		if (state.invalid.length)
+			return `Its CREATE INDEX CONCURRENTLY was interrupted and left ${state.invalid.join(", ")} INVALID in the database (the rest of it is not there). Drop it, mark the migration rolled back, then rerun the deploy:\n${state.invalid.map((i) => `  DROP INDEX CONCURRENTLY IF EXISTS ${i};`).join("\n")}\n  ${markRolledBackSql(migration)}`;
+		if (state.valid.length === builds.length)
+			return `Its index build completed (${state.valid.join(", ")} valid) but was never recorded. Mark it applied, then rerun the deploy:\n  npx tsx runbooks/troubleshoot.ts --resolve-applied ${migration}`;
+		return `None of it is in the database (no index it builds exists). Mark it rolled back, then rerun the deploy:\n  ${markRolledBackSql(migration)}`;
+	}
 	ctx.log(
 		`comparing the database with the migrations, with and without ${migration} ...`,
 	);
@@ -174,6 +201,42 @@ async function resolveAdvice(
 	return "The database matches neither the migrations with it nor without it: see what it left with npx tsx runbooks/troubleshoot.ts, and resolve it by hand.";
 }
 
+/** Which indexes of a concurrent build exist, valid or INVALID, and whether a deploy session still runs one. */
+async function concurrentBuildState(
+	db: Db,
+	builds: NonNullable<ReturnType<typeof concurrentIndexBuilds>>,
+): Promise<{ running: number | null; valid: string[]; invalid: string[] }> {
+	const running = await db.query<{ pid: number }>(
+		"select pid from pg_stat_progress_create_index where pid in (select pid from pg_stat_activity where application_name = $1) limit 1",
+		[DEPLOY_APPLICATION],
+	);
+	const valid: string[] = [];
+	const invalid: string[] = [];
+	for (const b of builds) {
+		if (!b.index) continue;
+		const name = qualifiedName({ schema: b.table.schema, name: b.index });
+		const r = await db.query<{ valid: boolean }>(
+			"select indisvalid as valid from pg_index where indexrelid = to_regclass($1)",
+			[name],
+		);
+		if (r.rows[0]) (r.rows[0].valid ? valid : invalid).push(name);
+	}
+	return { running: running.rows[0]?.pid ?? null, valid, invalid };
+}
+
+/** What a failed migration left in the database, truthfully for each way it runs. */
+function whatStayed(f: NonNullable<DeployOutcome["failure"]>): string {
+	if (f.partial)
+		return "It commits in parts (BEGIN/COMMIT of its own), so the statements before its failing part may be in the database: check with npx tsx runbooks/validate.ts";
+	if (f.invalidIndexes.length) {
+		const left = f.invalidIndexes.filter((i) => !i.dropped);
+		return left.length
+			? `CREATE INDEX CONCURRENTLY runs outside a transaction: it left ${left.map((i) => i.index).join(", ")} INVALID in the database (dropping it failed: ${left[0].error}); drop it with DROP INDEX CONCURRENTLY IF EXISTS ${left[0].index} before a retry`
+			: `CREATE INDEX CONCURRENTLY runs outside a transaction: the INVALID index it left (${f.invalidIndexes.map((i) => i.index).join(", ")}) was dropped, so none of it is in the database`;
+	}
+	return "PostgreSQL rolled its transaction back, so none of it is in the database";
+}
+
 /** What the database holds after a failure at or after the apply step, and the way back. */
 function stateAfterFailure(ctx: Ctx): string {
 	const lines: string[] = [];
@@ -186,7 +249,7 @@ function stateAfterFailure(ctx: Ctx): string {
 		const f = d.failure;
 		if (f?.migration) {
 			lines.push(
-				`Failed: ${f.migration}. PostgreSQL rolled its transaction back, so none of it is in the database; ${
+				`Failed: ${f.migration}. ${whatStayed(f)}; ${
 					f.markedRolledBack
 						? "it is marked rolled back in _prisma_migrations, so the next deploy applies it again."
 						: `_prisma_migrations records it as failed, and deploys refuse until it is resolved: fix the migration, then mark it rolled back:\n  ${markRolledBackSql(f.migration as string)}`
@@ -204,7 +267,14 @@ function stateAfterFailure(ctx: Ctx): string {
 		);
 		if (i.migration && i.markedRolledBack) {
 			lines.push(
-				`${i.migration} was running: its session was cancelled, PostgreSQL rolled it back, and it is marked rolled back in _prisma_migrations (the next deploy applies it again).`,
+				i.invalidIndexes.length
+					? `${i.migration} was running: its concurrent index build was cancelled, the INVALID index it left (${i.invalidIndexes.map((x) => x.index).join(", ")}) was dropped, so none of it is in the database, and it is marked rolled back in _prisma_migrations (the next deploy applies it again).`
+					: `${i.migration} was running: its session was cancelled, PostgreSQL rolled it back, and it is marked rolled back in _prisma_migrations (the next deploy applies it again).`,
+			);
+		} else if (i.migration && i.invalidIndexes.some((x) => !x.dropped)) {
+			const x = i.invalidIndexes.find((y) => !y.dropped) as InvalidIndex;
+			lines.push(
+				`${i.migration} was running: its concurrent index build was cancelled and left ${x.index} INVALID in the database (dropping it failed: ${x.error}). Drop it, then mark the migration rolled back:\n  DROP INDEX CONCURRENTLY IF EXISTS ${x.index};\n  ${markRolledBackSql(i.migration)}`,
 			);
 		} else if (i.migration) {
 			lines.push(
@@ -234,41 +304,6 @@ function stateAfterFailure(ctx: Ctx): string {
 	return lines.join("\n");
 }
 
-/** Findings on a table small enough that the lock they warn about lasts a fraction of a second, accepted. */
-async function judgeFindings(
-	db: Db,
-	result: LintResult,
-	s: Settings,
-	createdEarlier: Set<string>,
-): Promise<LintResult> {
-	return acceptOnSmallTables(
-		result,
-		s.smallTableBytes,
-		async (f: Finding) => {
-			const drop =
-				/^DROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?("(?:[^"]|"")+"|\w+)/i.exec(
-					f.statement,
-				);
-			if (drop) {
-				const r = await db.query<{ t: string | null }>(
-					"select (select format('%I.%I', n.nspname, c.relname) from pg_index i join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace where i.indexrelid = to_regclass($1)) as t",
-					[drop[1]],
-				);
-				return r.rows[0].t;
-			}
-			return tableOfStatement(f.statement);
-		},
-		async (table) => {
-			const r = await db.query<{ bytes: string | null }>(
-				"select pg_table_size(to_regclass($1)) as bytes",
-				[table],
-			);
-			return r.rows[0].bytes === null ? null : Number(r.rows[0].bytes);
-		},
-		(table) => createdEarlier.has(table),
-	);
-}
-
 await runRunbook<State>({
 	name: "deploy-production",
 	summary:
@@ -277,8 +312,11 @@ await runRunbook<State>({
 		"Connects through DIRECT_URL when set (never through a transaction pooler). Refuses (exit 3), changing\n" +
 		"nothing, when _prisma_migrations holds a failed or unfinished migration, when squawk finds an unsafe\n" +
 		"statement in a pending migration.sql that is not allowed by name (--allow <rule>), or when a session has\n" +
-		"held a lock on a table the migrations touch for longer than --max-holder-age. Index builds and constraint\n" +
-		"checks on tables under --small-table-mb are accepted: their lock lasts a fraction of a second.\n" +
+		"held a lock on a table the migrations touch for longer than --max-holder-age. Each finding is judged by\n" +
+		"its table as it will be when the statement runs: created earlier in this deploy or existing with no rows\n" +
+		"(counted), it is accepted whatever the rule; under --small-table-mb, accepted when the only risk is a short\n" +
+		"lock; with rows, refused, naming them. A fresh install (no _prisma_migrations, no tables) shows findings as\n" +
+		"notes; --lint-since <migration> makes the history up to it a baseline.\n" +
 		"Then takes a pre-deploy backup and verifies it (no verified backup, no deploy), asks (or --yes --confirm\n" +
 		"<database>), and runs prisma migrate deploy with lock_timeout and statement_timeout on every session, so\n" +
 		"a migration that cannot get its lock gives up instead of queueing every query on the table behind it;\n" +
@@ -297,6 +335,13 @@ await runRunbook<State>({
 			value: "<duration>",
 			default: "5s",
 			description: "Longest wait for a lock per statement.",
+		},
+		"concurrent-timeout": {
+			type: "string",
+			value: "<duration>",
+			default: "10min",
+			description:
+				"Longest wait of a CREATE INDEX CONCURRENTLY migration for older transactions (its waits block no reads or writes); an INVALID index a timed-out build leaves is dropped before the retry.",
 		},
 		"statement-timeout": {
 			type: "string",
@@ -318,12 +363,18 @@ await runRunbook<State>({
 			description:
 				"Refuse when a session has held a lock on a touched table in a transaction this old.",
 		},
+		"lint-since": {
+			type: "string",
+			value: "<migration>",
+			description:
+				"Lint baseline: migrations up to and including this one are applied without refusal, their findings printed as notes.",
+		},
 		"small-table-mb": {
 			type: "number",
 			value: "<MB>",
 			default: 10,
 			description:
-				"Accept non-concurrent index builds and constraint checks on tables smaller than this.",
+				"Accept findings whose only risk is a short lock (index builds, constraint checks) on tables smaller than this.",
 		},
 		"monitor-seconds": {
 			type: "number",
@@ -344,6 +395,8 @@ await runRunbook<State>({
 		SMOKE_TEST_CMD:
 			"Shell command run after the built-in smoke queries, e.g. curl -fsS https://app/api/health.",
 		PRISMA_MIGRATIONS_DIR: "Migrations folder (default prisma/migrations).",
+		PRISMA_SCHEMA:
+			"The schema the verify step compares the migrations with (default prisma/schema.prisma).",
 		PRISMA_ENGINE:
 			"Prisma schema engine: wasm (default; the only one the timeouts are tested with) or native.",
 		PG_BIN_DIR:
@@ -400,11 +453,13 @@ await runRunbook<State>({
 						await resolveAdvice(ctx, h, failed[0].migration),
 					);
 				}
+				let appTables = 0;
 				if (h.tableMissing) {
 					const tables = await db.query<{ n: string }>(
-						"select count(*) as n from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r','p')",
+						"select count(*) as n from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = current_schema() and c.relkind in ('r','p')",
 					);
-					if (Number(tables.rows[0].n) > 0) {
+					appTables = Number(tables.rows[0].n);
+					if (appTables > 0) {
 						throw refusal(
 							"The database has tables but no _prisma_migrations: it was never deployed with Prisma Migrate, so deploying would try to create what exists.",
 							"Baseline it first: mark the migrations it already contains as applied (prisma migrate resolve --applied <name>).",
@@ -428,8 +483,22 @@ await runRunbook<State>({
 				ctx.log(`pending (${h.pending.length}):`);
 				for (const m of h.pending) ctx.log(`  ${m.name}`);
 
-				// Lint every pending migration.sql; findings about short locks on small tables are accepted.
-				const created = new Set<string>();
+				// Lint every pending migration.sql, and judge each finding by its table as it will be when
+				// the statement runs (created earlier in this deploy, empty, small, or holding rows).
+				if (s.lintSince && !h.local.some((m) => m.name === s.lintSince))
+					throw usageError(
+						`--lint-since ${s.lintSince}: no such migration in ${displayPath(dir)}.`,
+						"Give the folder name of the last migration to treat as a baseline, e.g. --lint-since 20240101000000_init.",
+					);
+				const freshInstall = h.tableMissing && appTables === 0;
+				if (freshInstall)
+					ctx.log(
+						"fresh install: no _prisma_migrations and no tables; findings are shown as notes",
+					);
+				const walk = new DeployWalk(db, {
+					smallTableBytes: s.smallTableBytes,
+					freshInstall,
+				});
 				for (const m of h.pending) {
 					const raw = await lintSql(
 						m.sql,
@@ -437,18 +506,11 @@ await runRunbook<State>({
 						s.allow,
 						String(v.major),
 					);
-					const judged = await judgeFindings(db, raw, s, created);
+					const baseline =
+						s.lintSince && m.name <= s.lintSince ? s.lintSince : undefined;
+					const judged = await walk.judge(m.name, m.sql, raw, baseline);
 					ctx.state.lint.push(judged);
 					for (const line of describeFindings(judged)) ctx.log(line);
-					for (const c of m.sql.matchAll(
-						/\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"(?:\."(?:[^"]|"")+")?|\w+)/gi,
-					)) {
-						created.add(
-							c[1].includes(".")
-								? c[1].replace(/"/g, "")
-								: `public.${c[1].replace(/"/g, "")}`,
-						);
-					}
 				}
 				const findings = ctx.state.lint.flatMap((l) =>
 					l.findings.map((f) => ({ ...f, file: l.file })),
@@ -482,16 +544,22 @@ await runRunbook<State>({
 				ctx.log(
 					`database ${formatBytes(Number(size))}; largest tables: ${largest.map((x) => `${x.name} ${formatBytes(x.totalBytes)}`).join(", ")}`,
 				);
+				// Existing tables only: one a pending migration creates cannot be locked by anyone yet.
 				const touched = [
 					...new Set(h.pending.flatMap((m) => tablesTouched(m.sql))),
-				];
+				].filter((t) => !walk.created.has(t));
 				ctx.state.touched = touched;
-				const info = (name: string) =>
-					tables.find((x) => `public.${x.name}` === name);
 				if (touched.length) {
-					ctx.log(
-						`tables the migrations lock: ${touched.map((n) => `${n.replace(/^public\./, "")} (${info(n) ? `${formatBytes(info(n)?.totalBytes ?? 0)}${info(n)?.estimatedRows ? `, ~${info(n)?.estimatedRows} rows` : ""}` : "new"})`).join(", ")}`,
-					);
+					const sizes: string[] = [];
+					for (const t of touched) {
+						const r = await walk.rowsOf(t);
+						sizes.push(
+							r
+								? `${t} (${formatBytes(r.bytes)}; ${describeRows(t, r).replace(`${t} has `, "")})`
+								: `${t} (not found)`,
+						);
+					}
+					ctx.log(`tables the migrations lock: ${sizes.join(", ")}`);
 				}
 
 				// Sessions that would make the migration wait (and everyone behind it).
@@ -617,6 +685,11 @@ await runRunbook<State>({
 			async run(ctx) {
 				const s = settings(ctx);
 				ctx.state.applying = true;
+				let lastPhase = "";
+				const concurrent = (name: string | null) => {
+					const sql = ctx.state.pending.find((m) => m.name === name)?.sql;
+					return sql !== undefined && concurrentIndexBuilds(sql) !== null;
+				};
 				const outcome = await deployWithRetries({
 					target: ctx.target,
 					env: ctx.env,
@@ -628,7 +701,9 @@ await runRunbook<State>({
 						if (e.type === "waiting") {
 							for (const b of e.blockers) {
 								ctx.log(
-									`waiting up to ${formatMs(s.lockTimeoutMs)} for a lock${b.table ? ` on ${b.table}` : ""} held by pid ${b.pid} ("${b.application}")`,
+									b.table
+										? `waiting up to ${formatMs(s.lockTimeoutMs)} for a lock on ${b.table} held by pid ${b.pid} ("${b.application}")`
+										: `waiting for pid ${b.pid} ("${b.application}"): ${describeSession(b)} (a concurrent index build waits up to ${formatMs(s.concurrentTimeoutMs ?? 0)} for older transactions)`,
 								);
 							}
 						}
@@ -636,7 +711,9 @@ await runRunbook<State>({
 							ctx.log(`attempt ${e.no}/${e.of}: ${DEPLOY_ARGS.join(" ")}`);
 						if (e.type === "blocked") {
 							ctx.warn(
-								`${e.migration ?? "the deploy"} could not get its lock within ${formatMs(s.lockTimeoutMs)} and gave up; other queries were not held up longer.`,
+								concurrent(e.migration)
+									? `${e.migration} waited ${formatMs(s.concurrentTimeoutMs ?? 0)} (--concurrent-timeout) for older transactions to end and gave up; its waits held up no other query.`
+									: `${e.migration ?? "the deploy"} could not get its lock within ${formatMs(s.lockTimeoutMs)} and gave up; other queries were not held up longer.`,
 							);
 							if (e.blockers.length === 0)
 								ctx.warn("the blocker ended before it could be identified");
@@ -645,9 +722,22 @@ await runRunbook<State>({
 									`blocked by ${describeSession(b)}${b.table ? ` (on ${b.table})` : ""}`,
 								);
 						}
+						// Plain lines, one per phase of the build.
+						if (e.type === "index-progress" && e.phase !== lastPhase) {
+							lastPhase = e.phase;
+							ctx.log(
+								`CREATE INDEX CONCURRENTLY: ${e.phase}${e.total ? ` (${e.done} of ${e.total})` : ""}`,
+							);
+						}
+						if (e.type === "invalid-index")
+							ctx.warn(
+								e.index.dropped
+									? `the interrupted CREATE INDEX CONCURRENTLY left ${e.index.index} INVALID; dropped it (DROP INDEX CONCURRENTLY IF EXISTS ${e.index.index})`
+									: `the interrupted CREATE INDEX CONCURRENTLY left ${e.index.index} INVALID, and dropping it failed: ${e.index.error}`,
+							);
 						if (e.type === "rolled-back")
 							ctx.log(
-								`marked ${e.migration} rolled back in _prisma_migrations (PostgreSQL rolled its transaction back)`,
+								`marked ${e.migration} rolled back in _prisma_migrations (${concurrent(e.migration) ? "its build ran outside a transaction; nothing of it is left once its INVALID index is gone" : "PostgreSQL rolled its transaction back"})`,
 							);
 						if (e.type === "retry")
 							ctx.log(`retrying in ${formatMs(e.delayMs)}`);

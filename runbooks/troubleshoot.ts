@@ -39,7 +39,7 @@ import {
 	type ResolvePlan,
 	resolveArgs,
 } from "../lib/migration-resolve.ts";
-import { tableOfStatement } from "../lib/migration-sql.ts";
+import { qualifiedName } from "../lib/migration-sql.ts";
 import {
 	type AppliedRow,
 	type History,
@@ -786,7 +786,7 @@ await runRunbook<State>({
 							x.rule === "adding-required-field" ||
 							x.rule === "adding-not-nullable-field",
 					)) {
-						const table = tableOfStatement(f.statement);
+						const table = f.table;
 						found.push({
 							source,
 							table,
@@ -801,10 +801,14 @@ await runRunbook<State>({
 					if (m && !found.some((f) => f.column === m[1])) {
 						found.push({
 							source: `failed migration ${row.migration_name} (its logs)`,
-							table: m[2],
+							// The server's message names the relation as stored: quote it to look it up exactly.
+							table: qualifiedName({ schema: null, name: m[2] }),
 							column: m[1],
 							statement: oneLineOf(row.logs ?? ""),
-							tableHasRows: await tableHasRows(db, m[2]),
+							tableHasRows: await tableHasRows(
+								db,
+								qualifiedName({ schema: null, name: m[2] }),
+							),
 						});
 					}
 				}

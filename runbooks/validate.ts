@@ -12,7 +12,11 @@ import {
 } from "../lib/drift.ts";
 import { type History, readHistory } from "../lib/migrations.ts";
 import { table } from "../lib/output.ts";
-import { prismaCommand } from "../lib/prisma-cli.ts";
+import {
+	displayPath,
+	migrationsDir,
+	prismaCommand,
+} from "../lib/prisma-cli.ts";
 import { runRunbook } from "../lib/runner.ts";
 
 interface State {
@@ -100,7 +104,7 @@ await runRunbook<State>({
 		{
 			title: "Check the migration history (_prisma_migrations)",
 			async run(ctx) {
-				const h = await readHistory(await ctx.db());
+				const h = await readHistory(await ctx.db(), migrationsDir(ctx.env));
 				ctx.state.history = h;
 				if (h.tableMissing) {
 					const p =
@@ -113,7 +117,7 @@ await runRunbook<State>({
 					};
 				}
 				ctx.log(
-					`${h.local.length} migrations in prisma/migrations, latest applied: ${h.latestApplied ?? "none"}`,
+					`${h.local.length} migrations in ${displayPath(migrationsDir(ctx.env))}, latest applied: ${h.latestApplied ?? "none"}`,
 				);
 				for (const i of h.issues) {
 					const p = `migration ${i.migration}: ${i.detail}`;

@@ -92,12 +92,11 @@ const query = (u: string, sql: string) =>
 	admin(async (db) => (await db.query(sql)).rows, u);
 
 describe("deploy-production.ts lint", () => {
-	it("refuses a NOT NULL column without default (exit 3) with squawk's finding explained, nothing changed and no backup; --allow proceeds", async () => {
+	it("refuses dropping a column of a table with rows (exit 3), naming the rows, with squawk's finding explained, nothing changed and no backup; --allow proceeds", async () => {
 		const url = await dbs.clone(base, "deploy_unsafe");
-		const name = "20250101000000_require_token_purpose";
+		const name = "20250101000000_drop_session_expires";
 		const dir = migrationsWith({
-			[name]:
-				'ALTER TABLE "verification_tokens" ADD COLUMN "purpose" TEXT NOT NULL;\n',
+			[name]: 'ALTER TABLE "sessions" DROP COLUMN "expires";\n',
 		});
 		const dir2 = scratchDir();
 		const env = {
@@ -130,10 +129,13 @@ describe("deploy-production.ts lint", () => {
 		const refused = await deploy();
 		expect(refused.code, refused.stdout + refused.stderr).toBe(3);
 		expect(refused.stdout).toContain(
-			"✗ unsafe: NOT NULL column without a default [adding-required-field]",
+			"✗ unsafe: removing a column [ban-drop-column]",
 		);
-		expect(refused.stdout).toContain("Why: Existing rows have no value for it");
-		expect(refused.stderr).toContain("--allow adding-required-field");
+		expect(refused.stdout).toMatch(
+			/On: public\.sessions has \d+ row\(s\) \(counted\)/,
+		);
+		expect(refused.stdout).toContain("Why: Data in the column is lost");
+		expect(refused.stderr).toContain("--allow ban-drop-column");
 		expect(await snapshot()).toEqual(before);
 		expect(backupFiles(backups)).toEqual([]);
 		const ends = readFileSync(audit, "utf8")
@@ -143,16 +145,16 @@ describe("deploy-production.ts lint", () => {
 			.filter((l) => l.event === "run_end");
 		expect(ends.at(-1)).toMatchObject({ exit_code: 3 });
 
-		const allowed = await deploy(["--allow", "adding-required-field"]);
+		const allowed = await deploy(["--allow", "ban-drop-column"]);
 		expect(allowed.code, allowed.stdout + allowed.stderr).toBe(0);
 		expect(allowed.stdout).toContain(
-			"~ allowed: NOT NULL column without a default [adding-required-field]",
+			"~ allowed: removing a column [ban-drop-column]",
 		);
 		const cols = await query(
 			url,
-			"select 1 from information_schema.columns where table_name = 'verification_tokens' and column_name = 'purpose'",
+			"select 1 from information_schema.columns where table_name = 'sessions' and column_name = 'expires'",
 		);
-		expect(cols).toHaveLength(1);
+		expect(cols).toHaveLength(0);
 		expect(
 			backupFiles(backups).filter((f) => f.endsWith(".json")),
 		).toHaveLength(1);
