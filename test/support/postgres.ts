@@ -17,12 +17,12 @@ import {
 	rmSync,
 	writeFileSync,
 } from "node:fs";
-import { request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import type { StartedPostgreSqlContainer } from "@testcontainers/postgresql";
 import pg from "pg";
+import type { ContainerRuntimeClient } from "testcontainers";
 
 export interface PgServer {
 	/** Superuser connection string to the `postgres` database. */
@@ -63,53 +63,43 @@ export async function freePort(): Promise<number> {
 export const LOCAL_IMAGE = "runbooks-postgres:15";
 const OFFICIAL_IMAGE = "postgres:15";
 
-/** Where the Docker engine is (DOCKER_HOST, else the default socket), and a GET on its API. */
-export function dockerEngine(env = process.env) {
-	const host = env.DOCKER_HOST || "unix:///var/run/docker.sock";
-	const where = host.startsWith("unix://")
-		? { socketPath: host.slice("unix://".length) }
-		: { host: new URL(host).hostname, port: Number(new URL(host).port) };
-	const get = (path: string): Promise<number> =>
-		new Promise((resolve, reject) => {
-			const req = request({ ...where, path, timeout: 3000 }, (res) => {
-				res.resume();
-				resolve(res.statusCode ?? 0);
-			});
-			req.on("timeout", () => req.destroy(new Error("no answer in 3 s")));
-			req.on("error", reject);
-			req.end();
-		});
-	return {
-		host,
-		/** null when the engine answers its ping, else why not. */
-		async problem(): Promise<string | null> {
-			try {
-				const status = await get("/_ping");
-				return status === 200 ? null : `its ping answered HTTP ${status}`;
-			} catch (err) {
-				return (err as Error).message;
-			}
-		},
-		hasImage: async (image: string) =>
-			(await get(`/images/${encodeURIComponent(image)}/json`)) === 200,
-	};
+/**
+ * The Docker engine as Testcontainers finds it (TESTCONTAINERS_HOST_OVERRIDE, DOCKER_HOST,
+ * ~/.testcontainers.properties, /var/run/docker.sock, the rootless socket), or why none answers.
+ */
+export async function dockerEngine(): Promise<
+	{ client: ContainerRuntimeClient } | { problem: string }
+> {
+	const { getContainerRuntimeClient } = await import("testcontainers");
+	try {
+		return { client: await getContainerRuntimeClient() };
+	} catch (err) {
+		const where = process.env.DOCKER_HOST
+			? `DOCKER_HOST=${process.env.DOCKER_HOST}`
+			: "/var/run/docker.sock";
+		return {
+			problem: `No Docker engine answers at ${where} (Testcontainers: ${(err as Error).message}).`,
+		};
+	}
 }
 
 /** A PostgreSQL container through @testcontainers/postgresql; throws (with the reason) when it does not start. */
 export async function startContainer(
 	opts: { image?: string } = {},
 ): Promise<PgServer> {
-	const engine = dockerEngine();
-	const problem = await engine.problem();
-	if (problem) {
+	const engine = await dockerEngine();
+	if ("problem" in engine) {
 		throw new Error(
-			`No Docker engine answers at ${engine.host} (${problem}). Start dockerd, or run the tests on a local cluster with TEST_PG=local.`,
+			`${engine.problem} Start dockerd, or run the tests on a local cluster with TEST_PG=local.`,
 		);
 	}
+	const { ImageName } = await import("testcontainers");
 	const image =
 		opts.image ??
 		process.env.TEST_PG_IMAGE ??
-		((await engine.hasImage(LOCAL_IMAGE)) ? LOCAL_IMAGE : OFFICIAL_IMAGE);
+		((await engine.client.image.exists(ImageName.fromString(LOCAL_IMAGE)))
+			? LOCAL_IMAGE
+			: OFFICIAL_IMAGE);
 	// Ryuk, Testcontainers' reaper, comes from a registry image; without it, stop() and the
 	// teardown remove the container.
 	process.env.TESTCONTAINERS_RYUK_DISABLED ??= "true";
@@ -252,7 +242,7 @@ export async function choosePostgres(env = process.env): Promise<PgChoice> {
 		return chosen;
 	}
 	if (env.TEST_DATABASE_URL) return "external";
-	return (await dockerEngine(env).problem()) === null ? "docker" : "local";
+	return "client" in (await dockerEngine()) ? "docker" : "local";
 }
 
 export async function startPostgres(): Promise<PgServer> {
