@@ -48,6 +48,11 @@ const PLACEHOLDERS: Record<string, (p: Prepared) => string> = {
 const NOT_RUN: Array<[RegExp, string]> = [
 	[/^npm (ci|test)\b/, "installs or runs the whole suite: what CI does"],
 	[/^npm run (typecheck|lint|demo)\b/, "development tooling, run by CI"],
+	[/^npm run test:containers\b/, "the container suites: what CI does"],
+	[
+		/^test\/support\/build-postgres-image\.sh\b/,
+		"builds the Docker test images as root (debootstrap): what CI does",
+	],
 	[
 		/^pg_dump \$DATABASE_URL/,
 		"the old way the docs warn against (password on the command line)",

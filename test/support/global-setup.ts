@@ -7,7 +7,12 @@ let server: PgServer | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
 	server = await startPostgres();
-	process.stderr.write(`test PostgreSQL: ${server.kind}\n`);
+	process.stderr.write(`test PostgreSQL: ${server.description}\n`);
+	if (server.kind !== "local")
+		// It needs a second server whose bootstrap superuser is supabase_admin, with pgbouncer.
+		process.stderr.write(
+			"test PostgreSQL: the Supabase stand-in (test/support/supabase.ts) stays a local cluster\n",
+		);
 	project.provide("adminUrl", server.adminUrl);
 }
 
