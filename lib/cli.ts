@@ -1,10 +1,12 @@
 // Invocation parsing and --help. Flags are declared once, with the descriptions --help prints;
 // anything unknown, repeated or missing its value is a usage error (exit 2) before anything runs.
 
+import { formatMs, parseDuration } from "./duration.ts";
 import { usageError } from "./errors.ts";
 
 export interface FlagSpec {
-	type: "boolean" | "string" | "number";
+	/** "duration": 500ms, 30s, 2min, 1h; parsed to milliseconds. */
+	type: "boolean" | "string" | "number" | "duration";
 	description: string;
 	/** Placeholder shown in --help, e.g. "<name>". */
 	value?: string;
@@ -12,6 +14,13 @@ export interface FlagSpec {
 	short?: string;
 	/** A string flag that may be given several times; the values are joined with commas. */
 	repeatable?: boolean;
+	/** A duration flag: what a bare number means (default seconds). */
+	unit?: "s" | "ms";
+	/**
+	 * An old spelling kept working: its value is stored under the flag named here (giving both is
+	 * a usage error). --help lists it apart, without a description of its own.
+	 */
+	replacedBy?: string;
 }
 
 export type FlagSpecs = Record<string, FlagSpec>;
@@ -58,10 +67,18 @@ export const COMMON_FLAGS: FlagSpecs = {
 		description:
 			"Print one JSON object on stdout at the end; human text goes to stderr.",
 	},
-	"env-file": {
+	dotenv: {
 		type: "string",
 		value: "<path>",
 		description: "Read the environment from this file instead of .env.",
+	},
+	// Node 20 reads --env-file as its own option even after the script's name (nodejs/node#54232):
+	// with `npx tsx runbooks/<name>.ts --env-file <missing>` it exits 9 before the runbook starts.
+	"env-file": {
+		type: "string",
+		value: "<path>",
+		description: "",
+		replacedBy: "dotenv",
 	},
 	"database-url": {
 		type: "string",
@@ -75,6 +92,27 @@ export const COMMON_FLAGS: FlagSpecs = {
 			"Show stack traces and the full output of child tools (also DEBUG=1).",
 	},
 };
+
+/**
+ * A duration flag and its old spelling, which carried its unit in its name (--sleep-ms,
+ * --monitor-seconds): the old spelling still works, with bare numbers in that unit.
+ */
+export function renamedDuration(
+	name: string,
+	oldName: string,
+	oldUnit: "s" | "ms",
+	spec: Omit<FlagSpec, "type">,
+): FlagSpecs {
+	return {
+		[name]: { ...spec, type: "duration" },
+		[oldName]: {
+			type: "duration",
+			description: "",
+			unit: oldUnit,
+			replacedBy: name,
+		},
+	};
+}
 
 export function parseInvocation(
 	argv: string[],
@@ -141,7 +179,9 @@ export function parseInvocation(
 		}
 		if (value === "")
 			throw usageError(`The flag --${name} needs a non-empty value.`);
-		if (spec.type === "number") {
+		if (spec.type === "duration") {
+			flags[name] = parseDuration(value, `--${name}`, spec.unit);
+		} else if (spec.type === "number") {
 			const n = Number(value);
 			if (!Number.isFinite(n) || n < 0)
 				throw usageError(
@@ -156,8 +196,24 @@ export function parseInvocation(
 		}
 	}
 	for (const [name, spec] of Object.entries(specs)) {
+		if (!spec.replacedBy || flags[name] === undefined) continue;
+		if (flags[spec.replacedBy] !== undefined)
+			throw usageError(
+				`--${name} is the old spelling of --${spec.replacedBy}: give one of them.`,
+			);
+		flags[spec.replacedBy] = flags[name];
+		delete flags[name];
+	}
+	for (const [name, spec] of Object.entries(specs)) {
 		if (flags[name] === undefined && spec.default !== undefined)
-			flags[name] = spec.default;
+			flags[name] =
+				spec.type === "duration"
+					? parseDuration(
+							spec.default as string | number,
+							`--${name}`,
+							spec.unit,
+						)
+					: spec.default;
 	}
 	argSpecs.forEach((a, i) => {
 		const v = args[i];
@@ -200,14 +256,21 @@ export function renderHelp(h: HelpSpec): string {
 	const argUsage = (h.args ?? [])
 		.map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))
 		.join(" ");
-	const flagRows = Object.entries(h.flags).map(([name, s]) => {
-		const left = `${s.short ? `-${s.short}, ` : "    "}--${name}${s.value ? ` ${s.value}` : ""}`;
+	const current = Object.entries(h.flags).filter(([, s]) => !s.replacedBy);
+	const flagRows = current.map(([name, s]) => {
+		const value = s.type === "duration" ? "<duration>" : s.value;
+		const left = `${s.short ? `-${s.short}, ` : "    "}--${name}${value ? ` ${value}` : ""}`;
 		const def =
-			s.default !== undefined && s.type !== "boolean"
-				? ` (default: ${s.default})`
-				: "";
+			s.default === undefined || s.type === "boolean"
+				? ""
+				: s.type === "duration"
+					? ` (default: ${formatMs(parseDuration(s.default as string | number, name, s.unit))})`
+					: ` (default: ${s.default})`;
 		return [left, `${s.description}${def}`];
 	});
+	const oldSpellings = Object.entries(h.flags)
+		.filter(([, s]) => s.replacedBy)
+		.map(([name, s]) => `--${name} (now --${s.replacedBy})`);
 	const width = Math.max(...flagRows.map(([l]) => l.length));
 	const envWidth = Math.max(0, ...Object.keys(h.env).map((k) => k.length));
 	const lines = [
@@ -235,6 +298,15 @@ export function renderHelp(h: HelpSpec): string {
 		"Flags:",
 		...flagRows.map(([l, r]) => `  ${l.padEnd(width)}  ${r}`),
 	);
+	if (
+		current.some(([, s]) => s.type === "duration" || s.value === "<duration>")
+	)
+		lines.push(
+			"",
+			"  <duration>: 500ms, 30s, 2min or 1h; a bare number is seconds.",
+		);
+	if (oldSpellings.length)
+		lines.push(`  Old spellings still accepted: ${oldSpellings.join(", ")}.`);
 	lines.push(
 		"",
 		"Environment:",

@@ -7,19 +7,29 @@ import {
 	existsSync,
 	mkdirSync,
 	mkdtempSync,
+	readFileSync,
 	rmSync,
 	writeFileSync,
 } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RunbookError } from "./errors.ts";
 import { readSql } from "./migration-sql.ts";
+import { readLocalMigrations } from "./migrations.ts";
 import {
 	displayPath,
 	migrationsDir,
 	prismaErrorText,
 	runPrisma,
+	SCHEMA_PATH,
 } from "./prisma-cli.ts";
+import {
+	cacheGet,
+	cachePut,
+	hashOf,
+	matchesMigrations,
+} from "./schema-fingerprint.ts";
 import type { Target } from "./target.ts";
 
 export interface DriftReport {
@@ -105,12 +115,28 @@ function schemaText(printed: string): string {
 	return start === -1 ? printed : lines.slice(start).join("\n");
 }
 
-/** SQL that would take the live database to what prisma/migrations builds. */
+const stopIfAborted = (signal?: AbortSignal) => {
+	if (signal?.aborted) throw new Error("aborted");
+};
+
+/**
+ * SQL that would take the live database to what prisma/migrations builds. When the database's
+ * catalog equals that of the migrations built in a scratch database (lib/schema-fingerprint.ts),
+ * that is nothing, and Prisma is not run; otherwise Prisma's introspection and diff name the
+ * changes.
+ */
 export async function databaseDrift(
 	target: Target,
 	env: Record<string, string | undefined>,
 	signal?: AbortSignal,
 ): Promise<string[]> {
+	const same = await matchesMigrations(
+		target,
+		readLocalMigrations(migrationsDir(env)),
+		signal,
+	);
+	stopIfAborted(signal);
+	if (same) return [];
 	const commands = commandsFor(env);
 	const pulled = await runPrisma(commands.introspect, target, env, signal);
 	if (pulled.exitCode !== 0) {
@@ -136,15 +162,31 @@ export async function databaseDrift(
 	}
 }
 
-/** SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated). */
+const PRISMA_VERSION = createRequire(import.meta.url)("prisma/package.json")
+	.version as string;
+
+/**
+ * SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated).
+ * It depends on those files and Prisma alone, not on the database: cached by a hash of them.
+ */
 export async function schemaDrift(
 	target: Target,
 	env: Record<string, string | undefined>,
 	signal?: AbortSignal,
 ): Promise<string[]> {
-	return statements(
+	const key = `schema-drift-${hashOf(
+		PRISMA_VERSION,
+		env.PRISMA_ENGINE ?? process.env.PRISMA_ENGINE ?? "wasm",
+		readFileSync(SCHEMA_PATH, "utf8"),
+		...readLocalMigrations(migrationsDir(env)).flatMap((m) => [m.name, m.sql]),
+	)}`;
+	const cached = cacheGet<string[]>(key);
+	if (cached) return cached;
+	const sql = statements(
 		await prismaOrFail(commandsFor(env).schema, target, env, signal),
 	);
+	cachePut(key, sql);
+	return sql;
 }
 
 /**

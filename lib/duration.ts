@@ -12,16 +12,20 @@ const UNITS: Record<string, number> = {
 	h: 3_600_000,
 };
 
-/** Milliseconds, or a usage error (exit 2) naming the flag. A bare number means seconds. */
-export function parseDuration(text: string | number, flag: string): number {
-	if (typeof text === "number") return Math.round(text * 1000);
+/** Milliseconds, or a usage error (exit 2) naming the flag. A bare number is in `unit` (seconds). */
+export function parseDuration(
+	text: string | number,
+	flag: string,
+	unit: "s" | "ms" = "s",
+): number {
+	if (typeof text === "number") return Math.round(text * UNITS[unit]);
 	const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)?\s*$/i.exec(text);
 	if (!m) {
 		throw usageError(
 			`${flag} needs a duration such as 5s, 500ms or 2min, not "${text}".`,
 		);
 	}
-	return Math.round(Number(m[1]) * UNITS[(m[2] ?? "s").toLowerCase()]);
+	return Math.round(Number(m[1]) * UNITS[(m[2] ?? unit).toLowerCase()]);
 }
 
 /** "5s", "1.5s", "2min": the way PostgreSQL prints timeouts. */

@@ -44,7 +44,7 @@ export interface EnvFile {
 	values: Record<string, string>;
 }
 
-/** The file a run reads: --env-file <path>, else .env in the current directory. */
+/** The file a run reads: --dotenv <path>, else .env in the current directory. */
 export function envFilePath(flag?: string): string {
 	return resolve(flag ?? ".env");
 }
@@ -68,7 +68,7 @@ export function readEnvFile(path: string): EnvFile {
 				? `There is no environment file at ${path}.`
 				: `Cannot read the environment file ${path} (${code}).`,
 			code === "ENOENT"
-				? "Run from the app's directory (where .env lives), pass --env-file <path>, or create .env from .env.example."
+				? "Run from the app's directory (where .env lives), pass --dotenv <path>, or create .env from .env.example."
 				: "Check the path and its permissions. Nothing was changed.",
 		);
 	}

@@ -1,4 +1,4 @@
-// The environment a run sees: the process environment over the values of .env (or --env-file),
+// The environment a run sees: the process environment over the values of .env (or --dotenv <path>),
 // as dotenv does it. Nothing is written back to process.env; children get it explicitly.
 
 import { readFileSync } from "node:fs";

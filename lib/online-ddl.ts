@@ -185,7 +185,7 @@ export async function applyOnline(
 				throw new RunbookError(
 					`${m.migration.name}: the ${m.mode} lock on ${m.tableSql} was not granted within ${m.lockTimeoutMs}ms, ${attempt} times. Nothing of this step was applied.`,
 					EXIT.failed,
-					"Long transactions hold the table (see pg_stat_activity); rerun when they are done, or raise --lock-timeout-ms if the app can wait that long.",
+					"Long transactions hold the table (see pg_stat_activity); rerun when they are done, or raise --lock-timeout if the app can wait that long.",
 				);
 			}
 			throw err;

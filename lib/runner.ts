@@ -260,7 +260,7 @@ async function execute<S>(
 			say(helpText(spec));
 			return EXIT.ok;
 		}
-		const env = loadEnvironment(inv.flags["env-file"] as string | undefined);
+		const env = loadEnvironment(inv.flags.dotenv as string | undefined);
 		const target = spec.resolveTarget
 			? spec.resolveTarget({ env, flags: inv.flags, args: inv.args })
 			: defaultTarget(inv.flags, env);
@@ -294,7 +294,7 @@ function defaultTarget(flags: FlagValues, env: Env): Target {
 	if (!databaseUrl) {
 		throw usageError(
 			"DATABASE_URL is not set.",
-			"Set it in the environment or in .env (see .env.example), or pass --env-file <path>.",
+			"Set it in the environment or in .env (see .env.example), or pass --dotenv <path>.",
 		);
 	}
 	return makeTarget(databaseUrl, env.DIRECT_URL || undefined, env);

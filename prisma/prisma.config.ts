@@ -1,6 +1,7 @@
 /**
- * Prisma CLI config. Always pass it explicitly: `prisma <command> --config prisma/prisma.config.ts`.
- * Paths below are relative to this file's directory.
+ * Prisma CLI config. The runbooks pass it explicitly (`--config prisma/prisma.config.ts`); plain
+ * `npx prisma <command>` from the repository root finds it through .config/prisma.ts. Paths below
+ * are made absolute from this file's directory, so both ways read the same files.
  *
  * PRISMA_ENGINE selects the schema engine:
  *   wasm   (default) Prisma's WebAssembly schema engine driven through @prisma/adapter-pg
@@ -10,6 +11,8 @@
  * Connection: DIRECT_URL if set, else DATABASE_URL. Migrations must use the direct,
  * non-pooled connection. No .env loading here: callers pass the environment explicitly.
  */
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "prisma/config";
 import {
 	createMigrationAdapter,
@@ -39,10 +42,14 @@ if (engine !== "wasm" && engine !== "native") {
 	);
 }
 
-// PRISMA_MIGRATIONS_DIR: another migrations folder (lib/prisma-cli.ts passes it absolute).
+// PRISMA_MIGRATIONS_DIR: another migrations folder (lib/prisma-cli.ts passes it absolute; a
+// relative one is read from this file's directory).
+const here = dirname(fileURLToPath(import.meta.url));
 const paths = {
-	schema: "schema.prisma",
-	migrations: { path: process.env.PRISMA_MIGRATIONS_DIR || "migrations" },
+	schema: join(here, "schema.prisma"),
+	migrations: {
+		path: resolve(here, process.env.PRISMA_MIGRATIONS_DIR || "migrations"),
+	},
 };
 
 // Session settings for every connection the engine opens (set by runbooks, e.g. deploy-production):

@@ -1,4 +1,5 @@
 #!/usr/bin/env -S npx tsx --
+
 // The seed's "Cannot add NOT NULL column without default" (add optional, populate, make
 // required), made safe for a large, busy table and kept in Prisma's migration history: four
 // migrations, each applied in its own short transaction with a lock_timeout and retries, the
@@ -28,6 +29,7 @@ import {
 	runBackfill,
 	validateJob,
 } from "../lib/backfill.ts";
+import { renamedDuration } from "../lib/cli.ts";
 import { connect, type Db, quoteIdent } from "../lib/db.ts";
 import { detectDrift, explainDriftStatement } from "../lib/drift.ts";
 import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
@@ -238,7 +240,7 @@ async function applyStep(
 		migration,
 		tableSql: plan.tableSql,
 		mode: step.mode,
-		lockTimeoutMs: ctx.flags["lock-timeout-ms"] as number,
+		lockTimeoutMs: ctx.flags["lock-timeout"] as number,
 		statementTimeoutMs: step.statementTimeoutMs,
 		retries: ctx.flags.retries as number,
 		signal: ctx.signal,
@@ -388,13 +390,11 @@ await runRunbook<State>({
 			description:
 				"The value for existing rows, computed from the row, e.g. \"'thumbs/' || id || '.jpg'\"; no default is kept.",
 		},
-		"lock-timeout-ms": {
-			type: "number",
-			value: "<ms>",
-			default: 500,
+		...renamedDuration("lock-timeout", "lock-timeout-ms", "ms", {
+			default: `${500}ms`,
 			description:
 				"lock_timeout of each schema change: the longest the app may queue behind it.",
-		},
+		}),
 		retries: {
 			type: "number",
 			value: "<n>",
@@ -408,18 +408,14 @@ await runRunbook<State>({
 			default: DEFAULTS.batchSize,
 			description: "Backfill: rows per batch to start with.",
 		},
-		"target-batch-ms": {
-			type: "number",
-			value: "<ms>",
-			default: DEFAULTS.targetBatchMs,
+		...renamedDuration("target-batch", "target-batch-ms", "ms", {
+			default: `${DEFAULTS.targetBatchMs}ms`,
 			description: "Backfill: target duration of one batch.",
-		},
-		"sleep-ms": {
-			type: "number",
-			value: "<ms>",
-			default: DEFAULTS.sleepMs,
+		}),
+		...renamedDuration("sleep", "sleep-ms", "ms", {
+			default: `${DEFAULTS.sleepMs}ms`,
 			description: "Backfill: pause between batches.",
-		},
+		}),
 	},
 	env: {
 		PRISMA_ENGINE: "Prisma schema engine: wasm (default, offline) or native.",
@@ -455,11 +451,11 @@ await runRunbook<State>({
 					);
 				}
 				for (const flag of [
-					"lock-timeout-ms",
+					"lock-timeout",
 					"retries",
 					"batch-size",
-					"target-batch-ms",
-					"sleep-ms",
+					"target-batch",
+					"sleep",
 				]) {
 					if (!Number.isInteger(f[flag]))
 						throw usageError(`--${flag} needs a whole number.`);
@@ -704,7 +700,7 @@ await runRunbook<State>({
 				describeMigrationStep(
 					ctx,
 					"add",
-					`lock_timeout ${ctx.flags["lock-timeout-ms"]}ms`,
+					`lock_timeout ${ctx.flags["lock-timeout"]}ms`,
 				),
 			async run(ctx) {
 				const s = stepOf(ctx, "add") as MigrationStep;
@@ -729,7 +725,7 @@ await runRunbook<State>({
 			plan: (ctx) => {
 				const p = ctx.state.plan as Plan;
 				return [
-					`-- UPDATE ${p.table.display} SET ${p.column} = ${p.fillExpr} WHERE ${p.column} IS NULL, in primary-key order, batches toward ${ctx.flags["target-batch-ms"]}ms`,
+					`-- UPDATE ${p.table.display} SET ${p.column} = ${p.fillExpr} WHERE ${p.column} IS NULL, in primary-key order, batches toward ${ctx.flags["target-batch"]}ms`,
 					"-- (the batch statements are those of runbooks/backfill.ts; progress is checkpointed in runbooks.backfill_checkpoints)",
 				];
 			},
@@ -793,8 +789,8 @@ await runRunbook<State>({
 					const result = await runBackfill(job, {
 						...DEFAULTS,
 						batchSize: ctx.flags["batch-size"] as number,
-						targetBatchMs: ctx.flags["target-batch-ms"] as number,
-						sleepMs: ctx.flags["sleep-ms"] as number,
+						targetBatchMs: ctx.flags["target-batch"] as number,
+						sleepMs: ctx.flags.sleep as number,
 						minBatchSize: Math.min(
 							DEFAULTS.minBatchSize,
 							ctx.flags["batch-size"] as number,

@@ -1,4 +1,5 @@
 #!/usr/bin/env -S npx tsx --
+
 // The seed's "Migration Hangs on Large Tables" (batched updates), done right: a keyset walk in
 // primary-key order instead of OFFSET paging (which skips rows as they leave the condition and
 // rescans from the start each page), short batches with lock and statement timeouts, a
@@ -22,6 +23,7 @@ import {
 	runBackfill,
 	validateJob,
 } from "../lib/backfill.ts";
+import { renamedDuration } from "../lib/cli.ts";
 import { connect, serverVersion } from "../lib/db.ts";
 import { refusal, usageError } from "../lib/errors.ts";
 import { formatDuration } from "../lib/output.ts";
@@ -54,13 +56,13 @@ function options(ctx: Context<State>): NonNullable<State["options"]> {
 	};
 	const o = {
 		batchSize: int("batch-size", 1),
-		targetBatchMs: int("target-batch-ms", 0),
+		targetBatchMs: int("target-batch", 0),
 		minBatchSize: DEFAULTS.minBatchSize,
 		maxBatchSize: int("max-batch-size", 1),
-		sleepMs: int("sleep-ms", 0),
-		lockTimeoutMs: int("lock-timeout-ms", 1),
-		statementTimeoutMs: int("statement-timeout-ms", 1),
-		maxReplicationLagMs: int("max-replication-lag-ms", 0),
+		sleepMs: int("sleep", 0),
+		lockTimeoutMs: int("lock-timeout", 1),
+		statementTimeoutMs: int("statement-timeout", 1),
+		maxReplicationLagMs: int("max-replication-lag", 0),
 		maxRetries: DEFAULTS.maxRetries,
 		maxCatchUpRounds: DEFAULTS.maxCatchUpRounds,
 	};
@@ -84,7 +86,7 @@ await runRunbook<State>({
 		"Walks --table in primary-key order (keyset pagination: composite and non-integer keys work), and\n" +
 		"in each batch runs UPDATE <table> SET <--set> WHERE <key range> AND (<--where>) in its own short\n" +
 		"transaction with a lock_timeout and a statement_timeout. The batch size adapts toward\n" +
-		"--target-batch-ms; lock timeouts, slow batches and replica lag make it back off. Progress is\n" +
+		"--target-batch; lock timeouts, slow batches and replica lag make it back off. Progress is\n" +
 		`committed with each batch to ${CHECKPOINT_TABLE} in the target database, so Ctrl-C, a kill or a\n` +
 		"lost connection loses at most the batch in flight: rerun with --resume to carry on. At the end it\n" +
 		"counts the rows that still match --where (rows the app wrote behind the cursor are caught up).\n" +
@@ -118,7 +120,7 @@ await runRunbook<State>({
 			value: "<rows>",
 			default: DEFAULTS.batchSize,
 			description:
-				"Rows per batch to start with; the size then adapts toward --target-batch-ms.",
+				"Rows per batch to start with; the size then adapts toward --target-batch.",
 		},
 		"max-batch-size": {
 			type: "number",
@@ -126,39 +128,29 @@ await runRunbook<State>({
 			default: DEFAULTS.maxBatchSize,
 			description: "Largest batch the adaptation may reach.",
 		},
-		"target-batch-ms": {
-			type: "number",
-			value: "<ms>",
-			default: DEFAULTS.targetBatchMs,
+		...renamedDuration("target-batch", "target-batch-ms", "ms", {
+			default: `${DEFAULTS.targetBatchMs}ms`,
 			description:
 				"Target duration of one batch (rows stay locked that long at most); 0 keeps --batch-size fixed.",
-		},
-		"sleep-ms": {
-			type: "number",
-			value: "<ms>",
-			default: DEFAULTS.sleepMs,
+		}),
+		...renamedDuration("sleep", "sleep-ms", "ms", {
+			default: `${DEFAULTS.sleepMs}ms`,
 			description: "Pause between batches, to leave room for the app.",
-		},
-		"lock-timeout-ms": {
-			type: "number",
-			value: "<ms>",
-			default: DEFAULTS.lockTimeoutMs,
+		}),
+		...renamedDuration("lock-timeout", "lock-timeout-ms", "ms", {
+			default: `${DEFAULTS.lockTimeoutMs}ms`,
 			description:
 				"lock_timeout of each batch; a batch that waits longer is rolled back and retried smaller.",
-		},
-		"statement-timeout-ms": {
-			type: "number",
-			value: "<ms>",
-			default: DEFAULTS.statementTimeoutMs,
+		}),
+		...renamedDuration("statement-timeout", "statement-timeout-ms", "ms", {
+			default: `${DEFAULTS.statementTimeoutMs}ms`,
 			description: "statement_timeout of each batch statement.",
-		},
-		"max-replication-lag-ms": {
-			type: "number",
-			value: "<ms>",
-			default: DEFAULTS.maxReplicationLagMs,
+		}),
+		...renamedDuration("max-replication-lag", "max-replication-lag-ms", "ms", {
+			default: `${DEFAULTS.maxReplicationLagMs}ms`,
 			description:
 				"Pause while a replica (pg_stat_replication) lags more than this; 0 ignores replicas.",
-		},
+		}),
 		resume: {
 			type: "boolean",
 			description:

@@ -48,11 +48,11 @@ function thresholds(ctx: Ctx): Thresholds {
 	return {
 		...DEFAULT_THRESHOLDS,
 		tableBytes: Number(f["table-size"]) * MB,
-		transactionMs: Number(f["transaction-age"]) * 1000,
-		idleInTransactionMs: Number(f["idle-age"]) * 1000,
+		transactionMs: Number(f["transaction-age"]),
+		idleInTransactionMs: Number(f["idle-age"]),
 		deadShare: Number(f["dead-share"]) / 100,
 		slotRetainedBytes: Number(f["slot-retained"]) * MB,
-		replicationLagMs: Number(f["replication-lag"]) * 1000,
+		replicationLagMs: Number(f["replication-lag"]),
 		connectionShare: Number(f["connection-share"]) / 100,
 	};
 }
@@ -107,14 +107,12 @@ await runRunbook<State>({
 			description: "Flag tables at least this big (with indexes and TOAST).",
 		},
 		"transaction-age": {
-			type: "number",
-			value: "<seconds>",
+			type: "duration",
 			default: 300,
 			description: "Flag transactions open at least this long.",
 		},
 		"idle-age": {
-			type: "number",
-			value: "<seconds>",
+			type: "duration",
 			default: 60,
 			description: "Flag sessions idle in a transaction at least this long.",
 		},
@@ -132,8 +130,7 @@ await runRunbook<State>({
 			description: "Flag replication slots retaining at least this much WAL.",
 		},
 		"replication-lag": {
-			type: "number",
-			value: "<seconds>",
+			type: "duration",
 			default: 60,
 			description: "Flag standbys replaying at least this far behind.",
 		},

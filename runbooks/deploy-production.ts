@@ -1,4 +1,5 @@
 #!/usr/bin/env -S npx tsx --
+
 // The seed's "Production Migration Workflow" (backup, prisma migrate deploy, migrate status, test,
 // monitor) as one command an engineer or a CI job can trust with the production database: checks
 // first, a verified backup, one confirmation naming the database, migrations applied with a lock
@@ -20,6 +21,7 @@ import {
 	rollbackCommand,
 } from "../lib/backup.ts";
 import { describeTables, formatBytes } from "../lib/catalog.ts";
+import { renamedDuration } from "../lib/cli.ts";
 import { type Db, quoteLiteral, serverVersion } from "../lib/db.ts";
 import {
 	databaseDrift,
@@ -140,7 +142,7 @@ function settings(ctx: Ctx): Settings {
 			"--max-holder-age",
 		),
 		smallTableBytes: Number(f["small-table-mb"]) * 1024 * 1024,
-		monitorSeconds: Number(f["monitor-seconds"]),
+		monitorSeconds: Number(f["monitor-for"]) / 1000,
 		allow,
 		lintSince: (f["lint-since"] as string | undefined) || null,
 	};
@@ -376,13 +378,11 @@ await runRunbook<State>({
 			description:
 				"Accept findings whose only risk is a short lock (index builds, constraint checks) on tables smaller than this.",
 		},
-		"monitor-seconds": {
-			type: "number",
-			value: "<s>",
-			default: 30,
+		...renamedDuration("monitor-for", "monitor-seconds", "s", {
+			default: "30s",
 			description:
 				"How long to watch for blocked sessions after the deploy (0: skip).",
-		},
+		}),
 	},
 	env: {
 		BACKUP_DIR: "Where the pre-deploy backup goes (default backups/).",
@@ -405,7 +405,7 @@ await runRunbook<State>({
 	examples: [
 		"npx tsx runbooks/deploy-production.ts --dry-run",
 		"npx tsx runbooks/deploy-production.ts",
-		"npx tsx runbooks/deploy-production.ts --yes --confirm faceswap --monitor-seconds 60",
+		"npx tsx runbooks/deploy-production.ts --yes --confirm faceswap --monitor-for 1min",
 		"npx tsx runbooks/deploy-production.ts --yes --confirm faceswap --allow adding-required-field --lock-timeout 3s",
 	],
 	exclusive: true,
@@ -867,9 +867,7 @@ await runRunbook<State>({
 			title: "Monitor: blocked sessions, lock waits, errors",
 			skip: (ctx) =>
 				notInDryRun(ctx) ||
-				(Number(ctx.flags["monitor-seconds"]) === 0
-					? "--monitor-seconds 0"
-					: false),
+				(Number(ctx.flags["monitor-for"]) === 0 ? "--monitor-for 0" : false),
 			async run(ctx) {
 				const s = settings(ctx);
 				let lastPrint = 0;

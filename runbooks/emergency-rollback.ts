@@ -308,10 +308,16 @@ const finishedNames = (h: History) =>
 		.filter((n, i, a) => a.indexOf(n) === i)
 		.sort();
 
-/** The newest verified pre-deploy backup of this target, or the reason there is none. */
+/**
+ * The newest verified pre-deploy backup of this target (for --rehearse, the newest verified backup
+ * of any kind: every backup should prove it restores), or the reason there is none.
+ */
 function proposeBackup(
 	ctx: Ctx,
+	anyKind: boolean,
 ): { entry: BackupEntry; note?: string } | { none: string; hint: string } {
+	const wanted = anyKind ? "" : "pre-deploy ";
+	const fits = (e: BackupEntry) => anyKind || e.manifest.kind === "pre-deploy";
 	const all = listBackups(ctx.env);
 	const display = ctx.target.direct.display;
 	const database = ctx.target.direct.database;
@@ -326,24 +332,24 @@ function proposeBackup(
 		e.archivePresent &&
 		Boolean(e.manifest.verified_at) &&
 		!e.manifest.verify_error;
-	const pick = mine.find((e) => e.manifest.kind === "pre-deploy" && usable(e));
+	const pick = mine.find((e) => fits(e) && usable(e));
 	const newer = mine.filter(
 		(e) =>
-			e.manifest.kind === "pre-deploy" &&
+			fits(e) &&
 			!usable(e) &&
 			(!pick || e.manifest.created_at > pick.manifest.created_at),
 	);
 	if (pick && newer.length)
 		note = [
 			note,
-			`newer pre-deploy backup(s) passed over: ${newer.map((e) => `${e.manifest.id} (${!e.archivePresent ? "archive missing" : e.manifest.verify_error ? `failed verification: ${e.manifest.verify_error}` : "never verified"})`).join("; ")}`,
+			`newer ${wanted}backup(s) passed over: ${newer.map((e) => `${e.manifest.id} (${!e.archivePresent ? "archive missing" : e.manifest.verify_error ? `failed verification: ${e.manifest.verify_error}` : "never verified"})`).join("; ")}`,
 		]
 			.filter(Boolean)
 			.join("; ");
 	if (pick) return { entry: pick, note };
 	const others = mine.filter(usable);
 	return {
-		none: `There is no verified pre-deploy backup of ${display} in ${backupDir(ctx.env)}${
+		none: `There is no verified ${wanted}backup of ${display} in ${backupDir(ctx.env)}${
 			mine.length
 				? ` (${mine.length} other backup(s) of it: ${mine
 						.slice(0, 3)
@@ -612,7 +618,7 @@ await runRunbook<State>({
 			type: "string",
 			value: "<id>",
 			description:
-				"Restore this backup (default: the newest verified pre-deploy backup of the target).",
+				"Restore this backup (default: the newest verified pre-deploy backup of the target; with --rehearse, the newest verified backup of any kind).",
 		},
 		mode: {
 			type: "string",
@@ -748,10 +754,10 @@ await runRunbook<State>({
 							`${entry.manifest.id} was made of ${entry.manifest.target}, not of ${ctx.target.direct.display}: check that this is the database you mean to overwrite.`,
 						);
 				} else {
-					const p = proposeBackup(ctx);
+					const p = proposeBackup(ctx, s.mode === "rehearse");
 					if ("none" in p) {
 						if (ctx.dryRun) {
-							ctx.state.nothing = "no verified pre-deploy backup";
+							ctx.state.nothing = `no verified ${s.mode === "rehearse" ? "" : "pre-deploy "}backup`;
 							ctx.warn(`${p.none} A real run would refuse (exit 3).`);
 							ctx.log(p.hint);
 							return {
@@ -763,6 +769,10 @@ await runRunbook<State>({
 					}
 					entry = p.entry;
 					if (p.note) ctx.warn(p.note);
+					if (s.mode === "rehearse")
+						ctx.log(
+							`rehearsing the newest verified backup of the target: ${entry.manifest.id}, a ${entry.manifest.kind} backup`,
+						);
 				}
 				ctx.state.backup = entry;
 				const m = entry.manifest;

@@ -117,7 +117,7 @@ function sourceOf(
 	if (!url?.trim()) {
 		throw usageError(
 			"DATABASE_URL is not set.",
-			"migrate-to-supabase copies from LOCAL_DATABASE_URL (or DATABASE_URL when that is unset) to REMOTE_DIRECT_URL: set them in .env (see .env.example) or pass --env-file <path>.",
+			"migrate-to-supabase copies from LOCAL_DATABASE_URL (or DATABASE_URL when that is unset) to REMOTE_DIRECT_URL: set them in .env (see .env.example) or pass --dotenv <path>.",
 		);
 	}
 	return { url: url.trim(), key: "DATABASE_URL" };
@@ -380,7 +380,7 @@ const steps: Step<State>[] = [
 					);
 				}
 				const plan = prepareSwitch(
-					envFilePath(ctx.flags["env-file"] as string | undefined),
+					envFilePath(ctx.flags.dotenv as string | undefined),
 					ctx.env,
 					"remote",
 				);

@@ -38,8 +38,7 @@ interface State {
 
 type Ctx = Context<State>;
 
-const thresholdMs = (ctx: Ctx) =>
-	Math.round(Number(ctx.flags.threshold) * 1000);
+const thresholdMs = (ctx: Ctx) => Number(ctx.flags.threshold);
 const signalKind = (ctx: Ctx): SignalKind | null =>
 	ctx.flags.terminate !== undefined
 		? "terminate"
@@ -57,10 +56,10 @@ function checkFlags(ctx: Ctx): void {
 			"--json prints one JSON object at the end; use --once --json for scripts, --watch for people.",
 		);
 	}
-	if (f.watch !== undefined && Number(f.watch) < 0.5)
+	if (f.watch !== undefined && Number(f.watch) < 500)
 		throw usageError("--watch needs at least 0.5 seconds between refreshes.");
 	if (f.duration !== undefined && f.watch === undefined)
-		throw usageError("--duration limits --watch; add --watch <seconds>.");
+		throw usageError("--duration limits --watch; add --watch <duration>.");
 	if (f.cancel !== undefined && f.terminate !== undefined)
 		throw usageError("Pass either --cancel or --terminate, not both.");
 	if (signalKind(ctx) && f.watch !== undefined)
@@ -179,18 +178,15 @@ await runRunbook<State>({
 			description: "Take one snapshot and exit (the default without --watch).",
 		},
 		watch: {
-			type: "number",
-			value: "<seconds>",
-			description: "Refresh every <seconds> until Ctrl-C (or --duration).",
+			type: "duration",
+			description: "Refresh this often until Ctrl-C (or --duration).",
 		},
 		duration: {
-			type: "number",
-			value: "<seconds>",
+			type: "duration",
 			description: "With --watch: stop after this long.",
 		},
 		threshold: {
-			type: "number",
-			value: "<seconds>",
+			type: "duration",
 			default: 10,
 			description:
 				"Highlight sessions waiting for a lock at least this long; with --once, exit 1 when any does.",
@@ -231,11 +227,11 @@ await runRunbook<State>({
 				if (ctx.flags.watch !== undefined) {
 					const result = await runLive(
 						{
-							intervalMs: Math.round(Number(ctx.flags.watch) * 1000),
+							intervalMs: Number(ctx.flags.watch),
 							durationMs:
 								ctx.flags.duration === undefined
 									? undefined
-									: Math.round(Number(ctx.flags.duration) * 1000),
+									: Number(ctx.flags.duration),
 							signal: ctx.signal,
 						},
 						async () => {

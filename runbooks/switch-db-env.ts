@@ -75,7 +75,7 @@ await runRunbook<State>({
 		"./runbooks/switch-db-env.ts remote",
 		"./runbooks/switch-db-env.ts local",
 		"./runbooks/switch-db-env.ts remote --dry-run",
-		"npx tsx runbooks/switch-db-env.ts remote --env-file ../app/.env",
+		"npx tsx runbooks/switch-db-env.ts remote --dotenv ../app/.env",
 	],
 	// switch-db-env writes only .env, but it must not point the app at a database another runbook is
 	// changing (a deploy halfway through, a restore, migrate-to-supabase copying it), nor race
@@ -93,7 +93,7 @@ await runRunbook<State>({
 			) {
 				throw usageError(
 					"DATABASE_URL is not set.",
-					"Neither is any profile (LOCAL_DATABASE_URL, REMOTE_DATABASE_URL): add them to .env (see .env.example) or pass --env-file <path>.",
+					"Neither is any profile (LOCAL_DATABASE_URL, REMOTE_DATABASE_URL): add them to .env (see .env.example) or pass --dotenv <path>.",
 				);
 			}
 			return null;
@@ -105,7 +105,7 @@ await runRunbook<State>({
 		{
 			title: "Read .env and the profiles",
 			async run(ctx) {
-				const path = envFilePath(ctx.flags["env-file"] as string | undefined);
+				const path = envFilePath(ctx.flags.dotenv as string | undefined);
 				ctx.state.path = path;
 				const overrides = shellOverrides();
 				if (isStatus(ctx.args)) {

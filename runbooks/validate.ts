@@ -25,6 +25,8 @@ interface State {
 	history?: History;
 	drift?: DriftReport;
 	problems: string[];
+	/** Nothing deployed: no migration applied and no table of the app. */
+	empty?: boolean;
 }
 
 await runRunbook<State>({
@@ -106,6 +108,21 @@ await runRunbook<State>({
 			async run(ctx) {
 				const h = await readHistory(await ctx.db(), migrationsDir(ctx.env));
 				ctx.state.history = h;
+				const appTables = ctx.state.tables.filter(
+					(t) => t.name !== "_prisma_migrations",
+				);
+				if (!h.latestApplied && appTables.length === 0) {
+					// A drift list would name every object of the schema "to undo": say what to run instead.
+					ctx.state.empty = true;
+					const p =
+						"no migration applied; run deploy-production (npx tsx runbooks/deploy-production.ts) to build the schema";
+					ctx.state.problems.push(p);
+					ctx.warn(p);
+					return {
+						status: "problem",
+						summary: `${h.local.length} migrations in the repository, none applied, no table`,
+					};
+				}
 				if (h.tableMissing) {
 					const p =
 						"no _prisma_migrations table: no migration was ever deployed to this database";
@@ -141,6 +158,7 @@ await runRunbook<State>({
 		},
 		{
 			title: "Check drift (prisma migrate diff)",
+			skip: (ctx) => (ctx.state.empty ? "no migration applied" : false),
 			async run(ctx) {
 				ctx.log(
 					`${prismaCommand(DRIFT_COMMANDS.introspect)} > database.prisma`,

@@ -89,9 +89,15 @@ describe.each(runbooks)("runbooks/%s.ts", (name) => {
 			"Examples:",
 			"--dry-run",
 			"DATABASE_URL",
+			"--dotenv <path>",
 		]) {
 			expect(run.stdout).toContain(part);
 		}
+		// One syntax for every time flag: none takes <seconds> or <ms>, and none is named for a unit.
+		const flagLines = run.stdout.split("\nFlags:\n")[1].split("\n\n")[0];
+		expect(flagLines).not.toMatch(
+			/<(seconds|s|ms|minutes)>|--[a-z-]+-(ms|seconds)\b/,
+		);
 	});
 
 	it("rejects an unknown flag and a missing DATABASE_URL with exit 2", async () => {

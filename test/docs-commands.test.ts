@@ -61,6 +61,10 @@ const NOT_RUN: Array<[RegExp, string]> = [
 		/^npx prisma migrate deploy$/,
 		"the old way the docs warn against (no backup, no lock timeout)",
 	],
+	[
+		/^npx prisma (migrate (status|deploy|diff)|validate)\b/,
+		"run from a copy of the repository root by test/prisma-config.test.ts",
+	],
 	[/^psql\b/, "a plain psql session, not a runbook"],
 	[
 		/^[\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ /,

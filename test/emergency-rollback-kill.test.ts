@@ -2,6 +2,7 @@
 // terminal or an OOM killer would) at several moments of the restore step, then a rerun; and
 // --rehearse, which must leave the target exactly as it was. The backup is one backup.ts made.
 
+import { cpSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Fault, runWithFault } from "./support/faults.ts";
@@ -84,6 +85,35 @@ beforeAll(async () => {
 
 afterAll(async () => {
 	if (url) await dropDatabase(url);
+});
+
+describe("emergency-rollback.ts --rehearse without --backup", () => {
+	it("takes the newest verified backup of any kind (here a manual one) and names its kind; restore mode still wants a pre-deploy one", async () => {
+		// A BACKUP_DIR holding only the manual backup of beforeAll.
+		const only = join(scratchDir(), "backups");
+		mkdirSync(only);
+		for (const f of readdirSync(env.BACKUP_DIR).filter((f) =>
+			f.startsWith(backupId),
+		))
+			cpSync(join(env.BACKUP_DIR, f), join(only, f), { recursive: true });
+		const before = await snapshotDatabase(url);
+		const run = await rollback(["--rehearse", "--json"], {
+			env: { ...env, BACKUP_DIR: only },
+		});
+		expect(run.code, run.stderr).toBe(0);
+		expect(run.stderr).toContain(
+			`rehearsing the newest verified backup of the target: ${backupId}, a manual backup`,
+		);
+		expect(JSON.parse(run.stdout).verification.problems).toEqual([]);
+		expect(await snapshotDatabase(url)).toEqual(before);
+
+		const restore = await rollback(["--yes", "--confirm", db], {
+			env: { ...env, BACKUP_DIR: only },
+		});
+		expect(restore.code).toBe(3);
+		expect(restore.stderr).toContain("There is no verified pre-deploy backup");
+		expect(await snapshotDatabase(url)).toEqual(before);
+	});
 });
 
 describe("emergency-rollback.ts, interrupted", () => {

@@ -2,7 +2,14 @@
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+	afterAll,
+	beforeAll,
+	describe,
+	expect,
+	it,
+	onTestFinished,
+} from "vitest";
 
 import {
 	admin,
@@ -69,6 +76,59 @@ describe("validate.ts", () => {
 		}
 	});
 
+	// Each change made by hand, what validate must name, and how the test undoes it.
+	const DRIFT_CASES: Array<{
+		change: string;
+		undo: string;
+		expect: string;
+	}> = [
+		{
+			change: "drop index users_role_idx",
+			undo: 'create index users_role_idx on users ("role")',
+			expect: "index users_role_idx is missing from the database",
+		},
+		{
+			change:
+				"alter table target_templates alter column price_cents set default 99",
+			undo: "alter table target_templates alter column price_cents set default 0",
+			expect:
+				"column target_templates.price_cents differs from the migrations (type, default or nullability)",
+		},
+		{
+			change: `alter type "UserRole" add value 'GUEST'`,
+			undo: `create type "UserRole_old" as enum ('USER', 'ADMIN', 'PREMIUM');
+			       alter table users alter column role drop default;
+			       alter table users alter column role type "UserRole_old" using role::text::"UserRole_old";
+			       drop type "UserRole"; alter type "UserRole_old" rename to "UserRole";
+			       alter table users alter column role set default 'USER'`,
+			expect: "UserRole",
+		},
+		{
+			change: "create table audit_by_hand (id int primary key, note text)",
+			undo: "drop table audit_by_hand",
+			expect: "table audit_by_hand exists in the database but in no migration",
+		},
+	];
+
+	it.each(DRIFT_CASES)(
+		"names drift made by hand: $change (exit 1)",
+		async (c) => {
+			await sql(c.change);
+			try {
+				const run = await runRunbook("validate", ["--json"], { env: env() });
+				expect(run.code, run.stderr).toBe(1);
+				const report = JSON.parse(run.stdout);
+				expect(report.drift.databaseVsMigrations.length).toBeGreaterThan(0);
+				expect(report.problems.join("\n")).toContain(c.expect);
+			} finally {
+				await sql(c.undo);
+			}
+			// Undone: healthy again (the fast path agrees with Prisma).
+			const again = await runRunbook("validate", ["--json"], { env: env() });
+			expect(again.code, again.stdout).toBe(0);
+		},
+	);
+
 	it("names a failed migration (exit 1)", async () => {
 		const name = "20240630170000_add_indexes";
 		await sql(
@@ -109,7 +169,7 @@ describe("validate.ts", () => {
 		}
 	});
 
-	it("reports an empty database as never migrated", async () => {
+	it("says an empty database has no migration applied and what to run, without a drift list (exit 1)", async () => {
 		const empty = await createDatabase("validate_empty");
 		try {
 			const run = await runRunbook("validate", ["--json"], {
@@ -117,8 +177,12 @@ describe("validate.ts", () => {
 			});
 			expect(run.code).toBe(1);
 			const report = JSON.parse(run.stdout);
-			expect(report.problems[0]).toContain("no _prisma_migrations table");
-			expect(report.drift.databaseVsMigrations.length).toBeGreaterThan(5);
+			expect(report.problems).toEqual([
+				"no migration applied; run deploy-production (npx tsx runbooks/deploy-production.ts) to build the schema",
+			]);
+			expect(report.drift).toBeNull();
+			expect(report.steps[3].status).toBe("skipped");
+			expect(run.stderr).not.toMatch(/CREATE TABLE|CREATE SCHEMA|to undo/);
 		} finally {
 			await dropDatabase(empty);
 		}
@@ -126,11 +190,13 @@ describe("validate.ts", () => {
 
 	it("keeps the password out of output, the audit log and every child's argv", async () => {
 		const password = new URL(url).password;
+		// With drift, so that Prisma's children run (an undrifted database needs none).
+		await sql("alter table users add column argv_scan int");
 		const run = await runRunbook("validate", [], {
 			env: env(),
 			watchChildren: true,
-		});
-		expect(run.code).toBe(0);
+		}).finally(() => sql("alter table users drop column argv_scan"));
+		expect(run.code).toBe(1);
 		// Prisma children were seen, so the argv scan looked at something.
 		expect(run.childArgv.some((a) => a.includes("prisma"))).toBe(true);
 		for (const text of [
@@ -151,6 +217,18 @@ describe("validate.ts", () => {
 describe("Ctrl-C", () => {
 	it("stops the running step cleanly, audits it and exits 130", async () => {
 		const log = join(scratchDir(), "audit.jsonl");
+		// Drift keeps the step busy in Prisma's diff for seconds (an undrifted database is answered
+		// from the catalogs in a fraction of the 500 ms below).
+		await admin(
+			(db) => db.query("alter table users add column ctrl_c int"),
+			url,
+		);
+		onTestFinished(async () => {
+			await admin(
+				(db) => db.query("alter table users drop column ctrl_c"),
+				url,
+			);
+		});
 		const run = await runRunbook("validate", [], {
 			env: { DATABASE_URL: url, RUNBOOK_AUDIT_LOG: log },
 			watchChildren: true,

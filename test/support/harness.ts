@@ -124,6 +124,7 @@ export function copyRepository(): string {
 		"runbooks",
 		"lib",
 		"prisma",
+		".config",
 	]) {
 		cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
 	}
