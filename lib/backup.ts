@@ -448,7 +448,8 @@ export async function createBackup(
 			throw new RunbookError(
 				`pg_dump failed: ${failureReason(dump, why)}`,
 				EXIT.failed,
-				/lock/i.test(why)
+				// A lock wait that ran out (not, say, a session terminated while it waited).
+				/lock/i.test(why) && /timeout|could not obtain lock/i.test(why)
 					? `A table stayed locked longer than ${DUMP_LOCK_WAIT} (a running migration or a long transaction?): see pg_stat_activity, then retry.`
 					: "No backup was kept. Check the message above, then retry.",
 			);

@@ -44,7 +44,7 @@ export interface SqlStatement {
 	locks: RelName[];
 	/** Tables it creates. */
 	creates: RelName[];
-	/** Tables it puts rows into (INSERT, COPY, UPDATE). */
+	/** Tables it puts rows into (INSERT, COPY). */
 	fills: RelName[];
 	/** ALTER TABLE ... RENAME TO: the table's new name. */
 	renamesTo?: RelName;
@@ -174,7 +174,8 @@ function describe(
 		case "UpdateStmt":
 		case "DeleteStmt":
 			about(rel(n.relation));
-			if (kind !== "DeleteStmt") out.fills.push(rel(n.relation));
+			// An UPDATE or DELETE adds no rows to a table that had none.
+			if (kind === "InsertStmt") out.fills.push(rel(n.relation));
 			break;
 		case "CopyStmt":
 			if (n.is_from && n.relation) {

@@ -248,6 +248,8 @@ describe("emergency-rollback.ts on Supabase under SIGKILL (restore mode)", () =>
 				}),
 			);
 		},
+		// A killed run, its rerun and their verifications: over 200 s each on a loaded 2-core machine.
+		600_000,
 	);
 });
 
@@ -282,5 +284,5 @@ describe("emergency-rollback.ts on Supabase under SIGKILL (--mode down, step 9)"
 				rerun: () => runRunbook(RUNBOOK, downArgs(db), { env }),
 			}),
 		);
-	});
+	}, 600_000);
 });

@@ -98,10 +98,8 @@ describe("a real-world history (PascalCase, enums, drops, foreign keys)", () => 
 			`insert into "User" (email, name) values ('a@example.com', 'A'), ('b@example.com', 'B');
 			 insert into "Team" (name) values ('T');`,
 		);
-		const run = await deploy(
-			url,
-			history({
-				"20240301000000_more": `-- AlterTable
+		const more = history({
+			"20240301000000_more": `-- AlterTable
 ALTER TABLE "User" ADD COLUMN "nickname" TEXT NOT NULL;
 
 -- CreateIndex
@@ -113,8 +111,8 @@ ALTER TABLE "Field" ALTER COLUMN "page" DROP NOT NULL;
 -- AddForeignKey
 ALTER TABLE "Field" ADD CONSTRAINT "Field_team_fkey" FOREIGN KEY ("page") REFERENCES "Team"("id");
 `,
-			}),
-		);
+		});
+		const run = await deploy(url, more);
 		expect(run.code, run.stdout + run.stderr).toBe(3);
 		expect(run.stdout).toContain(
 			"✗ unsafe: NOT NULL column without a default [adding-required-field]",
@@ -129,6 +127,23 @@ ALTER TABLE "Field" ADD CONSTRAINT "Field_team_fkey" FOREIGN KEY ("page") REFERE
 		expect(run.stdout.match(/✗ unsafe/g)).toHaveLength(1);
 		expect(run.stderr).toContain("--allow adding-required-field");
 		expect(run.stderr).not.toContain("--allow ban-drop-not-null");
+
+		// A lint baseline up to that migration: its findings are notes (a dry run: nothing changes).
+		const since = await deploy(url, more, [
+			"--dry-run",
+			"--lint-since",
+			"20240301000000_more",
+		]);
+		expect(since.code, since.stdout + since.stderr).toBe(0);
+		expect(since.stdout).toContain(
+			"Accepted: 20240301000000_more is at or before the lint baseline (--lint-since 20240301000000_more).",
+		);
+		const unknown = await deploy(url, more, [
+			"--dry-run",
+			"--lint-since",
+			"nope",
+		]);
+		expect(unknown.code).toBe(2);
 	});
 });
 

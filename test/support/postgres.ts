@@ -124,10 +124,13 @@ export async function startContainer(
 			])
 			.start();
 	} catch (err) {
+		const ours = /^runbooks-postgres:(\d+)$/.exec(image);
 		const hint =
 			image === OFFICIAL_IMAGE
-				? ` Build the local image with test/support/build-postgres-image.sh (no registry needed), or run with TEST_PG=local.`
-				: " Or run with TEST_PG=local.";
+				? " Build the local image with test/support/build-postgres-image.sh (no registry needed), or run with TEST_PG=local."
+				: ours
+					? ` Build it with test/support/build-postgres-image.sh --pg ${ours[1]}.`
+					: " Or run with TEST_PG=local.";
 		throw new Error(
 			`The PostgreSQL container (${image}) did not start: ${(err as Error).message.trim()}.${hint}`,
 		);
