@@ -119,3 +119,51 @@ export async function gitRevert(
 		output: `${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-6).join("\n"),
 	};
 }
+
+/** The files a commit added, changed or removed, relative to the repository's top. */
+export async function filesOfCommit(
+	repository: string,
+	commit: string,
+): Promise<string[]> {
+	const r = await git(repository, [
+		"diff-tree",
+		"--no-commit-id",
+		"--name-only",
+		"-r",
+		"--root",
+		commit,
+	]);
+	return r.ok ? r.stdout.split("\n").filter(Boolean) : [];
+}
+
+/**
+ * What a revert of `commits` would remove beyond the migration folders being rolled back (other
+ * migrations that stay applied, code, anything else): file paths per commit, only where there are some.
+ */
+export async function revertTakesMore(
+	repository: string,
+	commits: string[],
+	folders: string[],
+): Promise<Array<{ commit: string; others: string[] }>> {
+	const inside = (f: string) => folders.some((d) => f.startsWith(`${d}/`));
+	const out: Array<{ commit: string; others: string[] }> = [];
+	for (const commit of commits) {
+		const others = (await filesOfCommit(repository, commit)).filter(
+			(f) => !inside(f),
+		);
+		if (others.length) out.push({ commit, others });
+	}
+	return out;
+}
+
+/** `git rm -r` of exactly these folders, then a commit: removes the rolled-back migrations only. */
+export function removeFoldersCommand(
+	repository: string,
+	folders: string[],
+	cwd = process.cwd(),
+): string {
+	const rel = relative(cwd, repository);
+	const where = rel !== "" ? ` -C ${repository}` : "";
+	const names = folders.map((f) => f.split("/").pop()).join(", ");
+	return `git${where} rm -r -q ${folders.join(" ")} && git${where} commit -m "Roll back ${names}"`;
+}

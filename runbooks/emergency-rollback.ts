@@ -6,6 +6,7 @@
 // prints the git revert, and verifies the result. --rehearse restores into a scratch database
 // instead; --mode down rolls migrations back with Prisma's down SQL, keeping the data.
 
+import { join, relative } from "node:path";
 import { lockHolders, readSessions, signalSession } from "../lib/activity.ts";
 import { type HookRun, runHook, runHookOrAsk } from "../lib/app-hooks.ts";
 import { describeScope, scopeOf } from "../lib/app-scope.ts";
@@ -30,11 +31,18 @@ import {
 	commitsAdding,
 	gitRevert,
 	type MigrationCommit,
+	removeFoldersCommand,
 	repositoryOf,
 	resolveCommit,
 	revertCommand,
 	revertOrder,
+	revertTakesMore,
 } from "../lib/git.ts";
+import {
+	type PutBack,
+	putBackCommand,
+	putBackRows,
+} from "../lib/keep-new-rows.ts";
 import {
 	applyDown,
 	computeDownSql,
@@ -66,6 +74,18 @@ import {
 	scopedRestore,
 	scratchName,
 } from "../lib/restore.ts";
+import {
+	appTables,
+	type BackupIndex,
+	byImportance,
+	compareWithDatabase,
+	describeChanges,
+	indexBackup,
+	type NewRows,
+	newRowsInArchive,
+	newRowsInDatabase,
+	type TableChanges,
+} from "../lib/row-changes.ts";
 import { listTables } from "../lib/row-checksums.ts";
 import { acquireRunLock } from "../lib/run-lock.ts";
 import { type Context, runRunbook, type Step } from "../lib/runner.ts";
@@ -83,7 +103,7 @@ const SCRIPT = `runbooks/${NAME}.ts`;
 /** Above this size the current state's row counts are estimates (an exact count reads every table). */
 const EXACT_COUNT_LIMIT = 1024 ** 3;
 
-type Mode = "restore" | "rehearse" | "down";
+type Mode = "restore" | "rehearse" | "down" | "put-back";
 
 interface Settings {
 	mode: Mode;
@@ -94,6 +114,7 @@ interface Settings {
 	jobs: number;
 	maintenanceDb: string;
 	gitRevert: string[];
+	keepNewRows: boolean;
 }
 
 interface Current {
@@ -151,6 +172,17 @@ interface State {
 	revert?: string;
 	reverted: string[];
 	verification?: Verification;
+	/** Restore mode: what the restore takes away, per table (before it asks). */
+	changes?: TableChanges[];
+	/** --put-back: the safety backup whose new rows go back in. */
+	safetyEntry?: BackupEntry;
+	/** The backup's keys per table, read for the comparison (restore mode). */
+	backupIndex?: BackupIndex;
+	/** Rows inserted since the backup, read from the database just before the restore. */
+	captured?: NewRows[];
+	/** The rows to put back (captured, or from the safety backup) and what became of them. */
+	newRows?: NewRows[];
+	putBack?: PutBack[];
 	downAttempts?: number;
 	deletedRows?: number;
 	restorePhase?: string;
@@ -163,7 +195,11 @@ function settings(ctx: Ctx): Settings {
 	const modeFlag = String(f.mode);
 	if (modeFlag !== "restore" && modeFlag !== "down")
 		throw usageError(`--mode must be restore or down, not "${modeFlag}".`);
-	const mode: Mode = f.rehearse ? "rehearse" : modeFlag;
+	const mode: Mode = f.rehearse
+		? "rehearse"
+		: f["put-back"]
+			? "put-back"
+			: modeFlag;
 	const method = String(f.method) as RestoreMethod;
 	if (!RESTORE_METHODS.includes(method))
 		throw usageError(
@@ -190,6 +226,14 @@ function settings(ctx: Ctx): Settings {
 			"--to goes with --mode down (restore mode restores a backup: pick it with --backup <id>).",
 		);
 	}
+	if (f["put-back"] && (modeFlag !== "restore" || f.rehearse || !f.backup))
+		throw usageError(
+			"--put-back <safety-id> puts rows back after a restore: it needs --backup <id> (the backup that was restored) and goes without --mode down and --rehearse.",
+		);
+	if (f["keep-new-rows"] && (mode !== "restore" || f["skip-safety-backup"]))
+		throw usageError(
+			"--keep-new-rows goes with restore mode and its safety backup (not --mode down, --rehearse or --skip-safety-backup).",
+		);
 	if (mode === "rehearse" && (f["git-revert"] || f["skip-safety-backup"]))
 		throw usageError(
 			"--rehearse changes nothing but a scratch database: --git-revert and --skip-safety-backup do not apply.",
@@ -223,6 +267,7 @@ function settings(ctx: Ctx): Settings {
 			.split(",")
 			.map((s) => s.trim())
 			.filter(Boolean),
+		keepNewRows: Boolean(f["keep-new-rows"]),
 	};
 }
 
@@ -275,7 +320,7 @@ const only =
 	(ctx: Ctx): string | false => {
 		const m = mode(ctx);
 		if (!modes.includes(m))
-			return `not part of ${m === "down" ? "--mode down" : m === "rehearse" ? "--rehearse" : "restore mode"}`;
+			return `not part of ${m === "down" ? "--mode down" : m === "rehearse" ? "--rehearse" : m === "put-back" ? "--put-back" : "restore mode"}`;
 		return ctx.state.nothing ?? false;
 	};
 const again = (add: string[] = []) => rerunCommand(SCRIPT, { add });
@@ -644,6 +689,17 @@ await runRunbook<State>({
 			default: "transaction",
 			description: "How to restore atomically (see above).",
 		},
+		"keep-new-rows": {
+			type: "boolean",
+			description:
+				"After the restore, put back the rows inserted since the backup (from the safety backup, one transaction); asked interactively.",
+		},
+		"put-back": {
+			type: "string",
+			value: "<safety-id>",
+			description:
+				"Later, after a restore: put back the rows this safety backup holds that --backup <id> (the restored one) does not.",
+		},
 		"skip-safety-backup": {
 			type: "boolean",
 			description:
@@ -745,6 +801,7 @@ await runRunbook<State>({
 				ctx.state.history = h;
 				const applied = finishedNames(h);
 				if (s.mode === "down") return chooseDown(ctx, s, h, applied);
+				if (s.mode === "put-back") return choosePutBack(ctx);
 
 				let entry: BackupEntry;
 				if (ctx.flags.backup) {
@@ -823,13 +880,6 @@ await runRunbook<State>({
 					ctx.log(
 						`migrations applied since the backup, which the restore takes out: ${ctx.state.later.join(", ")}`,
 					);
-				const changed = Object.keys(counts).filter(
-					(k) => counts[k] !== m.row_counts[k],
-				);
-				if (s.mode === "restore" && changed.length)
-					ctx.warn(
-						`rows written since ${when(m.created_at)} are lost by the restore (${changed.length} table(s) differ); the safety backup keeps them.`,
-					);
 				return {
 					summary: `${m.id} (${m.kind}, ${age(m.created_at)}, latest migration ${m.latest_migration ?? "none"})`,
 					data: {
@@ -842,26 +892,15 @@ await runRunbook<State>({
 		},
 		{
 			title: "Verify the backup: sha256 and pg_restore --list",
-			skip: only("restore", "rehearse"),
+			skip: only("restore", "rehearse", "put-back"),
 			async run(ctx) {
-				const entry = ctx.state.backup as BackupEntry;
 				const major = ctx.state.server?.major;
 				const env = { ...process.env, ...ctx.env };
-				const r = await verifyBackup(entry, ctx.env, ctx.signal, {
-					record: !ctx.dryRun,
-				});
+				if (ctx.state.safetyEntry)
+					await verifyOrRefuse(ctx, ctx.state.safetyEntry);
+				const r = await verifyOrRefuse(ctx, ctx.state.backup as BackupEntry);
 				ctx.state.verified = r;
 				const m = r.manifest;
-				ctx.log(
-					`${m.archive}: ${formatBytes(m.size_bytes)}, sha256 ${m.sha256.slice(0, 16)}…, pg_restore --list: ${r.tocEntries} entries, data for ${r.tablesWithData} tables`,
-				);
-				if (!r.ok) {
-					for (const p of r.problems) ctx.warn(p);
-					throw refusal(
-						`The backup ${m.id} failed verification: ${r.problems[0]}. It cannot be trusted, so nothing was changed.`,
-						"Pick another backup (npx tsx runbooks/backup.ts list; then --backup <id>).",
-					);
-				}
 				ctx.state.tools = {
 					pgRestore: await findTool("pg_restore", major, env),
 					psql: await findTool("psql", major, env),
@@ -937,11 +976,16 @@ await runRunbook<State>({
 		{
 			title: "Confirm the rollback",
 			skip: (ctx) =>
-				only("restore", "down")(ctx) ||
-				(ctx.dryRun ? "dry run: nothing to confirm" : false),
+				only("restore", "down", "put-back")(ctx) ||
+				(ctx.dryRun && mode(ctx) !== "restore"
+					? "dry run: nothing to confirm"
+					: false),
 			async run(ctx) {
 				const s = settings(ctx);
 				const t = ctx.target.direct;
+				if (s.mode === "restore") await showWhatRestoreTakes(ctx);
+				if (ctx.dryRun)
+					return { summary: "dry run: shown what the restore would take away" };
 				ctx.log(
 					`target:  ${t.display}${ctx.target.isProduction ? " [production]" : ""}`,
 				);
@@ -949,7 +993,11 @@ await runRunbook<State>({
 					ctx.warn(
 						"--skip-safety-backup: no backup of the current state will be taken; this rollback cannot be undone.",
 					);
-				if (s.mode === "down") {
+				if (s.mode === "put-back") {
+					await ctx.confirmRun(
+						`Put the rows inserted between ${ctx.state.backup?.manifest.id} and ${ctx.state.safetyEntry?.manifest.id} back into ${t.display} (one transaction; rows whose key exists are left out).`,
+					);
+				} else if (s.mode === "down") {
 					ctx.log(
 						`roll back: ${ctx.state.later.join(", ")} (down SQL above, one transaction, lock_timeout ${formatMs(s.lockTimeoutMs)})`,
 					);
@@ -998,6 +1046,19 @@ await runRunbook<State>({
 					);
 				ctx.state.safety = r.manifest;
 				ctx.log(`to undo the rollback later: ${rollbackCommand(m.id)}`);
+				if (ctx.state.backupIndex) {
+					// Read now, while the database still holds them: the keep step puts them back.
+					const { psql } = ctx.state.tools as { psql: Tool };
+					const db = await ctx.db();
+					ctx.state.captured = await newRowsInDatabase(
+						await appTables(db, ["public"]),
+						ctx.state.backupIndex,
+						db,
+						psql,
+						ctx.target.direct,
+						{ env: ctx.env, signal: ctx.signal },
+					);
+				}
 				return {
 					summary: `${m.id} (${formatBytes(m.size_bytes)}, ${fmt(sum(m.row_counts))} rows), verified`,
 					data: r.manifest,
@@ -1157,6 +1218,92 @@ await runRunbook<State>({
 			onFailure: restoreState,
 		},
 		{
+			title: "Put back the rows inserted since the backup (one transaction)",
+			kind: "change",
+			skip: (ctx) =>
+				only("restore", "put-back")(ctx) ||
+				(mode(ctx) === "restore" && !ctx.state.safety && !ctx.dryRun
+					? "no safety backup (--skip-safety-backup): nothing to take the rows from"
+					: false),
+			plan: (ctx) => [
+				`-- rows of ${ctx.state.safety?.id ?? ctx.state.safetyEntry?.manifest.id ?? "the safety backup"} whose primary key ${ctx.state.backup?.manifest.id} does not hold, table by table in foreign-key order:`,
+				"BEGIN; SET LOCAL lock_timeout = ...;",
+				"INSERT INTO <table> (<columns the restored schema has>) VALUES ... ON CONFLICT DO NOTHING;  -- a key that exists again is left out and named",
+				"SELECT setval(<serial sequence>, max(<column>));  -- where a table has one",
+				"COMMIT;",
+			],
+			async run(ctx) {
+				const s = settings(ctx);
+				const safety = ctx.state.safetyEntry ?? {
+					manifest: ctx.state.safety as BackupManifest,
+					archivePresent: true,
+				};
+				const db = await targetDb(ctx);
+				const newRows =
+					ctx.state.captured ??
+					(await newRowsFromSafety(ctx, db, safety as BackupEntry));
+				ctx.state.newRows = newRows;
+				const count = newRows.reduce((a, c) => a + c.rows.length, 0);
+				if (!count) return { summary: "no row was inserted since the backup" };
+				const perTable = newRows
+					.map((c) => `${c.table} +${fmt(c.rows.length)}`)
+					.join(", ");
+				ctx.log(`inserted since the backup: ${perTable}`);
+				const later = putBackCommand(
+					SCRIPT,
+					safety.manifest.id,
+					ctx.state.backup?.manifest.id as string,
+					ctx.target.direct.database,
+				);
+				if (s.mode === "put-back" || s.keepNewRows)
+					ctx.log(
+						`if this step is stopped, none of them goes in (one transaction); then run: ${later}`,
+					);
+				const choice =
+					s.mode === "put-back" || s.keepNewRows
+						? "keep"
+						: await ctx.choose(
+								`Put the ${fmt(count)} row(s) inserted since the backup back (${perTable})?`,
+								[
+									{
+										value: "keep",
+										title: "Yes, put them back now (one transaction)",
+									},
+									{
+										value: "later",
+										title:
+											"No, leave them out (they stay in the safety backup)",
+									},
+								],
+								"later",
+							);
+				if (choice !== "keep") {
+					ctx.log(`to put them back later: ${later}`);
+					return {
+						status: "warning",
+						summary: `${fmt(count)} row(s) inserted since the backup left out (${perTable}); to put them back: ${later}`,
+					};
+				}
+				ctx.state.putBack = await putBackRows(db, newRows, {
+					lockTimeoutMs: s.lockTimeoutMs,
+					signal: ctx.signal,
+				});
+				for (const p of ctx.state.putBack)
+					if (p.conflicts.length)
+						ctx.warn(
+							`${p.table}: ${p.conflicts.length} row(s) left out, their key (or another unique value) exists again: ${p.conflicts.slice(0, 5).join(", ")}`,
+						);
+				const put = ctx.state.putBack.reduce((a, p) => a + p.inserted, 0);
+				return {
+					status: put < count ? "warning" : "ok",
+					summary: `put back ${fmt(put)} of ${fmt(count)} row(s) inserted since the backup: ${ctx.state.putBack.map((p) => `${p.table} +${fmt(p.inserted)}`).join(", ")}`,
+					data: ctx.state.putBack,
+				};
+			},
+			onFailure: (ctx) =>
+				`${mode(ctx) === "restore" ? `The database holds backup ${ctx.state.backup?.manifest.id} (restored). ` : ""}None of the new rows is in: they were put back in one transaction, which did not commit.\nTo put them back: ${putBackCommand(SCRIPT, (ctx.state.safety?.id ?? ctx.state.safetyEntry?.manifest.id) as string, ctx.state.backup?.manifest.id as string, ctx.target.direct.database)}`,
+		},
+		{
 			title:
 				"Apply the down SQL and update _prisma_migrations (one transaction)",
 			kind: "destroy",
@@ -1292,7 +1439,7 @@ await runRunbook<State>({
 			title: "Migration files: what to revert in git",
 			kind: "write",
 			skip: only("restore", "down"),
-			plan(ctx) {
+			async plan(ctx) {
 				const s = settings(ctx);
 				const files = ctx.state.files;
 				if (!files.length)
@@ -1306,7 +1453,9 @@ await runRunbook<State>({
 					`-- in ${displayPath(migrationsDir(ctx.env))} but not in the rolled-back history: ${files.map((f) => f.migration).join(", ")}`,
 					...(commits.length
 						? [
-								`${revertCommand(ctx.state.repository, s.gitRevert.length ? s.gitRevert : commits)}${s.gitRevert.length ? "" : "   -- printed; run with --git-revert <commit>"}`,
+								s.gitRevert.length
+									? revertCommand(ctx.state.repository, s.gitRevert)
+									: `${(await filesRemoval(ctx, commits)).command}   -- printed; run with --git-revert <commit>`,
 							]
 						: []),
 					...files
@@ -1348,9 +1497,14 @@ await runRunbook<State>({
 					dir,
 					ctx.state.files.map((f) => f.commit).filter(Boolean) as string[],
 				);
-				ctx.state.revert = commits.length
-					? revertCommand(ctx.state.repository, commits)
-					: undefined;
+				const removal = commits.length
+					? await filesRemoval(ctx, commits)
+					: null;
+				ctx.state.revert = removal?.command;
+				for (const more of removal?.more ?? [])
+					ctx.warn(
+						`${more.commit.slice(0, 12)} also added or changed ${more.others.length} file(s) that stay: ${more.others.slice(0, 5).join(", ")}${more.others.length > 5 ? " …" : ""}; a git revert would remove them too`,
+					);
 				for (const f of ctx.state.files.filter((x) => !x.commit))
 					ctx.log(`remove by hand: rm -r ${displayPath(dir)}/${f.migration}`);
 				if (!s.gitRevert.length) {
@@ -1482,8 +1636,23 @@ await runRunbook<State>({
 						summary: `${m?.id} restores in ${formatDuration(ms)} and verifies; target untouched`,
 					};
 				}
+				if (s.mode === "put-back") {
+					const put = (st.putBack ?? []).reduce((a, p) => a + p.inserted, 0);
+					return {
+						summary: st.newRows?.length
+							? `put back ${fmt(put)} row(s) from ${st.safetyEntry?.manifest.id}`
+							: "no row to put back",
+					};
+				}
+				// From stopping the app to starting it again.
+				const stop = ctx.reports.findIndex(
+					(r) => r.title === APP_HOOK.stop.title,
+				);
+				const start = ctx.reports.findIndex(
+					(r) => r.title === APP_HOOK.start.title,
+				);
 				const downtime = ctx.reports
-					.filter((r) => r.no >= 5 && r.no <= 12 && r.duration_ms !== undefined)
+					.slice(stop, start + 1)
 					.reduce((a, r) => a + (r.duration_ms ?? 0), 0);
 				if (s.mode === "down")
 					ctx.log(
@@ -1498,6 +1667,11 @@ await runRunbook<State>({
 				);
 				if (st.safety)
 					ctx.log(`to undo this rollback: ${rollbackCommand(st.safety.id)}`);
+				const leftOut = st.newRows?.length && !st.putBack;
+				if (st.safety && leftOut)
+					ctx.log(
+						`rows inserted since the backup, not put back: ${st.newRows?.map((c) => `${c.table} ${fmt(c.rows.length)}`).join(", ")}; to put them back: ${putBackCommand(SCRIPT, st.safety.id, m?.id as string, ctx.target.direct.database)}`,
+					);
 				if (st.restore?.oldDatabase)
 					ctx.log(
 						`the previous database is kept as ${st.restore.oldDatabase}: DROP DATABASE ${quoteIdent(st.restore.oldDatabase)}; when satisfied`,
@@ -1549,6 +1723,151 @@ await runRunbook<State>({
 		};
 	},
 });
+
+/**
+ * What removes the migration folders the database no longer has: a revert of the commits that
+ * added them, or, when one of those commits brought more (migrations that stay, code), `git rm` of
+ * exactly those folders.
+ */
+async function filesRemoval(ctx: Ctx, commits: string[]) {
+	const repo = ctx.state.repository as string;
+	const dir = migrationsDir(ctx.env);
+	const folders = ctx.state.files
+		.filter((f) => f.commit)
+		.map((f) => relative(repo, join(dir, f.migration)));
+	const more = await revertTakesMore(repo, commits, folders);
+	return {
+		command: more.length
+			? removeFoldersCommand(repo, folders)
+			: revertCommand(repo, commits),
+		more,
+	};
+}
+
+/** Verifies a backup's archive (sha256, pg_restore --list); a bad one is refused before any change. */
+async function verifyOrRefuse(
+	ctx: Ctx,
+	entry: BackupEntry,
+): Promise<VerifyResult> {
+	const r = await verifyBackup(entry, ctx.env, ctx.signal, {
+		record: !ctx.dryRun,
+	});
+	const m = r.manifest;
+	ctx.log(
+		`${m.archive}: ${formatBytes(m.size_bytes)}, sha256 ${m.sha256.slice(0, 16)}…, pg_restore --list: ${r.tocEntries} entries, data for ${r.tablesWithData} tables`,
+	);
+	if (!r.ok) {
+		for (const p of r.problems) ctx.warn(p);
+		throw refusal(
+			`The backup ${m.id} failed verification: ${r.problems[0]}. It cannot be trusted, so nothing was changed.`,
+			"Pick another backup (npx tsx runbooks/backup.ts list; then --backup <id>).",
+		);
+	}
+	return r;
+}
+
+/** --put-back, step 1: the restored backup and the safety backup that holds the newer rows. */
+function choosePutBack(ctx: Ctx) {
+	const backup = findBackup(ctx.env, String(ctx.flags.backup));
+	const safety = findBackup(ctx.env, String(ctx.flags["put-back"]));
+	if (safety.manifest.created_at <= backup.manifest.created_at)
+		throw usageError(
+			`--put-back ${safety.manifest.id} was made before --backup ${backup.manifest.id}: it cannot hold rows inserted since that backup.`,
+			"Name the safety backup the rollback took (its id is in the rollback's output and in npx tsx runbooks/backup.ts list).",
+		);
+	ctx.state.backup = backup;
+	ctx.state.safetyEntry = safety;
+	ctx.log(
+		`rows inserted between ${backup.manifest.id} (${when(backup.manifest.created_at)}) and ${safety.manifest.id} (${when(safety.manifest.created_at)}) go back into ${ctx.target.direct.display}`,
+	);
+	return {
+		summary: `put back the rows ${safety.manifest.id} holds that ${backup.manifest.id} does not`,
+	};
+}
+
+/** The rows a safety backup holds whose key the restored backup does not: what --put-back puts back. */
+async function newRowsFromSafety(
+	ctx: Ctx,
+	db: Db,
+	safety: BackupEntry,
+): Promise<NewRows[]> {
+	const { pgRestore } = ctx.state.tools as { pgRestore: Tool };
+	const opts = { env: ctx.env, signal: ctx.signal };
+	const dir = backupDir(ctx.env);
+	const tables = await appTables(db, ["public"]);
+	const m = ctx.state.backup?.manifest as BackupManifest;
+	const index = await indexBackup(
+		pgRestore,
+		`${dir}/${m.archive}`,
+		tables,
+		opts,
+	);
+	return newRowsInArchive(
+		tables,
+		index,
+		pgRestore,
+		`${dir}/${safety.manifest.archive}`,
+		opts,
+	);
+}
+
+/** Restore mode, before it asks: per table, the rows written since the backup that the restore takes away. */
+async function showWhatRestoreTakes(ctx: Ctx): Promise<void> {
+	const m = ctx.state.backup?.manifest as BackupManifest;
+	const { pgRestore, psql } = ctx.state.tools as {
+		pgRestore: Tool;
+		psql: Tool;
+	};
+	const opts = { env: ctx.env, signal: ctx.signal };
+	const tables = await appTables(await ctx.db(), ["public"]);
+	const archive = `${backupDir(ctx.env)}/${m.archive}`;
+	const index = await indexBackup(pgRestore, archive, tables, {
+		...opts,
+		compareWith: true,
+	});
+	ctx.state.backupIndex = index;
+	const changes = byImportance(
+		await compareWithDatabase(tables, index, psql, ctx.target.direct, opts),
+	);
+	ctx.state.changes = changes;
+	for (const line of describeChanges(changes)) ctx.log(line);
+	const inserted = changes.reduce((a, c) => a + c.inserted, 0);
+	if (inserted)
+		ctx.log(
+			settings(ctx).keepNewRows
+				? `--keep-new-rows: the ${fmt(inserted)} inserted row(s) go back in after the restore`
+				: `the ${fmt(inserted)} inserted row(s) can go back in after the restore (--keep-new-rows, or asked then)`,
+		);
+	for (const line of await downInstead(ctx, m)) ctx.log(line);
+}
+
+/** What --mode down would do instead of the restore: the migrations since the backup undone, rows kept. */
+async function downInstead(ctx: Ctx, m: BackupManifest): Promise<string[]> {
+	const applied = finishedNames(ctx.state.history as History);
+	const to = m.latest_migration;
+	if (!ctx.state.later.length || !to || !applied.includes(to)) return [];
+	try {
+		const down = await computeDownSql(
+			ctx.target,
+			ctx.env,
+			applied,
+			to,
+			ctx.signal,
+		);
+		const losses = await measureLosses(
+			await ctx.db(),
+			dataLosses(down.statements),
+		);
+		return [
+			`--mode down --to ${to} would undo ${ctx.state.later.join(", ")} and keep every row written since the backup${losses.length ? `; it ${losses.map(describeLoss).join("; ")}` : "; it drops no data"}:`,
+			`  ${rerunCommand(SCRIPT, { argv: [], add: ["--mode", "down", "--to", to] })}`,
+		];
+	} catch (err) {
+		return [
+			`--mode down cannot be offered (${(err as Error).message.split("\n")[0]}): the restore is the way back.`,
+		];
+	}
+}
 
 /** --mode down, step 1: the migration to go back to, and the later ones. */
 async function chooseDown(
@@ -1646,7 +1965,9 @@ async function verifyDatabase(
 				);
 		}
 	} else {
-		const expected = m?.row_counts ?? {};
+		const expected = { ...(m?.row_counts ?? {}) };
+		for (const p of ctx.state.putBack ?? [])
+			expected[p.table] = (expected[p.table] ?? 0) + p.inserted;
 		const now = await countTables(db, [
 			...new Set([...Object.keys(expected), ...tables]),
 		]);
@@ -1660,7 +1981,7 @@ async function verifyDatabase(
 		for (const c of counts)
 			if (c.actual !== c.expected)
 				problems.push(
-					`table ${c.table}: ${fmt(c.actual)} rows, the manifest says ${fmt(c.expected)}`,
+					`table ${c.table}: ${fmt(c.actual)} rows, the manifest${ctx.state.putBack?.length ? " and the rows put back say" : " says"} ${fmt(c.expected)}`,
 				);
 	}
 	ctx.log(

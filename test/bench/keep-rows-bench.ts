@@ -1,0 +1,115 @@
+// Benchmark: what --keep-new-rows adds to an emergency rollback. On a ~1 GB Face Swap database:
+// a backup, then 10,000 rows inserted (5,000 users, 5,000 purchases), the safety backup, the
+// restore (transaction method, as the runbook's default), then the keep step: the rows the safety
+// backup holds and the backup does not, put back in one transaction. Goal: keep step <= 10% of the
+// restore. Also timed: the preview restore mode shows before it asks (backup vs database, per table).
+//
+//   npx tsx test/bench/keep-rows-bench.ts               # throw-away cluster, seeds ~1 GB (minutes)
+//   BENCH_DATABASE_URL=postgresql://... npx tsx test/bench/keep-rows-bench.ts
+//   BENCH_ROUNDS=3 BENCH_USERS=230000 BENCH_NEW_ROWS=10000
+
+import { mkdtempSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { createBackup } from "../../lib/backup.ts";
+import { connect } from "../../lib/db.ts";
+import { putBackRows } from "../../lib/keep-new-rows.ts";
+import { findTool } from "../../lib/pg-tools.ts";
+import { restoreInTransaction } from "../../lib/restore.ts";
+import {
+	appTables,
+	compareWithDatabase,
+	indexBackup,
+	newRowsInDatabase,
+} from "../../lib/row-changes.ts";
+import { parseConnection } from "../../lib/target.ts";
+import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const newRows = Number(process.env.BENCH_NEW_ROWS ?? 10_000);
+const db = await faceSwapDatabase();
+const conn = parseConnection(db.url);
+const dir = mkdtempSync(join(tmpdir(), "keep-rows-bench-"));
+const env = { BACKUP_DIR: join(dir, "backups"), BACKUP_MIN_FREE_MB: "0" };
+const pgRestore = await findTool("pg_restore");
+const psql = await findTool("psql");
+const client = await connect(conn, "keep-rows-bench");
+
+const backup = await createBackup(conn, { kind: "pre-deploy", env });
+const archive = (id: string) => join(env.BACKUP_DIR, `${id}.dump`);
+const rows = Object.values(backup.row_counts).reduce((a, b) => a + b, 0);
+console.log(
+	`database: ${(db.bytes / 1e9).toFixed(2)} GB, ${rows.toLocaleString("en-US")} rows; ${newRows.toLocaleString("en-US")} rows inserted after the backup; ${rounds} rounds; load ${loadavg()[0].toFixed(1)}`,
+);
+
+const timed = async <T>(fn: () => Promise<T>): Promise<[number, T]> => {
+	const t = performance.now();
+	const r = await fn();
+	return [performance.now() - t, r];
+};
+const results = {
+	preview: [] as number[],
+	restore: [] as number[],
+	keep: [] as number[],
+	ratio: [] as number[],
+};
+
+for (let round = 1; round <= rounds; round++) {
+	const half = Math.floor(newRows / 2);
+	await client.query(
+		`insert into users (id, name, email, updated_at)
+     select 'bench-' || $1::int || '-' || i, 'Bench ' || i, 'bench-' || $1::int || '-' || i || '@example.com', now()
+       from generate_series(1, $2::int) i`,
+		[round, half],
+	);
+	await client.query(
+		`insert into purchases (id, user_id, amount_cents, currency, status, provider, updated_at)
+     select 'bench-p-' || $1::int || '-' || i, 'bench-' || $1::int || '-' || i, 999, 'usd', 'SUCCEEDED', 'stripe', now()
+       from generate_series(1, $2::int) i`,
+		[round, newRows - half],
+	);
+	const tables = await appTables(client, ["public"]);
+	const [previewMs, index] = await timed(async () => {
+		const index = await indexBackup(pgRestore, archive(backup.id), tables, {
+			compareWith: true,
+		});
+		await compareWithDatabase(tables, index, psql, conn);
+		return index;
+	});
+	await createBackup(conn, { kind: "safety", env });
+	// The keep step's two parts: the new rows read just before the restore, put back after it.
+	const [readMs, captured] = await timed(() =>
+		newRowsInDatabase(tables, index, client, psql, conn),
+	);
+	const [restoreMs] = await timed(() =>
+		restoreInTransaction(conn, {
+			archive: archive(backup.id),
+			format: "custom",
+			pgRestore,
+			psql,
+			lockTimeoutMs: 5000,
+		}),
+	);
+	const [insertMs, put] = await timed(() =>
+		putBackRows(client, captured, { lockTimeoutMs: 5000 }),
+	);
+	const keepMs = readMs + insertMs;
+	const back = put.reduce((a, p) => a + p.inserted, 0);
+	if (back !== newRows)
+		throw new Error(`put back ${back} rows, expected ${newRows}`);
+	results.preview.push(previewMs);
+	results.restore.push(restoreMs);
+	results.keep.push(keepMs);
+	results.ratio.push(keepMs / restoreMs);
+	console.log(
+		`round ${round}: preview ${secs(previewMs)}, restore ${secs(restoreMs)}, keep step ${secs(keepMs)} (read ${secs(readMs)} + put back ${secs(insertMs)}; +${((100 * keepMs) / restoreMs).toFixed(1)}% of the restore), ${back} rows back; load ${loadavg()[0].toFixed(1)}`,
+	);
+	// Back to the backup's state for the next round.
+	await client.query("delete from purchases where id like 'bench-p-%'");
+	await client.query("delete from users where id like 'bench-%'");
+}
+console.log(
+	`median: preview ${secs(median(results.preview))}, restore ${secs(median(results.restore))}, keep step ${secs(median(results.keep))}, keep/restore +${(100 * median(results.ratio)).toFixed(1)}%`,
+);
+await client.end();
+await db.stop();
