@@ -1301,7 +1301,15 @@ await runRunbook<State>({
 				};
 			},
 			onFailure: (ctx) =>
-				`${mode(ctx) === "restore" ? `The database holds backup ${ctx.state.backup?.manifest.id} (restored). ` : ""}None of the new rows is in: they were put back in one transaction, which did not commit.\nTo put them back: ${putBackCommand(SCRIPT, (ctx.state.safety?.id ?? ctx.state.safetyEntry?.manifest.id) as string, ctx.state.backup?.manifest.id as string, ctx.target.direct.database)}`,
+				`${mode(ctx) === "restore" ? `The database holds backup ${ctx.state.backup?.manifest.id} (restored). ` : ""}None of the new rows is in: they were put back in one transaction, which did not commit.`,
+			resume: (ctx) =>
+				putBackCommand(
+					SCRIPT,
+					(ctx.state.safety?.id ??
+						ctx.state.safetyEntry?.manifest.id) as string,
+					ctx.state.backup?.manifest.id as string,
+					ctx.target.direct.database,
+				),
 		},
 		{
 			title:

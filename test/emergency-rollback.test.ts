@@ -199,7 +199,7 @@ describe("emergency-rollback.ts", () => {
 		expect(await snapshotDatabase(url)).toEqual(before);
 		// No step after the verification ran: no safety backup, nothing stopped or terminated.
 		expect(readdirSync(backups).length).toBe(files);
-		expect(run.stdout).not.toContain("[5/14] Stop the app");
+		expect(run.stdout).not.toContain("[5/15] Stop the app");
 	});
 
 	it("--dry-run shows the backup next to the current state and the plan, and changes nothing (not even the manifest)", async () => {

@@ -255,7 +255,7 @@ describe("a full backup disk", () => {
 			status: "failed",
 			runEnded: true,
 		});
-		expect(run.stdout).not.toContain("[8/14] Restore atomically");
+		expect(run.stdout).not.toContain("[8/15] Restore atomically");
 
 		resize(200 * KB);
 		const again = await runRunbook("emergency-rollback", args, { env });

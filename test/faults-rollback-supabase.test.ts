@@ -11,8 +11,9 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
 	describeFault,
-	expectStoppedInStep,
+	expectStopped,
 	type Fault,
+	type FaultRun,
 	runWithFault,
 	settle,
 } from "./support/faults.ts";
@@ -179,7 +180,7 @@ afterAll(async () => {
  */
 async function checkKill(opts: {
 	db: string;
-	run: RunResult;
+	run: FaultRun;
 	fault: Fault;
 	audit: string;
 	allowed: Record<string, Snapshot>;
@@ -196,14 +197,7 @@ async function checkKill(opts: {
 		Object.entries(opts.allowed).find(([, s]) => same(now, s))?.[0] ?? "MIXED";
 	expect(state, what).not.toBe("MIXED");
 	expect(await snapshotPlatform(url), what).toEqual(platform);
-	const stop = expectStoppedInStep(
-		run,
-		opts.audit,
-		RUNBOOK,
-		fault,
-		/To try again: npx tsx runbooks\/emergency-rollback\.ts|To resume, run the same command again|start it again \(APP_START_CMD\)/,
-		what,
-	);
+	const stop = expectStopped(run, opts.audit, RUNBOOK, fault, what);
 	const again = await opts.rerun();
 	expect(
 		again.code,
@@ -219,21 +213,21 @@ async function checkKill(opts: {
 }
 
 const RESTORE_STEPS = [
-	{ step: 5, title: "Stop the app (APP_STOP_CMD)", delayMs: 300 },
-	{ step: 6, title: "Safety backup of the current state", delayMs: 100 },
-	{ step: 7, title: "Terminate the other sessions", delayMs: 100 },
-	{ step: 8, title: "Restore atomically", delayMs: 200 },
-	{ step: 11, title: "Migration files: what to revert in git", delayMs: 100 },
-	{ step: 12, title: "Start the app (APP_START_CMD)", delayMs: 300 },
+	{ step: 5, title: "Stop the app (APP_STOP_CMD)", offsetMs: 300 },
+	{ step: 6, title: "Safety backup of the current state", offsetMs: 100 },
+	{ step: 7, title: "Terminate the other sessions", offsetMs: 100 },
+	{ step: 8, title: "Restore atomically", offsetMs: 200 },
+	{ step: 12, title: "Migration files: what to revert in git", offsetMs: 100 },
+	{ step: 13, title: "Start the app (APP_START_CMD)", offsetMs: 300 },
 ];
 
 describe("emergency-rollback.ts on Supabase under SIGKILL (restore mode)", () => {
 	it.each(RESTORE_STEPS)(
 		"SIGKILL at step $step ($title): the app's schema wholly as before or wholly restored, the platform untouched; rerun restores",
-		async ({ step, delayMs }) => {
+		async ({ step, offsetMs }) => {
 			const db = await clone(diverged, `frs_kill_${step}`);
 			const { env, audit } = envFor(db);
-			const fault: Fault = { kind: "SIGKILL", step, delayMs };
+			const fault: Fault = { kind: "SIGKILL", step, offsetMs };
 			const run = await runWithFault(RUNBOOK, restoreArgs(db), fault, { env });
 			outcomes.push(
 				await checkKill({
@@ -253,25 +247,25 @@ describe("emergency-rollback.ts on Supabase under SIGKILL (restore mode)", () =>
 	);
 });
 
-describe("emergency-rollback.ts on Supabase under SIGKILL (--mode down, step 9)", () => {
+describe("emergency-rollback.ts on Supabase under SIGKILL (--mode down, step 10)", () => {
 	it("SIGKILL while the down SQL's transaction waits for its lock: nothing applied; rerun rolls back", async () => {
 		const db = await clone(deployed, "frs_down");
 		const { env, audit } = envFor(db);
-		// A reader holding user_preferences keeps step 9's transaction waiting on its lock.
+		// A reader holding user_preferences keeps step 10's transaction waiting on its lock.
 		const holder = new pg.Client({ connectionString: sb.urls(db).direct });
 		holder.on("error", () => {});
 		await holder.connect();
 		await holder.query("begin");
 		await holder.query("select count(*) from user_preferences");
-		const fault: Fault = { kind: "SIGKILL", step: 9, delayMs: 300 };
-		let run: RunResult;
+		const fault: Fault = { kind: "SIGKILL", step: 10, offsetMs: 300 };
+		let run: FaultRun;
 		try {
 			run = await runWithFault(RUNBOOK, downArgs(db), fault, { env });
 		} finally {
 			await holder.query("rollback").catch(() => {});
 			await holder.end().catch(() => {});
 		}
-		expect(run.stdout).toContain("[9/14] Apply the down SQL");
+		expect(run.stdout).toContain("[10/15] Apply the down SQL");
 		outcomes.push(
 			await checkKill({
 				db,

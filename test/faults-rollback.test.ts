@@ -216,11 +216,11 @@ const RESTORE_STEPS: Array<{ step: number; title: string; offsetMs: number }> =
 		{ step: 7, title: "Terminate the other sessions", offsetMs: 100 },
 		{ step: 8, title: "Restore atomically", offsetMs: 200 },
 		{
-			step: 11,
+			step: 12,
 			title: "Migration files: what to revert in git",
 			offsetMs: 100,
 		},
-		{ step: 12, title: "Start the app (APP_START_CMD)", offsetMs: 300 },
+		{ step: 13, title: "Start the app (APP_START_CMD)", offsetMs: 300 },
 	];
 const SIGNALS = ["SIGKILL", "SIGINT"] as const;
 
@@ -254,20 +254,20 @@ describe("emergency-rollback.ts under faults (restore mode)", () => {
 	});
 });
 
-describe("emergency-rollback.ts under faults (--mode down, step 9)", () => {
+describe("emergency-rollback.ts under faults (--mode down, step 10)", () => {
 	it.each(SIGNALS)(
 		"%s while the down SQL's transaction waits for its lock: nothing applied; rerun rolls back",
 		async (kind) => {
 			const url = await dbs.clone(deployed, `frb_down_${kind.toLowerCase()}`);
 			const { env, audit } = envFor(url);
-			// A reader holding user_preferences keeps step 9's transaction waiting on its
+			// A reader holding user_preferences keeps step 10's transaction waiting on its
 			// lock (lock_timeout 5s), so the fault lands inside that transaction every time.
 			const holder = new pg.Client({ connectionString: url });
 			holder.on("error", () => {});
 			await holder.connect();
 			await holder.query("begin");
 			await holder.query("select count(*) from user_preferences");
-			const fault: Fault = { kind, step: 9, offsetMs: 300 };
+			const fault: Fault = { kind, step: 10, offsetMs: 300 };
 			let run: FaultRun;
 			try {
 				run = await runWithFault(RUNBOOK, downArgs(url), fault, { env });
@@ -275,7 +275,7 @@ describe("emergency-rollback.ts under faults (--mode down, step 9)", () => {
 				await holder.query("rollback").catch(() => {});
 				await holder.end().catch(() => {});
 			}
-			expect(run.stdout).toContain("[9/14] Apply the down SQL");
+			expect(run.stdout).toContain("[10/15] Apply the down SQL");
 			outcomes.push(
 				await checkFault({
 					url,
