@@ -510,6 +510,8 @@ async function runSteps<S>(
 				kind,
 			});
 			try {
+				// A Ctrl-C that came between two steps stops the run before the next one begins.
+				if (controller.signal.aborted) throw new Error("aborted");
 				if (kind === "change" && !runConfirmed)
 					await confirm(
 						`Run step ${i + 1}, "${step.title}"${where ? `, on ${where}` : ""}?`,
@@ -670,7 +672,11 @@ function earlier(reports: ReadonlyArray<StepReport>, index: number): string {
 
 /** Resolves with the step's result, or rejects soon after an abort even if the step ignores the signal. */
 function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-	if (signal.aborted) return Promise.reject(new Error("aborted"));
+	if (signal.aborted) {
+		// The step's own promise is left behind: its late failure must not crash the run.
+		work.catch(() => {});
+		return Promise.reject(new Error("aborted"));
+	}
 	return new Promise<T>((resolve, reject) => {
 		const onAbort = () => {
 			// Give the step a moment to stop its child processes and queries itself.
