@@ -11,6 +11,7 @@ import {
 	admin,
 	createSeededDatabase,
 	dbName,
+	runbookPid,
 	runPrismaCli,
 	runRunbook,
 	scratchDir,
@@ -200,29 +201,45 @@ describe("emergency-rollback.ts keeps the rows written since the backup", {
 
 	it("SIGKILL in the middle of putting rows back: the restore with none of them; the printed command completes it", async () => {
 		const c = await deployedWithTraffic("keep_rows_kill");
-		// Users go in first (parents first); purchases then wait on this lock, mid-transaction,
-		// and the runbook is killed while its INSERT waits.
+		// The runbook is paused (SIGSTOP) as it sends the restore's COMMIT; once the restore has
+		// committed, a session locks purchases and the runbook goes on. Users go back first
+		// (parents first); its INSERT into purchases waits on that lock, mid-transaction, and the
+		// runbook is killed there.
 		let holder: Promise<unknown> = Promise.resolve();
 		let killedWhile = "";
+		const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 		const run = await runRunbook(
 			"emergency-rollback",
 			["--yes", "--confirm", c.db, "--keep-new-rows", "--lock-timeout", "60s"],
 			{
 				env: c.env,
 				onMatch: {
-					pattern: /\] Put back the rows inserted since the backup/,
-					run: (pid) => {
+					pattern: /COMMIT: committing the restore/,
+					run: (launcher) => {
+						const pid = runbookPid(launcher) as number;
+						process.kill(pid, "SIGSTOP");
 						holder = admin(async (x) => {
-							await x.query("begin");
-							await x.query("lock table purchases in exclusive mode");
-							for (let i = 0; i < 600 && !killedWhile; i++) {
+							try {
+								for (let i = 0; i < 600; i++) {
+									const r = await x.query(
+										"select to_regclass('user_preferences') is null as restored",
+									);
+									if (r.rows[0].restored) break;
+									await sleep(50);
+								}
+								await x.query("begin");
+								await x.query("lock table purchases in exclusive mode");
+							} finally {
+								process.kill(pid, "SIGCONT");
+							}
+							for (let i = 0; i < 1200 && !killedWhile; i++) {
 								const waiting = await x.query<{ query: string }>(
 									"select query from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike 'insert into%purchases%'",
 								);
 								if (waiting.rows.length) {
 									killedWhile = waiting.rows[0].query.slice(0, 40);
-									process.kill(-pid, "SIGKILL");
-								} else await new Promise((r) => setTimeout(r, 100));
+									process.kill(-launcher, "SIGKILL");
+								} else await sleep(100);
 							}
 							await x.query("rollback");
 						}, c.url);

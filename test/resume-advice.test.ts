@@ -5,7 +5,6 @@
 // says: the step is held on a lock this test holds, and the fault comes once PostgreSQL shows the
 // runbook's session waiting for that lock, whatever the machine's load.
 
-import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +16,7 @@ import {
 	createSeededDatabase,
 	dbName,
 	type RunResult,
+	runbookPid,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -132,21 +132,6 @@ const CASES: Case[] = [
 		from: () => seeded,
 	},
 ];
-
-/** The pid of the runbook's own node process: the child tsx's launcher started. */
-function runbookPid(launcher: number): number | undefined {
-	for (const entry of readdirSync("/proc")) {
-		if (!/^\d+$/.test(entry)) continue;
-		try {
-			const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-			const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-			if (ppid === launcher) return Number(entry);
-		} catch {
-			// gone meanwhile
-		}
-	}
-	return undefined;
-}
 
 /**
  * Runs the case with its step held on the lock, and stops it once one of its sessions waits:

@@ -392,3 +392,18 @@ function sampleDescendants(
 		if (p === rootPid && cmd) into.add(cmd);
 	}
 }
+
+/** The pid of the runbook's own node process: the child tsx's launcher started. */
+export function runbookPid(launcher: number): number | undefined {
+	for (const entry of readdirSync("/proc")) {
+		if (!/^\d+$/.test(entry)) continue;
+		try {
+			const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+			const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+			if (ppid === launcher) return Number(entry);
+		} catch {
+			// gone meanwhile
+		}
+	}
+	return undefined;
+}
