@@ -233,6 +233,8 @@ describe("emergency-rollback.ts keeps the rows written since the backup", {
 								process.kill(pid, "SIGCONT");
 							}
 							for (let i = 0; i < 1200 && !killedWhile; i++) {
+								// pg_stat_activity is read once per transaction unless cleared.
+								await x.query("select pg_stat_clear_snapshot()");
 								const waiting = await x.query<{ query: string }>(
 									"select query from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike 'insert into%purchases%'",
 								);
@@ -248,7 +250,9 @@ describe("emergency-rollback.ts keeps the rows written since the backup", {
 			},
 		);
 		await holder;
-		expect(killedWhile).toMatch(/^INSERT INTO "public"."purchases"/);
+		expect(killedWhile, run.stdout + run.stderr).toMatch(
+			/^INSERT INTO "public"."purchases"/,
+		);
 		expect(run.code).not.toBe(0);
 		// Restored, none of the new rows in.
 		expect(await count(c.url, "users"), run.stdout + run.stderr).toBe(20_000);
