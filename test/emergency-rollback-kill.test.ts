@@ -156,7 +156,7 @@ describe("emergency-rollback.ts, interrupted", () => {
 					: await rollback(args, {
 							signalOn: { ...moment, signal: "SIGKILL" },
 						});
-			expect(run.stdout).toMatch(/\[8\/14\] Restore atomically/);
+			expect(run.stdout).toMatch(/\[8\/15\] Restore atomically/);
 			await settle();
 			const now = await snapshotDatabase(url);
 			const state = same(now, old)

@@ -166,12 +166,18 @@ describe("CREATE INDEX CONCURRENTLY with --lock-timeout 1s while an older transa
 		await c.connect();
 		await c.query("begin");
 		await c.query('select count(*) from "Team"');
+		const pid = (await c.query("select pg_backend_pid() as pid")).rows[0].pid;
 		const done = c
 			.query(`select pg_sleep(${ms / 1000})`)
 			.then(() => c.query("commit"))
 			.catch(() => {})
 			.finally(() => c.end());
-		return { done, end: () => c.end().catch(() => {}) };
+		// Closing the socket is not enough: a backend in pg_sleep reads no input until it wakes.
+		const end = () =>
+			query(url, `select pg_terminate_backend(${pid})`)
+				.then(() => done)
+				.catch(() => {});
+		return { done, end };
 	}
 
 	it("times out within --concurrent-timeout, drops the INVALID index it left, names the blocker, and succeeds once the holder ends", async () => {

@@ -107,7 +107,7 @@ const CASES: Case[] = [
 	{
 		kind: "destroy",
 		runbook: "emergency-rollback",
-		step: 9, // the down SQL's transaction waits to drop user_preferences
+		step: 10, // the down SQL's transaction waits to drop user_preferences
 		args: (url) => [
 			"--mode",
 			"down",
