@@ -121,7 +121,7 @@ export function putBackCommand(
 	database: string,
 	argv = process.argv.slice(2),
 ): string {
-	const envFile = argv.findIndex((a) => a === "--env-file");
+	const envFile = argv.indexOf("--env-file");
 	const keep =
 		envFile >= 0
 			? argv.slice(envFile, envFile + 2)

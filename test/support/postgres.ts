@@ -70,6 +70,10 @@ const OFFICIAL_IMAGE = "postgres:15";
 export async function dockerEngine(): Promise<
 	{ client: ContainerRuntimeClient } | { problem: string }
 > {
+	// A local engine publishes the port on the host: reach it on loopback. (Inside a container,
+	// /.dockerenv, Testcontainers would pick the bridge gateway, a private address, instead.)
+	if (!process.env.DOCKER_HOST || process.env.DOCKER_HOST.startsWith("unix:"))
+		process.env.TESTCONTAINERS_HOST_OVERRIDE ??= "127.0.0.1";
 	const { getContainerRuntimeClient } = await import("testcontainers");
 	try {
 		return { client: await getContainerRuntimeClient() };
