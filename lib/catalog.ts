@@ -176,3 +176,17 @@ export function formatBytes(bytes: number): string {
 	}
 	return `${v < 10 && u > 0 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
 }
+
+/** Each column's SQL type as format_type() spells it (e.g. "character varying(16)"), by name. */
+export async function columnTypes(
+	db: Db,
+	schema: string,
+	table: string,
+): Promise<Map<string, string>> {
+	const { rows } = await db.query<{ name: string; type: string }>(
+		`select a.attname as name, format_type(a.atttypid, a.atttypmod) as type
+       from pg_attribute a where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped`,
+		[`${quoteIdent(schema)}.${quoteIdent(table)}`],
+	);
+	return new Map(rows.map((r) => [r.name, r.type]));
+}

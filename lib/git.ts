@@ -121,7 +121,7 @@ export async function gitRevert(
 }
 
 /** The files a commit added, changed or removed, relative to the repository's top. */
-export async function filesOfCommit(
+async function filesOfCommit(
 	repository: string,
 	commit: string,
 ): Promise<string[]> {

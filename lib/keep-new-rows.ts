@@ -4,6 +4,7 @@
 // A row whose key (or another unique value) exists again is left out and named: the restored value
 // wins, as it does for rows changed or deleted since the backup.
 
+import { columnTypes } from "./catalog.ts";
 import type { Db } from "./db.ts";
 import { quoteIdent } from "./db.ts";
 import { rerunCommand } from "./rerun.ts";
@@ -56,12 +57,7 @@ export async function putBackRows(
 
 async function insertRows(db: Db, c: NewRows): Promise<PutBack> {
 	const rel = `${quoteIdent(c.schema)}.${quoteIdent(c.table)}`;
-	const { rows: types } = await db.query<{ name: string; type: string }>(
-		`select a.attname as name, format_type(a.atttypid, a.atttypmod) as type
-       from pg_attribute a where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped`,
-		[rel],
-	);
-	const typeOf = new Map(types.map((t) => [t.name, t.type]));
+	const typeOf = await columnTypes(db, c.schema, c.table);
 	const keyAt = c.key.map((k) => c.columns.indexOf(k));
 	const keyCast = c.key
 		.map((k) => `${quoteIdent(k)}::text`)

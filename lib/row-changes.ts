@@ -4,6 +4,7 @@
 // side, a live database or another archive, streams past it.
 
 import { createHash } from "node:crypto";
+import { columnTypes } from "./catalog.ts";
 import { type Db, quoteIdent } from "./db.ts";
 import type { Tool } from "./pg-tools.ts";
 import { readArchive, readTables, unescapeField } from "./table-rows.ts";
@@ -259,12 +260,7 @@ async function rowsByKey(
 	keys: string[][],
 ): Promise<(string | null)[][]> {
 	const rel = `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
-	const { rows: types } = await db.query<{ name: string; type: string }>(
-		`select a.attname as name, format_type(a.atttypid, a.atttypmod) as type
-       from pg_attribute a where a.attrelid = $1::regclass and a.attnum > 0`,
-		[rel],
-	);
-	const typeOf = new Map(types.map((r) => [r.name, r.type]));
+	const typeOf = await columnTypes(db, t.schema, t.table);
 	const params = t.key.map((_, i) => keys.map((k) => unescapeField(k[i])));
 	const sql = `select ${columns.map((c) => `${quoteIdent(c)}::text`).join(", ")} from ${rel}
     where (${t.key.map(quoteIdent).join(", ")}) in

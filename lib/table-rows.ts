@@ -101,7 +101,7 @@ export async function readTables(
 }
 
 /** Schema, table and columns of pg_dump's `COPY public."Name" (a, "B c") FROM stdin;` line. */
-export function parseCopyLine(line: string): {
+function parseCopyLine(line: string): {
 	schema: string;
 	table: string;
 	columns: string[];
