@@ -84,6 +84,12 @@ async function deployedWithTraffic(prefix: string): Promise<Case> {
 	return { url, db, env, changedUser, oldName };
 }
 
+/** Runs a printed `npx tsx runbooks/emergency-rollback.ts ...` command as printed. */
+const runAsPrinted = (command: string | undefined, c: Case) =>
+	runRunbook("emergency-rollback", command?.split(" ").slice(3) ?? [], {
+		env: c.env,
+	});
+
 beforeAll(async () => {
 	seeded = scratch.track(await createSeededDatabase("keep_rows", 20_000));
 	await admin(
@@ -178,20 +184,12 @@ describe("emergency-rollback.ts keeps the rows written since the backup", {
 		expect(command?.[1]).toBe(report.safety_backup_id);
 		expect(command?.[2]).toBe(report.backup_id);
 
-		const later = await runRunbook(
-			"emergency-rollback",
-			command?.[0].split(" ").slice(3) ?? [],
-			{ env: c.env },
-		);
+		const later = await runAsPrinted(command?.[0], c);
 		expect(later.code, later.stderr).toBe(0);
 		expect(await count(c.url, "users")).toBe(20_037);
 		expect(await count(c.url, "purchases")).toBe(5_012);
 		// Run again, nothing doubles: every key exists now, each named as left out.
-		const again = await runRunbook(
-			"emergency-rollback",
-			command?.[0].split(" ").slice(3) ?? [],
-			{ env: c.env },
-		);
+		const again = await runAsPrinted(command?.[0], c);
 		expect(again.code, again.stderr).toBe(0);
 		expect(again.stdout + again.stderr).toContain(
 			"users: 37 row(s) left out, their key",
@@ -262,11 +260,7 @@ describe("emergency-rollback.ts keeps the rows written since the backup", {
 				run.stdout + run.stderr,
 			);
 		expect(command, run.stdout + run.stderr).not.toBeNull();
-		const later = await runRunbook(
-			"emergency-rollback",
-			command?.[0].split(" ").slice(3) ?? [],
-			{ env: c.env },
-		);
+		const later = await runAsPrinted(command?.[0], c);
 		expect(later.code, later.stderr).toBe(0);
 		expect(await count(c.url, "users")).toBe(20_037);
 		expect(await count(c.url, "purchases")).toBe(5_012);
