@@ -5,7 +5,7 @@
  *
  * PRISMA_ENGINE selects the schema engine:
  *   wasm   (default) Prisma's WebAssembly schema engine driven through @prisma/adapter-pg
- *          (lib/prisma-adapter.ts); needs no engine download, works offline.
+ *          (lib/migrations/prisma-adapter.ts); needs no engine download, works offline.
  *   native Prisma's classic schema-engine binary (downloaded by Prisma on first use).
  *
  * Connection: DIRECT_URL if set, else DATABASE_URL. Migrations must use the direct,
@@ -18,7 +18,7 @@ import {
 	createMigrationAdapter,
 	sessionSettingsFromEnv,
 	unrefSchemaEngineTimers,
-} from "../lib/prisma-adapter.js";
+} from "../lib/migrations/prisma-adapter.js";
 
 // Fail here with a clear message: without a URL, schema.prisma's env("DATABASE_URL") /
 // env("DIRECT_URL") do not resolve, the CLI then cannot read the schema's generator,
@@ -42,7 +42,7 @@ if (engine !== "wasm" && engine !== "native") {
 	);
 }
 
-// PRISMA_MIGRATIONS_DIR: another migrations folder (lib/prisma-cli.ts passes it absolute; a
+// PRISMA_MIGRATIONS_DIR: another migrations folder (lib/migrations/prisma-cli.ts passes it absolute; a
 // relative one is read from this file's directory).
 const here = dirname(fileURLToPath(import.meta.url));
 const paths = {

@@ -28,16 +28,7 @@ import {
 	resolveTable,
 	runBackfill,
 	validateJob,
-} from "../lib/backfill.ts";
-import { renamedDuration } from "../lib/cli.ts";
-import { connect, type Db, quoteIdent } from "../lib/db.ts";
-import { detectDrift, explainDriftStatement } from "../lib/drift.ts";
-import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
-import {
-	type LocalMigration,
-	readHistory,
-	readLocalMigrations,
-} from "../lib/migrations.ts";
+} from "../lib/data/backfill.ts";
 import {
 	applyOnline,
 	LOCK_EFFECT,
@@ -45,15 +36,27 @@ import {
 	type LockReport,
 	migrationTimestamp,
 	writeMigration,
-} from "../lib/online-ddl.ts";
-import { formatDuration } from "../lib/output.ts";
+} from "../lib/data/online-ddl.ts";
+import { sqlErrorIsBadInput } from "../lib/data/sql-fragment.ts";
+import { renamedDuration } from "../lib/kit/cli.ts";
+import { EXIT, RunbookError, refusal, usageError } from "../lib/kit/errors.ts";
+import { formatDuration } from "../lib/kit/output.ts";
+import { type Progress, startProgress } from "../lib/kit/progress.ts";
+import { rerunCommand } from "../lib/kit/rerun.ts";
+import { type Context, runRunbook } from "../lib/kit/runner.ts";
+import { detectDrift, explainDriftStatement } from "../lib/migrations/drift.ts";
+import {
+	type LocalMigration,
+	readHistory,
+	readLocalMigrations,
+} from "../lib/migrations/history.ts";
 import {
 	displayPath,
 	migrationsDir,
 	prismaErrorText,
 	runPrisma,
 	SCHEMA_PATH,
-} from "../lib/prisma-cli.ts";
+} from "../lib/migrations/prisma-cli.ts";
 import {
 	enumsOf,
 	fieldLine,
@@ -64,11 +67,8 @@ import {
 	prismaDefaultOf,
 	prismaTypeOf,
 	upsertField,
-} from "../lib/prisma-schema.ts";
-import { type Progress, startProgress } from "../lib/progress.ts";
-import { rerunCommand } from "../lib/rerun.ts";
-import { type Context, runRunbook } from "../lib/runner.ts";
-import { sqlErrorIsBadInput } from "../lib/sql-fragment.ts";
+} from "../lib/migrations/prisma-schema.ts";
+import { connect, type Db, quoteIdent } from "../lib/pg/db.ts";
 
 type StepKey = "add" | "check" | "validate" | "not_null";
 

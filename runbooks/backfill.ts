@@ -22,14 +22,14 @@ import {
 	resolveTable,
 	runBackfill,
 	validateJob,
-} from "../lib/backfill.ts";
-import { renamedDuration } from "../lib/cli.ts";
-import { connect, serverVersion } from "../lib/db.ts";
-import { refusal, usageError } from "../lib/errors.ts";
-import { formatDuration } from "../lib/output.ts";
-import { type Progress, startProgress } from "../lib/progress.ts";
-import { rerunCommand } from "../lib/rerun.ts";
-import { type Context, runRunbook } from "../lib/runner.ts";
+} from "../lib/data/backfill.ts";
+import { renamedDuration } from "../lib/kit/cli.ts";
+import { refusal, usageError } from "../lib/kit/errors.ts";
+import { formatDuration } from "../lib/kit/output.ts";
+import { type Progress, startProgress } from "../lib/kit/progress.ts";
+import { rerunCommand } from "../lib/kit/rerun.ts";
+import { type Context, runRunbook } from "../lib/kit/runner.ts";
+import { connect, serverVersion } from "../lib/pg/db.ts";
 
 interface State {
 	job?: BackfillJob;

@@ -22,11 +22,11 @@ import {
 	strayFiles,
 	type VerifyResult,
 	verifyBackup,
-} from "../lib/backup.ts";
-import { formatBytes } from "../lib/catalog.ts";
-import { EXIT, RunbookError, usageError } from "../lib/errors.ts";
-import { formatDuration, table } from "../lib/output.ts";
-import { type Context, runRunbook } from "../lib/runner.ts";
+} from "../lib/backup/archive.ts";
+import { EXIT, RunbookError, usageError } from "../lib/kit/errors.ts";
+import { formatDuration, table } from "../lib/kit/output.ts";
+import { type Context, runRunbook } from "../lib/kit/runner.ts";
+import { formatBytes } from "../lib/pg/catalog.ts";
 
 type Action = "create" | "verify" | "list" | "prune";
 

@@ -1,15 +1,22 @@
 #!/usr/bin/env -S npx tsx --
+
 // The seed's "Migration Performance" check before a large migration, done right: database size,
 // the largest tables with row estimates and table/index/TOAST sizes, dead rows and the last
 // vacuum/analyze, transactions left open, replication slots and lag, connection use. Flags what
 // would slow or endanger a migration and exits 1 when it finds any. Read-only.
 
+import { formatDuration, table } from "../lib/kit/output.ts";
+import {
+	type Context,
+	runRunbook,
+	type StepResult,
+} from "../lib/kit/runner.ts";
 import {
 	type ConnectionUse,
 	readConnections,
 	sessionLine,
-} from "../lib/activity.ts";
-import { formatBytes } from "../lib/catalog.ts";
+} from "../lib/pg/activity.ts";
+import { formatBytes } from "../lib/pg/catalog.ts";
 import {
 	connectionFindings,
 	type DatabaseSize,
@@ -26,9 +33,7 @@ import {
 	type Thresholds,
 	tableFindings,
 	transactionFindings,
-} from "../lib/health.ts";
-import { formatDuration, table } from "../lib/output.ts";
-import { type Context, runRunbook, type StepResult } from "../lib/runner.ts";
+} from "../lib/pg/health.ts";
 
 interface State {
 	database?: DatabaseSize;

@@ -5,13 +5,8 @@
 // first, a verified backup, one confirmation naming the database, migrations applied with a lock
 // timeout (retried, naming what blocked them), then verified, smoke-tested and watched.
 
-import {
-	describeSession,
-	type LockHolder,
-	lockHolders,
-	longTransactions,
-} from "../lib/activity.ts";
-import { type HookRun, runHookOrAsk } from "../lib/app-hooks.ts";
+import { type HookRun, runHookOrAsk } from "../lib/app/hooks.ts";
+import { type SmokeQuery, smokeQueries } from "../lib/app/smoke.ts";
 import {
 	type BackupCheck,
 	type BackupManifest,
@@ -19,20 +14,12 @@ import {
 	createVerifiedBackup,
 	describeBackup,
 	rollbackCommand,
-} from "../lib/backup.ts";
-import { describeTables, formatBytes } from "../lib/catalog.ts";
-import { renamedDuration } from "../lib/cli.ts";
-import { type Db, quoteLiteral, serverVersion } from "../lib/db.ts";
-import {
-	databaseDrift,
-	explainDriftStatement,
-	schemaDrift,
-	unfinishedMigrationState,
-} from "../lib/drift.ts";
-import { formatMs, parseDuration } from "../lib/duration.ts";
-import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
-import { DeployWalk, describeRows } from "../lib/lint-judgement.ts";
-import { type WatchReport, watchLocks } from "../lib/lock-watch.ts";
+} from "../lib/backup/archive.ts";
+import { renamedDuration } from "../lib/kit/cli.ts";
+import { formatMs, parseDuration } from "../lib/kit/duration.ts";
+import { EXIT, RunbookError, refusal, usageError } from "../lib/kit/errors.ts";
+import { formatDuration, table } from "../lib/kit/output.ts";
+import { type Context, runRunbook } from "../lib/kit/runner.ts";
 import {
 	backoffMs,
 	DEPLOY_APPLICATION,
@@ -42,27 +29,44 @@ import {
 	deployCommand,
 	deployWithRetries,
 	type InvalidIndex,
-} from "../lib/migrate-deploy.ts";
+} from "../lib/migrations/deploy.ts";
 import {
-	concurrentIndexBuilds,
-	qualifiedName,
-	tablesTouched,
-} from "../lib/migration-sql.ts";
+	databaseDrift,
+	explainDriftStatement,
+	schemaDrift,
+	unfinishedMigrationState,
+} from "../lib/migrations/drift.ts";
 import {
 	type History,
 	type LocalMigration,
 	readHistory,
-} from "../lib/migrations.ts";
-import { formatDuration, table } from "../lib/output.ts";
+} from "../lib/migrations/history.ts";
+import {
+	describeFindings,
+	type LintResult,
+	lintSql,
+} from "../lib/migrations/lint.ts";
+import { DeployWalk, describeRows } from "../lib/migrations/lint-judgement.ts";
 import {
 	displayPath,
 	migrationsDir,
 	prismaErrorText,
 	runPrisma,
-} from "../lib/prisma-cli.ts";
-import { type Context, runRunbook } from "../lib/runner.ts";
-import { type SmokeQuery, smokeQueries } from "../lib/smoke.ts";
-import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
+} from "../lib/migrations/prisma-cli.ts";
+import {
+	concurrentIndexBuilds,
+	qualifiedName,
+	tablesTouched,
+} from "../lib/migrations/sql.ts";
+import {
+	describeSession,
+	type LockHolder,
+	lockHolders,
+	longTransactions,
+} from "../lib/pg/activity.ts";
+import { describeTables, formatBytes } from "../lib/pg/catalog.ts";
+import { type Db, quoteLiteral, serverVersion } from "../lib/pg/db.ts";
+import { type WatchReport, watchLocks } from "../lib/pg/lock-watch.ts";
 
 interface State {
 	server?: string;

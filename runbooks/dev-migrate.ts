@@ -11,15 +11,20 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { serverVersion } from "../lib/db.ts";
-import { driftCommands, statements } from "../lib/drift.ts";
-import { RunbookError, usageError } from "../lib/errors.ts";
+import { RunbookError, usageError } from "../lib/kit/errors.ts";
+import { runRunbook } from "../lib/kit/runner.ts";
+import { driftCommands, statements } from "../lib/migrations/drift.ts";
 import {
 	type History,
 	type LocalMigration,
 	readHistory,
 	readLocalMigrations,
-} from "../lib/migrations.ts";
+} from "../lib/migrations/history.ts";
+import {
+	describeFindings,
+	type LintResult,
+	lintSql,
+} from "../lib/migrations/lint.ts";
 import {
 	displayPath,
 	migrationsDir,
@@ -27,9 +32,8 @@ import {
 	prismaCommand,
 	prismaErrorText,
 	runPrisma,
-} from "../lib/prisma-cli.ts";
-import { runRunbook } from "../lib/runner.ts";
-import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
+} from "../lib/migrations/prisma-cli.ts";
+import { serverVersion } from "../lib/pg/db.ts";
 
 interface State {
 	history?: History;

@@ -7,9 +7,8 @@
 // instead; --mode down rolls migrations back with Prisma's down SQL, keeping the data.
 
 import { join, relative } from "node:path";
-import { lockHolders, readSessions, signalSession } from "../lib/activity.ts";
-import { type HookRun, runHook, runHookOrAsk } from "../lib/app-hooks.ts";
-import { describeScope, scopeOf } from "../lib/app-scope.ts";
+import { type HookRun, runHook, runHookOrAsk } from "../lib/app/hooks.ts";
+import { smokeQueries } from "../lib/app/smoke.ts";
 import {
 	type BackupEntry,
 	type BackupManifest,
@@ -21,45 +20,12 @@ import {
 	rollbackCommand,
 	type VerifyResult,
 	verifyBackup,
-} from "../lib/backup.ts";
-import { countTables, databaseSize, formatBytes } from "../lib/catalog.ts";
-import { connect, type Db, quoteIdent, serverVersion } from "../lib/db.ts";
-import { databaseDriftAgainst, explainDrift } from "../lib/drift.ts";
-import { formatMs, parseDuration } from "../lib/duration.ts";
-import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
-import {
-	commitsAdding,
-	gitRevert,
-	type MigrationCommit,
-	removeFoldersCommand,
-	repositoryOf,
-	resolveCommit,
-	revertCommand,
-	revertOrder,
-	revertTakesMore,
-} from "../lib/git.ts";
+} from "../lib/backup/archive.ts";
 import {
 	type PutBack,
 	putBackCommand,
 	putBackRows,
-} from "../lib/keep-new-rows.ts";
-import {
-	applyDown,
-	computeDownSql,
-	type DataLoss,
-	type DownSql,
-	dataLosses,
-	describeDownDiff,
-	describeLoss,
-	historySql,
-	measureLosses,
-} from "../lib/migrate-down.ts";
-import { type History, readHistory } from "../lib/migrations.ts";
-import { formatDuration, table } from "../lib/output.ts";
-import { findTool, type Tool } from "../lib/pg-tools.ts";
-import { displayPath, migrationsDir } from "../lib/prisma-cli.ts";
-import { startProgress } from "../lib/progress.ts";
-import { rerunCommand } from "../lib/rerun.ts";
+} from "../lib/backup/keep-new-rows.ts";
 import {
 	createScratchDatabase,
 	describeSwapRestore,
@@ -73,7 +39,7 @@ import {
 	restoreIntoDatabase,
 	scopedRestore,
 	scratchName,
-} from "../lib/restore.ts";
+} from "../lib/backup/restore.ts";
 import {
 	appTables,
 	type BackupIndex,
@@ -85,18 +51,60 @@ import {
 	newRowsInArchive,
 	newRowsInDatabase,
 	type TableChanges,
-} from "../lib/row-changes.ts";
-import { listTables } from "../lib/row-checksums.ts";
-import { acquireRunLock } from "../lib/run-lock.ts";
-import { type Context, runRunbook, type Step } from "../lib/runner.ts";
-import { smokeQueries } from "../lib/smoke.ts";
-import { describeFindings, type LintResult, lintSql } from "../lib/sql-lint.ts";
+} from "../lib/backup/row-changes.ts";
+import { listTables } from "../lib/backup/row-checksums.ts";
+import { describeScope, scopeOf } from "../lib/backup/scope.ts";
+import { formatMs, parseDuration } from "../lib/kit/duration.ts";
+import { EXIT, RunbookError, refusal, usageError } from "../lib/kit/errors.ts";
+import { formatDuration, table } from "../lib/kit/output.ts";
+import { startProgress } from "../lib/kit/progress.ts";
+import { rerunCommand } from "../lib/kit/rerun.ts";
+import { acquireRunLock } from "../lib/kit/run-lock.ts";
+import { type Context, runRunbook, type Step } from "../lib/kit/runner.ts";
+import {
+	applyDown,
+	computeDownSql,
+	type DataLoss,
+	type DownSql,
+	dataLosses,
+	describeDownDiff,
+	describeLoss,
+	historySql,
+	measureLosses,
+} from "../lib/migrations/down.ts";
+import { databaseDriftAgainst, explainDrift } from "../lib/migrations/drift.ts";
+import {
+	commitsAdding,
+	gitRevert,
+	type MigrationCommit,
+	removeFoldersCommand,
+	repositoryOf,
+	resolveCommit,
+	revertCommand,
+	revertOrder,
+	revertTakesMore,
+} from "../lib/migrations/git.ts";
+import { type History, readHistory } from "../lib/migrations/history.ts";
+import {
+	describeFindings,
+	type LintResult,
+	lintSql,
+} from "../lib/migrations/lint.ts";
+import { displayPath, migrationsDir } from "../lib/migrations/prisma-cli.ts";
+import {
+	lockHolders,
+	readSessions,
+	signalSession,
+} from "../lib/pg/activity.ts";
+import { countTables, databaseSize, formatBytes } from "../lib/pg/catalog.ts";
+import { findTool, type Tool } from "../lib/pg/client-tools.ts";
+import { connect, type Db, quoteIdent, serverVersion } from "../lib/pg/db.ts";
 import {
 	type Connection,
 	makeTarget,
 	type Target,
 	withDatabase,
-} from "../lib/target.ts";
+} from "../lib/pg/target.ts";
 
 const NAME = "emergency-rollback";
 const SCRIPT = `runbooks/${NAME}.ts`;
@@ -282,7 +290,7 @@ function restoreInputs(ctx: Ctx) {
 	};
 }
 
-/** For a backup of the app's objects only, how to restore it into `conn`'s database (lib/app-scope.ts). */
+/** For a backup of the app's objects only, how to restore it into `conn`'s database (lib/backup/scope.ts). */
 async function scopeFor(ctx: Ctx, conn: Connection) {
 	const { m, archive, tools } = restoreInputs(ctx);
 	const scope = await scopedRestore(conn, m, archive, tools.pgRestore, ctx.env);

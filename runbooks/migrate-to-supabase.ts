@@ -7,10 +7,13 @@
 
 import { availableParallelism, tmpdir } from "node:os";
 import type pg from "pg";
-import { runHook } from "../lib/app-hooks.ts";
-import { databaseSize, formatBytes } from "../lib/catalog.ts";
-import { failureReason } from "../lib/child-failure.ts";
-import { connect, serverVersion, withClient } from "../lib/db.ts";
+import { runHook } from "../lib/app/hooks.ts";
+import {
+	CHECKSUM_SETTINGS,
+	listTables,
+	type TableChecksum,
+	tableChecksums,
+} from "../lib/backup/row-checksums.ts";
 import {
 	applySwitch,
 	describeEnd,
@@ -22,21 +25,8 @@ import {
 	probeProfile,
 	readProfile,
 	type SwitchPlan,
-} from "../lib/db-profiles.ts";
-import { databaseDrift, explainDriftStatement } from "../lib/drift.ts";
-import { envFilePath } from "../lib/env-file.ts";
-import { EXIT, RunbookError, refusal, usageError } from "../lib/errors.ts";
-import { readHistory } from "../lib/migrations.ts";
-import { formatDuration, table } from "../lib/output.ts";
-import { findTool } from "../lib/pg-tools.ts";
-import { rerunCommand } from "../lib/rerun.ts";
-import {
-	CHECKSUM_SETTINGS,
-	listTables,
-	type TableChecksum,
-	tableChecksums,
-} from "../lib/row-checksums.ts";
-import { type Context, runRunbook, type Step } from "../lib/runner.ts";
+} from "../lib/config/db-profiles.ts";
+import { envFilePath } from "../lib/config/env-file.ts";
 import {
 	type CopyPlan,
 	type CopyResult,
@@ -52,7 +42,20 @@ import {
 	type SequenceReset,
 	schemaObjects,
 	sequenceValues,
-} from "../lib/schema-copy.ts";
+} from "../lib/data/schema-copy.ts";
+import { failureReason } from "../lib/kit/child-failure.ts";
+import { EXIT, RunbookError, refusal, usageError } from "../lib/kit/errors.ts";
+import { formatDuration, table } from "../lib/kit/output.ts";
+import { rerunCommand } from "../lib/kit/rerun.ts";
+import { type Context, runRunbook, type Step } from "../lib/kit/runner.ts";
+import {
+	databaseDrift,
+	explainDriftStatement,
+} from "../lib/migrations/drift.ts";
+import { readHistory } from "../lib/migrations/history.ts";
+import { databaseSize, formatBytes } from "../lib/pg/catalog.ts";
+import { findTool } from "../lib/pg/client-tools.ts";
+import { connect, serverVersion, withClient } from "../lib/pg/db.ts";
 import {
 	EXTENSIONS_SCHEMA,
 	latestRun,
@@ -62,13 +65,13 @@ import {
 	readPlatformShape,
 	setPhase,
 	startRun,
-} from "../lib/supabase.ts";
+} from "../lib/pg/supabase.ts";
 import {
 	type Connection,
 	isLocalHost,
 	parseConnection,
 	type Target,
-} from "../lib/target.ts";
+} from "../lib/pg/target.ts";
 
 type Mode = "fresh" | "restart" | "resume";
 type Env = Record<string, string | undefined>;

@@ -1,10 +1,15 @@
 #!/usr/bin/env -S npx tsx --
+
 // The seed's "Migration Monitoring", done right: what every session runs and waits for, who
 // blocks whom (pg_blocking_pids) as a tree, sessions blocked too long highlighted; once, as JSON
 // for scripts, or refreshed every few seconds. Cancels or terminates one session on request,
 // never the runbook's own. (The seed's watch command counted nothing: "active" in double quotes
 // is a column name to PostgreSQL, not a string.)
 
+import { usageError } from "../lib/kit/errors.ts";
+import { runLive } from "../lib/kit/live-view.ts";
+import { formatDuration, style, table } from "../lib/kit/output.ts";
+import { type Context, runRunbook } from "../lib/kit/runner.ts";
 import {
 	type ActivitySnapshot,
 	type BlockNode,
@@ -21,11 +26,7 @@ import {
 	sessionRows,
 	signalSession,
 	signalSql,
-} from "../lib/activity.ts";
-import { usageError } from "../lib/errors.ts";
-import { runLive } from "../lib/live-view.ts";
-import { formatDuration, style, table } from "../lib/output.ts";
-import { type Context, runRunbook } from "../lib/runner.ts";
+} from "../lib/pg/activity.ts";
 
 interface State {
 	snapshot?: ActivitySnapshot;

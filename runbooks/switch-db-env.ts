@@ -22,11 +22,11 @@ import {
 	requireProfile,
 	type SwitchPlan,
 	shellOverrides,
-} from "../lib/db-profiles.ts";
-import { envFilePath, readEnvFile } from "../lib/env-file.ts";
-import { refusal, usageError } from "../lib/errors.ts";
-import { runRunbook } from "../lib/runner.ts";
-import { parseConnection } from "../lib/target.ts";
+} from "../lib/config/db-profiles.ts";
+import { envFilePath, readEnvFile } from "../lib/config/env-file.ts";
+import { refusal, usageError } from "../lib/kit/errors.ts";
+import { runRunbook } from "../lib/kit/runner.ts";
+import { parseConnection } from "../lib/pg/target.ts";
 
 type Command = ProfileName | "status";
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env -S npx tsx --
+
 // The seed's "Migration Troubleshooting", done right. Diagnoses the target and walks the operator
 // through the common issues, each with the exact commands that resolve it:
 // - a failed or unfinished migration in _prisma_migrations (its logs; mark it rolled back or applied,
@@ -8,6 +9,43 @@
 // - a NOT NULL column added without a default (points to add-required-field),
 // and, on a local database only, reset. Nothing changes without confirmation.
 
+import type { Choice } from "../lib/kit/confirm.ts";
+import { RunbookError, refusal, usageError } from "../lib/kit/errors.ts";
+import { formatDuration, style } from "../lib/kit/output.ts";
+import { acquireRunLock } from "../lib/kit/run-lock.ts";
+import {
+	type Context,
+	runRunbook,
+	type StepResult,
+} from "../lib/kit/runner.ts";
+import {
+	databaseDriftAgainst,
+	explainDrift,
+	schemaDrift,
+} from "../lib/migrations/drift.ts";
+import {
+	type AppliedRow,
+	type History,
+	readHistory,
+	readLocalMigrations,
+} from "../lib/migrations/history.ts";
+import { lintSql } from "../lib/migrations/lint.ts";
+import {
+	displayPath,
+	migrationsDir,
+	prismaCommand,
+	prismaErrorText,
+	runPrisma,
+} from "../lib/migrations/prisma-cli.ts";
+import {
+	applyResolve,
+	planApplied,
+	planRolledBack,
+	type ResolveKind,
+	type ResolvePlan,
+	resolveArgs,
+} from "../lib/migrations/resolve.ts";
+import { qualifiedName } from "../lib/migrations/sql.ts";
 import {
 	type ActivitySnapshot,
 	type BlockNode,
@@ -22,41 +60,8 @@ import {
 	sessionLine,
 	signalSession,
 	signalSql,
-} from "../lib/activity.ts";
-import type { Choice } from "../lib/confirm.ts";
-import type { Db } from "../lib/db.ts";
-import {
-	databaseDriftAgainst,
-	explainDrift,
-	schemaDrift,
-} from "../lib/drift.ts";
-import { RunbookError, refusal, usageError } from "../lib/errors.ts";
-import {
-	applyResolve,
-	planApplied,
-	planRolledBack,
-	type ResolveKind,
-	type ResolvePlan,
-	resolveArgs,
-} from "../lib/migration-resolve.ts";
-import { qualifiedName } from "../lib/migration-sql.ts";
-import {
-	type AppliedRow,
-	type History,
-	readHistory,
-	readLocalMigrations,
-} from "../lib/migrations.ts";
-import { formatDuration, style } from "../lib/output.ts";
-import {
-	displayPath,
-	migrationsDir,
-	prismaCommand,
-	prismaErrorText,
-	runPrisma,
-} from "../lib/prisma-cli.ts";
-import { acquireRunLock } from "../lib/run-lock.ts";
-import { type Context, runRunbook, type StepResult } from "../lib/runner.ts";
-import { lintSql } from "../lib/sql-lint.ts";
+} from "../lib/pg/activity.ts";
+import type { Db } from "../lib/pg/db.ts";
 
 type Action =
 	| { kind: "rolled-back" | "applied"; migration: string }

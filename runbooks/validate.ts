@@ -1,23 +1,28 @@
 #!/usr/bin/env -S npx tsx --
+
 // The seed's "Migration Validation", done right: structure per table, the health of Prisma's
 // migration history, and drift against the migrations and prisma/schema.prisma.
 
-import { describeTables, formatBytes, type TableInfo } from "../lib/catalog.ts";
-import { serverVersion } from "../lib/db.ts";
+import { table } from "../lib/kit/output.ts";
+import { runRunbook } from "../lib/kit/runner.ts";
 import {
 	DRIFT_COMMANDS,
 	type DriftReport,
 	detectDrift,
 	explainDriftStatement,
-} from "../lib/drift.ts";
-import { type History, readHistory } from "../lib/migrations.ts";
-import { table } from "../lib/output.ts";
+} from "../lib/migrations/drift.ts";
+import { type History, readHistory } from "../lib/migrations/history.ts";
 import {
 	displayPath,
 	migrationsDir,
 	prismaCommand,
-} from "../lib/prisma-cli.ts";
-import { runRunbook } from "../lib/runner.ts";
+} from "../lib/migrations/prisma-cli.ts";
+import {
+	describeTables,
+	formatBytes,
+	type TableInfo,
+} from "../lib/pg/catalog.ts";
+import { serverVersion } from "../lib/pg/db.ts";
 
 interface State {
 	server?: string;

@@ -7,10 +7,10 @@ import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { nextBatchSize } from "../lib/backfill.ts";
-import { describeProgress } from "../lib/progress.ts";
-import { rerunCommand, shellQuote } from "../lib/rerun.ts";
-import { parseAssignments, splitTopLevel } from "../lib/sql-fragment.ts";
+import { nextBatchSize } from "../lib/data/backfill.ts";
+import { parseAssignments, splitTopLevel } from "../lib/data/sql-fragment.ts";
+import { describeProgress } from "../lib/kit/progress.ts";
+import { rerunCommand, shellQuote } from "../lib/kit/rerun.ts";
 
 import {
 	admin,

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { findTool } from "../lib/pg-tools.ts";
+import { findTool } from "../lib/pg/client-tools.ts";
 
 import {
 	admin,

@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseInvocation, renamedDuration } from "../lib/cli.ts";
+import { parseInvocation, renamedDuration } from "../lib/kit/cli.ts";
 import {
 	createDatabase,
 	dropDatabase,

@@ -1,4 +1,4 @@
-// The run lock (lib/run-lock.ts) between the seven data-changing runbooks, pair by pair: the first
+// The run lock (lib/kit/run-lock.ts) between the seven data-changing runbooks, pair by pair: the first
 // runbook of a pair is started on a copy of a small seeded Face Swap database and paused
 // (SIGSTOP to its process group) while it holds the lock; then every one of the seven, itself
 // included, is started against the same database and must refuse with exit 3, name the first

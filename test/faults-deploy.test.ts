@@ -14,7 +14,7 @@ import {
 	type BackupManifest,
 	listBackups,
 	verifyBackup,
-} from "../lib/backup.ts";
+} from "../lib/backup/archive.ts";
 import {
 	describeFault,
 	expectStopped,

@@ -16,7 +16,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { estimateDumpBytes } from "../lib/backup.ts";
+import { estimateDumpBytes } from "../lib/backup/archive.ts";
 import { stoppedAt } from "./support/faults.ts";
 
 import {

@@ -16,23 +16,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { $ } from "zx";
-import { entriesOutsideScope, writeRestoreList } from "../lib/app-scope.ts";
-import { openAuditLog } from "../lib/audit.ts";
-import { removeStalePartials } from "../lib/backup.ts";
-import { failureReason } from "../lib/child-failure.ts";
-import { parseInvocation } from "../lib/cli.ts";
-import { readEnvFile, replaceEnvFile } from "../lib/env-file.ts";
-import { EXIT, plainError, RunbookError } from "../lib/errors.ts";
-import { describeCommand, findTool, runTool } from "../lib/pg-tools.ts";
-import { prismaErrorText } from "../lib/prisma-cli.ts";
-import { isRunning, processToken } from "../lib/process-identity.ts";
-import { redact } from "../lib/secrets.ts";
+import { removeStalePartials } from "../lib/backup/archive.ts";
+import { entriesOutsideScope, writeRestoreList } from "../lib/backup/scope.ts";
+import { readEnvFile, replaceEnvFile } from "../lib/config/env-file.ts";
+import { openAuditLog } from "../lib/kit/audit.ts";
+import { failureReason } from "../lib/kit/child-failure.ts";
+import { parseInvocation } from "../lib/kit/cli.ts";
+import { EXIT, plainError, RunbookError } from "../lib/kit/errors.ts";
+import { isRunning, processToken } from "../lib/kit/process-identity.ts";
+import { redact } from "../lib/kit/secrets.ts";
+import { prismaErrorText } from "../lib/migrations/prisma-cli.ts";
+import { describeCommand, findTool, runTool } from "../lib/pg/client-tools.ts";
 import {
 	isLocalHost,
 	libpqEnv,
 	makeTarget,
 	parseConnection,
-} from "../lib/target.ts";
+} from "../lib/pg/target.ts";
 import { adminUrl } from "./support/harness.ts";
 
 describe("targets and masking", () => {
@@ -175,7 +175,7 @@ describe("PostgreSQL client tools", () => {
 	});
 
 	it("turns a refused connection and a wrong password into plain sentences", async () => {
-		const { connect } = await import("../lib/db.ts");
+		const { connect } = await import("../lib/pg/db.ts");
 		await expect(
 			connect(parseConnection("postgresql://u:p@127.0.0.1:1/db")),
 		).rejects.toMatchObject({

@@ -3,9 +3,13 @@
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkSignalTarget, ownPid, signalSession } from "../lib/activity.ts";
-import { connect } from "../lib/db.ts";
-import { parseConnection } from "../lib/target.ts";
+import {
+	checkSignalTarget,
+	ownPid,
+	signalSession,
+} from "../lib/pg/activity.ts";
+import { connect } from "../lib/pg/db.ts";
+import { parseConnection } from "../lib/pg/target.ts";
 import {
 	admin,
 	createDatabase,

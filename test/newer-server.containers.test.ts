@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { findTool, type Tool } from "../lib/pg-tools.ts";
+import { findTool, type Tool } from "../lib/pg/client-tools.ts";
 import {
 	admin,
 	dbName,

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { rerunCommand } from "../lib/rerun.ts";
+import { rerunCommand } from "../lib/kit/rerun.ts";
 import { stoppedAt } from "./support/faults.ts";
 import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
 import {

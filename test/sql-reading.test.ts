@@ -3,18 +3,18 @@
 
 import { describe, expect, it } from "vitest";
 import {
+	EXCLUDED_RULES,
+	explain,
+	lintSql,
+	SQUAWK_RULES,
+} from "../lib/migrations/lint.ts";
+import {
 	commitsAsOne,
 	concurrentIndexBuilds,
 	hasTransactionControl,
 	readSql,
 	tablesTouched,
-} from "../lib/migration-sql.ts";
-import {
-	EXCLUDED_RULES,
-	explain,
-	lintSql,
-	SQUAWK_RULES,
-} from "../lib/sql-lint.ts";
+} from "../lib/migrations/sql.ts";
 
 describe("migration SQL read by libpg_query", () => {
 	it("names tables exactly as PostgreSQL resolves them: quoted mixed case, schemas, spaces, quotes", () => {

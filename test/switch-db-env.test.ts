@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "dotenv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ADDED_MARK, rewriteUrls } from "../lib/env-file.ts";
+import { ADDED_MARK, rewriteUrls } from "../lib/config/env-file.ts";
 import {
 	adminUrl,
 	copyRepository,
@@ -264,7 +264,7 @@ describe("switch-db-env.ts", () => {
 	});
 });
 
-describe("rewriteUrls (lib/env-file.ts)", () => {
+describe("rewriteUrls (lib/config/env-file.ts)", () => {
 	const A = "postgresql://a:pw@h1:5432/app";
 	const B = "postgresql://b:pw@h2:6543/postgres?pgbouncer=true";
 	const D = "postgresql://b:pw@h2:5432/postgres";

@@ -6,7 +6,7 @@ import { cpSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readLocalMigrations } from "../lib/migrations.ts";
+import { readLocalMigrations } from "../lib/migrations/history.ts";
 import { seedFaceSwap } from "./support/fixtures.ts";
 import {
 	admin,

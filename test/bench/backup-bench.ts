@@ -1,4 +1,4 @@
-// Benchmark: the backup step (lib/backup.ts: pg_dump --snapshot with exact row counts taken in
+// Benchmark: the backup step (lib/backup/archive.ts: pg_dump --snapshot with exact row counts taken in
 // that snapshot meanwhile, sha256, manifest, then verification with sha256 + pg_restore --list)
 // against a bare `pg_dump -Fc` of the same ~1 GB Face Swap database. Target: at most 10% slower.
 //
@@ -14,9 +14,9 @@ import {
 	createBackup,
 	estimateDumpBytes,
 	verifyBackup,
-} from "../../lib/backup.ts";
-import { findTool, runTool } from "../../lib/pg-tools.ts";
-import { parseConnection } from "../../lib/target.ts";
+} from "../../lib/backup/archive.ts";
+import { findTool, runTool } from "../../lib/pg/client-tools.ts";
+import { parseConnection } from "../../lib/pg/target.ts";
 import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);

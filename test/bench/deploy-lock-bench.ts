@@ -1,7 +1,7 @@
 // Benchmark: the worst wait of a stream of single-row reads on a table while a deploy's
 // ALTER TABLE waits for a lock held by another session (an open transaction that read the table
 // and stays open BENCH_HOLD_S seconds), with plain `prisma migrate deploy` (no lock timeout) and
-// with deploy-production's apply (lib/migrate-deploy.ts: lock_timeout, retries with backoff).
+// with deploy-production's apply (lib/migrations/deploy.ts: lock_timeout, retries with backoff).
 //
 //   npx tsx test/bench/deploy-lock-bench.ts            # throw-away cluster, seeds ~1 GB (about 4 min)
 //   BENCH_DATABASE_URL=postgresql://... npx tsx test/bench/deploy-lock-bench.ts
@@ -11,9 +11,9 @@ import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { deployWithRetries } from "../../lib/migrate-deploy.ts";
-import { MIGRATIONS_DIR, runPrisma } from "../../lib/prisma-cli.ts";
-import { makeTarget } from "../../lib/target.ts";
+import { deployWithRetries } from "../../lib/migrations/deploy.ts";
+import { MIGRATIONS_DIR, runPrisma } from "../../lib/migrations/prisma-cli.ts";
+import { makeTarget } from "../../lib/pg/target.ts";
 import { faceSwapDatabase, secs } from "./face-swap-db.ts";
 
 const HOLD_MS = Number(process.env.BENCH_HOLD_S ?? 20) * 1000;

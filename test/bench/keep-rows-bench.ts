@@ -11,18 +11,18 @@
 import { mkdtempSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { createBackup } from "../../lib/backup.ts";
-import { connect } from "../../lib/db.ts";
-import { putBackRows } from "../../lib/keep-new-rows.ts";
-import { findTool } from "../../lib/pg-tools.ts";
-import { restoreInTransaction } from "../../lib/restore.ts";
+import { createBackup } from "../../lib/backup/archive.ts";
+import { putBackRows } from "../../lib/backup/keep-new-rows.ts";
+import { restoreInTransaction } from "../../lib/backup/restore.ts";
 import {
 	appTables,
 	compareWithDatabase,
 	indexBackup,
 	newRowsInDatabase,
-} from "../../lib/row-changes.ts";
-import { parseConnection } from "../../lib/target.ts";
+} from "../../lib/backup/row-changes.ts";
+import { findTool } from "../../lib/pg/client-tools.ts";
+import { connect } from "../../lib/pg/db.ts";
+import { parseConnection } from "../../lib/pg/target.ts";
 import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);

@@ -1,4 +1,4 @@
-// Benchmark: the emergency rollback's restore step (lib/restore.ts) on a realistic Face Swap
+// Benchmark: the emergency rollback's restore step (lib/backup/restore.ts) on a realistic Face Swap
 // database, by method: the default "transaction" (one psql transaction: drop public's objects, the
 // archive's SQL from pg_restore, COMMIT) against "swap" (pg_restore --jobs into a new database,
 // then ALTER DATABASE RENAME twice in one transaction), and the plain
@@ -12,15 +12,15 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { createBackup, verifyBackup } from "../../lib/backup.ts";
-import { connect } from "../../lib/db.ts";
-import { findTool, runTool } from "../../lib/pg-tools.ts";
+import { createBackup, verifyBackup } from "../../lib/backup/archive.ts";
 import {
 	dropDatabase,
 	restoreBySwap,
 	restoreInTransaction,
-} from "../../lib/restore.ts";
-import { parseConnection, withDatabase } from "../../lib/target.ts";
+} from "../../lib/backup/restore.ts";
+import { findTool, runTool } from "../../lib/pg/client-tools.ts";
+import { connect } from "../../lib/pg/db.ts";
+import { parseConnection, withDatabase } from "../../lib/pg/target.ts";
 import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
