@@ -24,17 +24,7 @@ import {
 } from "../lib/pg/catalog.ts";
 import { serverVersion } from "../lib/pg/db.ts";
 
-interface State {
-	server?: string;
-	tables: TableInfo[];
-	history?: History;
-	drift?: DriftReport;
-	problems: string[];
-	/** Nothing deployed: no migration applied and no table of the app. */
-	empty?: boolean;
-}
-
-await runRunbook<State>({
+await runRunbook({
 	name: "validate",
 	summary:
 		"Check the database's structure, its migration history and drift; exit 1 naming each problem.",
@@ -57,21 +47,20 @@ await runRunbook<State>({
 		"npx tsx runbooks/validate.ts --tables",
 		"npx tsx runbooks/validate.ts --json | jq .problems",
 	],
-	state: () => ({ tables: [], problems: [] }),
 	steps: [
 		{
+			id: "server",
 			title: "Connect to the database",
 			async run(ctx) {
 				const v = await serverVersion(await ctx.db());
-				ctx.state.server = v.text;
-				return { summary: `PostgreSQL ${v.text}` };
+				return { summary: `PostgreSQL ${v.text}`, value: v.text };
 			},
 		},
 		{
+			id: "tables",
 			title: "Inspect tables, constraints and indexes",
 			async run(ctx) {
 				const tables = await describeTables(await ctx.db());
-				ctx.state.tables = tables;
 				const app = tables.filter((t) => t.name !== "_prisma_migrations");
 				ctx.log(
 					table(
@@ -100,70 +89,67 @@ await runRunbook<State>({
 					}
 				}
 				for (const p of problems) ctx.warn(p);
-				ctx.state.problems.push(...problems);
 				return {
 					summary: `${app.length} tables`,
 					status: problems.length ? "problem" : "ok",
 					data: tables,
+					value: { tables, problems },
 				};
 			},
 		},
 		{
+			id: "history",
 			title: "Check the migration history (_prisma_migrations)",
 			async run(ctx) {
 				const h = await readHistory(await ctx.db(), migrationsDir(ctx.env));
-				ctx.state.history = h;
-				const appTables = ctx.state.tables.filter(
-					(t) => t.name !== "_prisma_migrations",
-				);
-				if (!h.latestApplied && appTables.length === 0) {
-					// A drift list would name every object of the schema "to undo": say what to run instead.
-					ctx.state.empty = true;
-					const p =
-						"no migration applied; run deploy-production (npx tsx runbooks/deploy-production.ts) to build the schema";
-					ctx.state.problems.push(p);
-					ctx.warn(p);
-					return {
-						status: "problem",
-						summary: `${h.local.length} migrations in the repository, none applied, no table`,
-					};
-				}
-				if (h.tableMissing) {
-					const p =
-						"no _prisma_migrations table: no migration was ever deployed to this database";
-					ctx.state.problems.push(p);
-					ctx.warn(p);
-					return {
-						status: "problem",
-						summary: `${h.local.length} migrations in the repository, none applied`,
-					};
-				}
-				ctx.log(
-					`${h.local.length} migrations in ${displayPath(migrationsDir(ctx.env))}, latest applied: ${h.latestApplied ?? "none"}`,
-				);
-				for (const i of h.issues) {
-					const p = `migration ${i.migration}: ${i.detail}`;
-					ctx.state.problems.push(p);
-					ctx.warn(p);
-				}
-				const failed = h.issues.filter((i) => i.kind === "failed");
-				if (failed.length) {
+				const { tables } = ctx.result<Found>("tables");
+				const empty =
+					!h.latestApplied &&
+					tables.every((t) => t.name === "_prisma_migrations");
+				// Nothing deployed: a drift list would name every object of the schema "to undo".
+				const problems = empty
+					? [
+							"no migration applied; run deploy-production (npx tsx runbooks/deploy-production.ts) to build the schema",
+						]
+					: h.tableMissing
+						? [
+								"no _prisma_migrations table: no migration was ever deployed to this database",
+							]
+						: h.issues.map((i) => `migration ${i.migration}: ${i.detail}`);
+				if (!empty && !h.tableMissing)
 					ctx.log(
-						`To inspect the failure: select logs from _prisma_migrations where migration_name = '${failed[0].migration}';`,
+						`${h.local.length} migrations in ${displayPath(migrationsDir(ctx.env))}, latest applied: ${h.latestApplied ?? "none"}`,
 					);
-				}
+				for (const p of problems) ctx.warn(p);
+				const failed = h.issues.find((i) => i.kind === "failed");
+				if (failed)
+					ctx.log(
+						`To inspect the failure: select logs from _prisma_migrations where migration_name = '${failed.migration}';`,
+					);
 				return {
-					status: h.issues.length ? "problem" : "ok",
-					summary: h.issues.length
-						? `${h.issues.length} problem(s)`
-						: "all migrations applied, none failed or changed",
-					data: { issues: h.issues, latest_applied: h.latestApplied },
+					status: problems.length ? "problem" : "ok",
+					summary: empty
+						? `${h.local.length} migrations in the repository, none applied, no table`
+						: h.tableMissing
+							? `${h.local.length} migrations in the repository, none applied`
+							: problems.length
+								? `${problems.length} problem(s)`
+								: "all migrations applied, none failed or changed",
+					data:
+						empty || h.tableMissing
+							? undefined
+							: { issues: h.issues, latest_applied: h.latestApplied },
+					value: { history: h, problems, empty },
 				};
 			},
 		},
 		{
+			id: "drift",
 			title: "Check drift (prisma migrate diff)",
-			skip: (ctx) => (ctx.state.empty ? "no migration applied" : false),
+			skip: (ctx) =>
+				ctx.result<{ empty: boolean }>("history").empty
+					? "no migration applied"
+					: false,
 			async run(ctx) {
 				ctx.log(
 					`${prismaCommand(DRIFT_COMMANDS.introspect)} > database.prisma`,
@@ -171,34 +157,48 @@ await runRunbook<State>({
 				ctx.log(prismaCommand(DRIFT_COMMANDS.database("database.prisma")));
 				ctx.log(prismaCommand(DRIFT_COMMANDS.schema));
 				const drift = await detectDrift(ctx.target, ctx.env, ctx.signal);
-				ctx.state.drift = drift;
-				const problems: string[] = [];
-				for (const sql of drift.databaseVsMigrations) {
-					problems.push(`${explainDriftStatement(sql)}; to undo: ${sql}`);
-				}
-				for (const sql of drift.migrationsVsSchema) {
-					problems.push(
-						`prisma/schema.prisma has a change no migration holds (create one with runbooks/dev-migrate.ts): ${sql}`,
-					);
-				}
+				const problems = [
+					...drift.databaseVsMigrations.map(
+						(sql) => `${explainDriftStatement(sql)}; to undo: ${sql}`,
+					),
+					...drift.migrationsVsSchema.map(
+						(sql) =>
+							`prisma/schema.prisma has a change no migration holds (create one with runbooks/dev-migrate.ts): ${sql}`,
+					),
+				];
 				for (const p of problems) ctx.warn(p);
-				ctx.state.problems.push(...problems.map((p) => `drift: ${p}`));
 				return {
 					status: problems.length ? "problem" : "ok",
 					summary: problems.length ? "drift found" : "no drift",
 					data: drift,
+					value: { drift, problems: problems.map((p) => `drift: ${p}`) },
 				};
 			},
 		},
 	],
-	summarize: (ctx, ok) => ({
-		server_version: ctx.state.server ?? null,
-		healthy: ok && ctx.state.problems.length === 0,
-		problems: ctx.state.problems,
-		latest_applied: ctx.state.history?.latestApplied ?? null,
-		drift: ctx.state.drift ?? null,
-	}),
+	summarize(ctx, ok) {
+		const found = (id: string) =>
+			ctx.has(id) ? ctx.result<Found>(id) : undefined;
+		const problems = ["tables", "history", "drift"].flatMap(
+			(id) => found(id)?.problems ?? [],
+		);
+		return {
+			server_version: ctx.has("server") ? ctx.result<string>("server") : null,
+			healthy: ok && problems.length === 0,
+			problems,
+			latest_applied: found("history")?.history?.latestApplied ?? null,
+			drift: found("drift")?.drift ?? null,
+		};
+	},
 });
+
+/** What a step found: its problems, and what later steps read. */
+interface Found {
+	problems: string[];
+	tables: TableInfo[];
+	history?: History;
+	drift?: DriftReport;
+}
 
 function printTable(log: (text?: string) => void, t: TableInfo): void {
 	log();

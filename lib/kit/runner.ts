@@ -56,6 +56,8 @@ export type StepStatus =
 	| "interrupted";
 
 export interface StepResult {
+	/** Kept by the runner under the step's id for later steps (ctx.result); not printed. */
+	value?: unknown;
 	/** One line shown after the step's status. */
 	summary?: string;
 	/** "warning" is reported; "problem" makes a read-only runbook exit 1. */
@@ -64,7 +66,7 @@ export interface StepResult {
 	data?: unknown;
 }
 
-export interface Context<S> {
+export interface Context<S = unknown, P = unknown> {
 	readonly runbook: string;
 	readonly flags: FlagValues;
 	readonly args: string[];
@@ -75,8 +77,14 @@ export interface Context<S> {
 	readonly verbose: boolean;
 	readonly signal: AbortSignal;
 	readonly audit: AuditLog | null;
-	/** Values computed by one step and handed forward to later ones. */
+	/** Values computed by one step and handed forward to later ones (older runbooks; see result). */
 	readonly state: S;
+	/** The runbook's settings, parsed once from its flags before the first step. */
+	readonly settings: P;
+	/** The value an earlier step returned (StepResult.value), by the step's id. Throws if it has none. */
+	result<T>(id: string): T;
+	/** Whether the step with this id ran and returned a value. */
+	has(id: string): boolean;
 	/** A pg client on the target's direct connection, opened on first use and closed at the end. */
 	db(): Promise<Db>;
 	/** Indented detail under the current step. */
@@ -110,26 +118,28 @@ export interface Context<S> {
 	readonly reports: ReadonlyArray<StepReport>;
 }
 
-export interface Step<S> {
+export interface Step<S = unknown, P = unknown> {
+	/** Names the step's result for later steps (ctx.result(id)). */
+	id?: string;
 	title: string;
 	/** read: runs under --dry-run too. write/change/destroy: only planned under --dry-run (see StepKind). */
 	kind?: StepKind;
 	/** Exact commands and SQL the step would run, for --dry-run and for confirmation. */
-	plan?: (ctx: Context<S>) => string[] | Promise<string[]>;
+	plan?: (ctx: Context<S, P>) => string[] | Promise<string[]>;
 	/** A reason to skip this step, or false. */
-	skip?: (ctx: Context<S>) => string | false;
-	run: (ctx: Context<S>) => Promise<StepResult | undefined>;
+	skip?: (ctx: Context<S, P>) => string | false;
+	run: (ctx: Context<S, P>) => Promise<StepResult | undefined>;
 	/**
 	 * What the database (and files) hold when this step stops midway, failed or interrupted. The
 	 * runner prints it, then the command that resumes (see resume). Default for a read step: it
 	 * changed nothing.
 	 */
-	onFailure?: (ctx: Context<S>) => string;
+	onFailure?: (ctx: Context<S, P>) => string;
 	/** The exact command that carries on after this step stopped; default: this run's command again. */
-	resume?: (ctx: Context<S>) => string;
+	resume?: (ctx: Context<S, P>) => string;
 }
 
-export interface RunbookSpec<S> {
+export interface RunbookSpec<S = unknown, P = unknown> {
 	name: string;
 	summary: string;
 	description?: string;
@@ -172,11 +182,25 @@ export interface RunbookSpec<S> {
 		flags: FlagValues;
 		args: string[];
 	}) => Target | null;
-	/** The steps, in order; their titles are also listed by --help. */
-	steps: Step<S>[];
-	state: () => S;
+	/**
+	 * The settings, parsed once from the flags before any step (usage errors exit 2 before anything
+	 * runs); steps read them as ctx.settings.
+	 */
+	settings?: (input: { env: Env; flags: FlagValues; args: string[] }) => P;
+	/**
+	 * The steps, in order; their titles are also listed by --help. A runbook with modes gives one
+	 * list per mode and `mode` picks one from the settings.
+	 */
+	steps: Step<S, P>[] | Record<string, Step<S, P>[]>;
+	mode?: (settings: P) => string;
+	state?: () => S;
+	/**
+	 * What the database holds when a step without its own onFailure stops midway: one handler for
+	 * the whole runbook. Return undefined for the runner's default.
+	 */
+	onFailure?: (ctx: Context<S, P>, step: Step<S, P>) => string | undefined;
 	/** Extra fields for the --json summary. */
-	summarize?: (ctx: Context<S>, ok: boolean) => Record<string, unknown>;
+	summarize?: (ctx: Context<S, P>, ok: boolean) => Record<string, unknown>;
 }
 
 const COMMON_ENV: Record<string, string> = {
@@ -212,25 +236,32 @@ const MARK: Record<StepStatus, (s: string) => string> = {
 	interrupted: (s) => style.yellow(`^C ${s}`),
 };
 
-export function helpText<S>(spec: RunbookSpec<S>): string {
+export function helpText<S, P>(spec: RunbookSpec<S, P>): string {
+	const lists = Array.isArray(spec.steps)
+		? { "": spec.steps }
+		: (spec.steps as Record<string, Step<S, P>[]>);
+	const steps = Object.entries(lists).flatMap(([mode, list]) => [
+		...(mode ? [`(${mode})`] : []),
+		...list.map(
+			(s) =>
+				`${s.title}${s.kind === "write" ? " [writes files]" : s.kind && s.kind !== "read" ? ` [${s.kind}s data]` : ""}`,
+		),
+	]);
 	return renderHelp({
 		name: spec.name,
 		summary: spec.summary,
 		description: spec.description,
 		args: spec.args,
 		flags: { ...(spec.flags ?? {}), ...COMMON_FLAGS },
-		steps: spec.steps.map(
-			(s) =>
-				`${s.title}${s.kind === "write" ? " [writes files]" : s.kind && s.kind !== "read" ? ` [${s.kind}s data]` : ""}`,
-		),
+		steps,
 		env: { ...COMMON_ENV, ...(spec.env ?? {}) },
 		examples: spec.examples,
 	});
 }
 
 /** Parses argv, runs the runbook and exits the process with its exit code. */
-export async function runRunbook<S>(
-	spec: RunbookSpec<S>,
+export async function runRunbook<S = unknown, P = unknown>(
+	spec: RunbookSpec<S, P>,
 	argv = process.argv.slice(2),
 ): Promise<never> {
 	const code = await execute(spec, argv);
@@ -241,14 +272,14 @@ export async function runRunbook<S>(
 	process.exit(code);
 }
 
-async function execute<S>(
-	spec: RunbookSpec<S>,
+async function execute<S, P>(
+	spec: RunbookSpec<S, P>,
 	argv: string[],
 ): Promise<ExitCode> {
 	const verboseRequested =
 		argv.includes("--verbose") || process.env.DEBUG === "1";
 	if (argv.includes("--json")) setJsonMode(true);
-	let ctx: Context<S> | undefined;
+	let ctx: Context<S, P> | undefined;
 	try {
 		const inv = parseInvocation(
 			argv,
@@ -265,9 +296,30 @@ async function execute<S>(
 			? spec.resolveTarget({ env, flags: inv.flags, args: inv.args })
 			: defaultTarget(inv.flags, env);
 		if (spec.localOnly && target) refuseNonLocal(spec.name, target);
-		return await runSteps(spec, inv.flags, inv.args, env, target, (c) => {
-			ctx = c;
-		});
+		const settings = spec.settings
+			? spec.settings({ env, flags: inv.flags, args: inv.args })
+			: (undefined as P);
+		const steps = Array.isArray(spec.steps)
+			? spec.steps
+			: (spec.steps as Record<string, Step<S, P>[]>)[
+					spec.mode?.(settings) ?? ""
+				];
+		if (!steps)
+			throw new RunbookError(
+				`${spec.name}: no steps for mode ${spec.mode?.(settings)} (internal error).`,
+			);
+		return await runSteps(
+			spec,
+			steps,
+			settings,
+			inv.flags,
+			inv.args,
+			env,
+			target,
+			(c) => {
+				ctx = c;
+			},
+		);
 	} catch (err) {
 		const e = plainError(err);
 		sayError(style.red(`✗ ${e.message}`));
@@ -315,13 +367,15 @@ function refuseNonLocal(name: string, target: Target): void {
 	}
 }
 
-async function runSteps<S>(
-	spec: RunbookSpec<S>,
+async function runSteps<S, P>(
+	spec: RunbookSpec<S, P>,
+	steps: Step<S, P>[],
+	settings: P,
 	flags: FlagValues,
 	args: string[],
 	env: Env,
 	target: Target | null,
-	expose: (ctx: Context<S>) => void,
+	expose: (ctx: Context<S, P>) => void,
 ): Promise<ExitCode> {
 	const dryRun = Boolean(flags["dry-run"]);
 	const json = Boolean(flags.json);
@@ -340,7 +394,8 @@ async function runSteps<S>(
 	let db: Db | undefined;
 	let runConfirmed = false;
 	let destroyConfirmed = false;
-	const reports: StepReport[] = spec.steps.map((s, i) => ({
+	const values = new Map<string, unknown>();
+	const reports: StepReport[] = steps.map((s, i) => ({
 		no: i + 1,
 		title: s.title,
 		kind: s.kind ?? "read",
@@ -351,8 +406,17 @@ async function runSteps<S>(
 		confirm: flags.confirm as string | undefined,
 		output: json ? process.stderr : process.stdout,
 	};
-	const ctx: Context<S> = {
+	const ctx: Context<S, P> = {
 		runbook: spec.name,
+		settings,
+		result<T>(id: string): T {
+			if (!values.has(id))
+				throw new RunbookError(
+					`${spec.name}: step "${id}" has no result yet (internal error).`,
+				);
+			return values.get(id) as T;
+		},
+		has: (id) => values.has(id),
 		flags,
 		args,
 		env,
@@ -365,7 +429,7 @@ async function runSteps<S>(
 		verbose,
 		signal: controller.signal,
 		audit,
-		state: spec.state(),
+		state: spec.state ? spec.state() : ({} as S),
 		async db() {
 			if (!target) throw noTarget();
 			if (!db) {
@@ -401,7 +465,7 @@ async function runSteps<S>(
 		reports,
 	};
 	expose(ctx);
-	const total = spec.steps.length;
+	const total = steps.length;
 	say(
 		style.bold(
 			`${spec.name}${dryRun ? " (dry run: nothing will be changed)" : ""}`,
@@ -470,7 +534,7 @@ async function runSteps<S>(
 	let exitCode: ExitCode = EXIT.ok;
 	let failedAt: StepReport | undefined;
 	try {
-		for (const [i, step] of spec.steps.entries()) {
+		for (const [i, step] of steps.entries()) {
 			const report = reports[i];
 			const kind = step.kind ?? "read";
 			say();
@@ -535,6 +599,8 @@ async function runSteps<S>(
 							: "ok";
 				report.summary = result?.summary;
 				report.data = result?.data;
+				if (step.id && result && "value" in result)
+					values.set(step.id, result.value);
 				if (report.status === "problem") exitCode = EXIT.failed;
 				const label = `${report.status === "ok" ? "done" : report.status} in ${formatDuration(report.duration_ms)}`;
 				say(
@@ -573,7 +639,7 @@ async function runSteps<S>(
 				if (e.hint) sayError(`  ${e.hint}`);
 				if (verbose && !(err instanceof RunbookError))
 					sayError(String((err as Error)?.stack ?? err));
-				for (const line of stopAdvice(spec.name, step, ctx, e.exitCode, i))
+				for (const line of stopAdvice(spec, step, ctx, e.exitCode, i))
 					sayError(`  ${line.split("\n").join("\n  ")}`);
 				break;
 			}
@@ -633,16 +699,17 @@ async function runSteps<S>(
  * interrupt, the one resume line every step shares. A refusal or bad input changed nothing and
  * would be refused again: its hint says what to do instead.
  */
-function stopAdvice<S>(
-	runbook: string,
-	step: Step<S>,
-	ctx: Context<S>,
+function stopAdvice<S, P>(
+	spec: RunbookSpec<S, P>,
+	step: Step<S, P>,
+	ctx: Context<S, P>,
 	code: ExitCode,
 	index: number,
 ): string[] {
+	const runbook = spec.name;
 	let state: string | undefined;
 	try {
-		state = step.onFailure?.(ctx);
+		state = step.onFailure ? step.onFailure(ctx) : spec.onFailure?.(ctx, step);
 	} catch {
 		// An account that cannot be given (its inputs never computed) gives way to the generic one.
 	}
