@@ -1,7 +1,6 @@
 // Asking the operator. --yes answers for them; a step that destroys data also needs the target's
 // database name (typed, or --confirm <name>). With no terminal and no --yes we refuse rather than hang.
 
-import prompts from "prompts";
 import { EXIT, RunbookError, refusal } from "./errors.ts";
 import { isInteractive } from "./output.ts";
 
@@ -31,7 +30,7 @@ export async function confirm(
 ): Promise<void> {
 	if (opts.yes) return;
 	if (!isInteractive()) needTerminal(question);
-	const answer = await prompts(
+	const answer = await (await import("prompts")).default(
 		{
 			type: "confirm",
 			name: "ok",
@@ -66,7 +65,7 @@ export async function confirmDestructive(
 		);
 	}
 	if (!isInteractive()) needTerminal(question);
-	const answer = await prompts(
+	const answer = await (await import("prompts")).default(
 		{
 			type: "text",
 			name: "typed",
@@ -129,7 +128,7 @@ export async function choose(
 	opts: ConfirmOptions,
 ): Promise<string> {
 	if (opts.yes || !isInteractive() || choices.length === 0) return fallback;
-	const answer = await prompts(
+	const answer = await (await import("prompts")).default(
 		{
 			type: "select",
 			name: "value",

@@ -6,7 +6,6 @@ import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { $ } from "zx";
 import { failureReason } from "../kit/child-failure.ts";
 import { redact } from "../kit/secrets.ts";
 import type { Target } from "../pg/target.ts";
@@ -86,6 +85,7 @@ export async function runPrisma(
 ): Promise<PrismaRun> {
 	const command = prismaCommand(args);
 	const childEnv = { ...prismaEnv(target, env), ...extraEnv };
+	const { $ } = await import("zx"); // on first use, not at start-up
 	const run = await $({
 		cwd: ROOT,
 		env: childEnv,

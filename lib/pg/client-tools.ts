@@ -5,7 +5,6 @@ import { execFile } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
-import { $ } from "zx";
 import { EXIT, RunbookError, refusal } from "../kit/errors.ts";
 import { redact } from "../kit/secrets.ts";
 import { type Connection, libpqEnv } from "./target.ts";
@@ -110,6 +109,8 @@ export async function runTool(
 		...(opts.env ?? process.env),
 		...(conn ? libpqEnv(conn, opts.appName) : {}),
 	};
+	// zx is loaded on first use: it costs a second of start-up that --help should not pay.
+	const { $ } = await import("zx");
 	const run = await $({
 		env,
 		signal: opts.signal,

@@ -1,6 +1,6 @@
 // Queries through node-postgres: one client per run, connected lazily, closed by the runner.
 
-import pg from "pg";
+import type pg from "pg";
 import { plainError } from "../kit/errors.ts";
 import { type Connection, pgConfig } from "./target.ts";
 
@@ -10,7 +10,9 @@ export async function connect(
 	conn: Connection,
 	appName = "runbook",
 ): Promise<pg.Client> {
-	const client = new pg.Client(pgConfig(conn, appName));
+	// pg is loaded on first connection, not at start-up (--help needs none).
+	const { default: pgm } = await import("pg");
+	const client = new pgm.Client(pgConfig(conn, appName));
 	// An idle client whose server goes away emits 'error'; without a listener that would crash the run.
 	client.on("error", () => {});
 	try {
