@@ -1064,7 +1064,11 @@ await runRunbook<State>({
 						db,
 						psql,
 						ctx.target.direct,
-						{ env: ctx.env, signal: ctx.signal },
+						{
+							env: ctx.env,
+							signal: ctx.signal,
+							since: ctx.state.backup?.manifest.snapshot,
+						},
 					);
 				}
 				return {

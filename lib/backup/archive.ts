@@ -77,6 +77,11 @@ export interface BackupManifest {
 	duration_ms: number;
 	/** The newest migration finished in _prisma_migrations at the dump's snapshot, or null. */
 	latest_migration: string | null;
+	/**
+	 * The dump's snapshot (pg_current_snapshot() text): a row whose xmin it cannot see was written
+	 * after the backup, so a rollback finds new rows without reading every key (absent in older backups).
+	 */
+	snapshot?: string;
 	/** Exact row counts per table ("table" in public, else "schema.table"), from the dump's snapshot. */
 	row_counts: Record<string, number>;
 	/** What the archive holds (absent in backups made before scopes: the whole database). */
@@ -408,6 +413,9 @@ export async function createBackup(
 			"select pg_export_snapshot() as s",
 		);
 		const snapshot = rows[0].s;
+		const seen = await snap.query<{ s: string }>(
+			"select pg_current_snapshot()::text as s",
+		);
 		const latest = await latestMigration(snap);
 		const scope = await chooseScope(snap, opts.env);
 		const privileges =
@@ -484,6 +492,7 @@ export async function createBackup(
 			...(sum.files ? { files: sum.files } : {}),
 			duration_ms: Math.round(performance.now() - started),
 			latest_migration: latest,
+			snapshot: seen.rows[0].s,
 			row_counts: counted.counts,
 			scope,
 			...(privileges ? { privileges } : {}),

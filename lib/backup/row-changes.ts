@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { columnTypes } from "../pg/catalog.ts";
 import type { Tool } from "../pg/client-tools.ts";
-import { type Db, quoteIdent } from "../pg/db.ts";
+import { type Db, quoteIdent, quoteLiteral } from "../pg/db.ts";
 import type { Connection } from "../pg/target.ts";
 import { readArchive, readTables, unescapeField } from "./table-rows.ts";
 
@@ -218,7 +218,8 @@ export async function compareWithDatabase(
 
 /**
  * The rows of a live database whose key the backup does not hold, with their values in the
- * columns both have: read as keys first (cheap), then only those rows.
+ * columns both have: read as keys first (cheap), then only those rows. With the backup's snapshot
+ * (`since`), only the keys of rows written after it are read: the server skips the others.
  */
 export async function newRowsInDatabase(
 	tables: AppTable[],
@@ -226,16 +227,21 @@ export async function newRowsInDatabase(
 	db: Db,
 	psql: Tool,
 	conn: Connection,
-	opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {},
+	opts: {
+		env?: NodeJS.ProcessEnv;
+		signal?: AbortSignal;
+		since?: string;
+	} = {},
 ): Promise<NewRows[]> {
 	const read = tables.filter(
 		(t) => t.key.length && index.has(id(t.schema, t.table)),
 	);
 	const keys: string[][][] = read.map(() => []);
+	const where = opts.since ? await writtenAfter(db, opts.since) : undefined;
 	await readTables(
 		psql,
 		conn,
-		read.map((t) => ({ ...t, columns: t.key })),
+		read.map((t) => ({ ...t, columns: t.key, where })),
 		(i, f) => {
 			const b = index.get(id(read[i].schema, read[i].table)) as BackupTable;
 			if (!b.rows.has(f.join("\t"))) keys[i].push(f);
@@ -250,6 +256,21 @@ export async function newRowsInDatabase(
 		out.push({ ...t, columns, rows: await rowsByKey(db, t, columns, keys[i]) });
 	}
 	return out;
+}
+
+/**
+ * A row condition: written by a transaction the snapshot does not see. xmin is a 32-bit xid; its
+ * 64-bit form is the next xid minus its age (a frozen, very old xmin may look recent: such a row
+ * is only read, then found in the backup by its key, so nothing is wrong, just slower).
+ */
+async function writtenAfter(db: Db, snapshot: string): Promise<string> {
+	const r = await db.query<{ next: string }>(
+		"select pg_snapshot_xmax(pg_current_snapshot())::text as next",
+	);
+	const next = BigInt(r.rows[0].next);
+	const low = next % 4294967296n;
+	const age = `((${low} - xmin::text::bigint + 4294967296) % 4294967296)`;
+	return `NOT pg_visible_in_snapshot((${next} - ${age})::text::xid8, ${quoteLiteral(snapshot)}::pg_snapshot)`;
 }
 
 /** Values (as text) of the rows with these keys (COPY-escaped fields), in `columns` order. */

@@ -72,7 +72,13 @@ export async function readArchive(
 export async function readTables(
 	psql: Tool,
 	conn: Connection,
-	tables: Array<{ schema: string; table: string; columns: string[] }>,
+	tables: Array<{
+		schema: string;
+		table: string;
+		columns: string[];
+		/** A condition on the rows to read (SQL), all rows when absent. */
+		where?: string;
+	}>,
 	onRow: (table: number, fields: string[]) => void,
 	opts: StreamOptions = {},
 ): Promise<void> {
@@ -90,7 +96,7 @@ export async function readTables(
 		args.push("-c", `\\echo '${marker}${i}'`);
 		args.push(
 			"-c",
-			`COPY (SELECT ${list} FROM ${quoteIdent(t.schema)}.${quoteIdent(t.table)}) TO STDOUT`,
+			`COPY (SELECT ${list} FROM ${quoteIdent(t.schema)}.${quoteIdent(t.table)}${t.where ? ` WHERE ${t.where}` : ""}) TO STDOUT`,
 		);
 	}
 	let current = -1;
