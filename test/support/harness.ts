@@ -140,6 +140,8 @@ export interface RunOptions {
 	env?: Record<string, string | undefined>;
 	/** Run the runbook of another checkout (see copyRepository). */
 	root?: string;
+	/** A runbook file outside runbooks/ (e.g. docs/examples/row-counts.ts), from the root. */
+	file?: string;
 	cwd?: string;
 	/** Run runbooks/<name>.ts itself (its shebang), as an operator may, instead of through tsx's cli. */
 	asExecutable?: boolean;
@@ -200,7 +202,7 @@ export function runRunbook(
 	opts: RunOptions = {},
 ): Promise<RunResult> {
 	const root = opts.root ?? ROOT;
-	const file = join(root, "runbooks", `${name}.ts`);
+	const file = join(root, opts.file ?? join("runbooks", `${name}.ts`));
 	const cwd = opts.cwd ?? root;
 	const [command, argv] = opts.asExecutable
 		? // As the operator types it from the checkout's root: ./runbooks/<name>.ts
