@@ -1,42 +1,29 @@
 // The example runbook of docs/architecture.md (docs/examples/row-counts.ts), run as an operator
 // runs it, on a seeded Face Swap database: the page's example cannot go stale.
 
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
-	admin,
 	createSeededDatabase,
-	dropDatabase,
+	fileDatabase,
 	runRunbook,
-	scratchDir,
 } from "./support/harness.ts";
 
-const file = "docs/examples/row-counts.ts";
-let url: string;
-let audit: string;
-const rowCounts = (args: string[], env = { DATABASE_URL: url }) =>
+const example = "docs/examples/row-counts.ts";
+const db = fileDatabase(() => createSeededDatabase("arch_example", 40));
+const rowCounts = (args: string[], env = { DATABASE_URL: db.url }) =>
 	runRunbook("row-counts", args, {
-		file,
-		env: { ...env, RUNBOOK_AUDIT_LOG: audit },
+		file: example,
+		env: { ...env, RUNBOOK_AUDIT_LOG: db.audit },
 	});
 const count = async (t: string) =>
-	Number(
-		(await admin((db) => db.query(`select count(*) as n from ${t}`), url))
-			.rows[0].n,
-	);
-
-beforeAll(async () => {
-	url = await createSeededDatabase("arch_example", 40);
-	audit = join(scratchDir(), "audit.jsonl");
-});
-
-afterAll(async () => {
-	await dropDatabase(url);
-});
+	Number((await db.sql(`select count(*) as n from ${t}`)).rows[0].n);
 
 describe("docs/examples/row-counts.ts", () => {
 	it("prints its help, steps and flags without a database", async () => {
-		const run = await runRunbook("row-counts", ["--help"], { file, env: {} });
+		const run = await runRunbook("row-counts", ["--help"], {
+			file: example,
+			env: {},
+		});
 		expect(run.code, run.stderr).toBe(0);
 		expect(run.stdout).toContain("row-counts");
 		expect(run.stdout).toMatch(/List the app's tables[\s\S]*Count their rows/);

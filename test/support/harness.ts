@@ -15,7 +15,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { inject } from "vitest";
+import { afterAll, beforeAll, inject } from "vitest";
 import { seedFaceSwap } from "./fixtures.ts";
 
 export const ROOT = new URL("../..", import.meta.url).pathname;
@@ -186,6 +186,30 @@ export function copyRepository(): string {
 /** A scratch directory for audit logs and the like, so tests never touch the repository's. */
 export function scratchDir(): string {
 	return mkdtempSync(join(tmpdir(), "runbook-test-"));
+}
+
+/**
+ * The database a test file works on: made by `make` before the file's tests, dropped after them,
+ * with one scratch audit log; env() is what a run on it needs, sql() queries it as the admin.
+ */
+export function fileDatabase(make: () => Promise<string>) {
+	const file = {
+		url: "",
+		audit: "",
+		env: (extra: Record<string, string> = {}) => ({
+			DATABASE_URL: file.url,
+			RUNBOOK_AUDIT_LOG: file.audit,
+			...extra,
+		}),
+		sql: (text: string, values: unknown[] = []) =>
+			admin((db) => db.query(text, values), file.url),
+	};
+	beforeAll(async () => {
+		file.url = await make();
+		file.audit = join(scratchDir(), "audit.jsonl");
+	});
+	afterAll(() => dropDatabase(file.url));
+	return file;
 }
 
 function baseEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
