@@ -6,16 +6,12 @@
 // checkpoint to resume from, progress, and a final check that no row still matches.
 
 import {
-	type BackfillEvent,
 	type BackfillJob,
-	type BackfillOptions,
 	type BackfillResult,
 	CHECKPOINT_TABLE,
-	type Checkpoint,
 	countMatching,
 	DEFAULTS,
 	defineJob,
-	describeBatch,
 	describeCheckpoint,
 	otherCheckpoints,
 	readCheckpoint,
@@ -23,29 +19,47 @@ import {
 	runBackfill,
 	validateJob,
 } from "../lib/data/backfill.ts";
+import { BackfillProgress } from "../lib/data/backfill-progress.ts";
 import { renamedDuration } from "../lib/kit/cli.ts";
 import { refusal, usageError } from "../lib/kit/errors.ts";
-import { formatDuration } from "../lib/kit/output.ts";
-import { type Progress, startProgress } from "../lib/kit/progress.ts";
+import { formatDuration } from "../lib/kit/format.ts";
 import { rerunCommand } from "../lib/kit/rerun.ts";
-import { type Context, runRunbook } from "../lib/kit/runner.ts";
+import { runRunbook } from "../lib/kit/runner.ts";
+import {
+	type BatchSettings,
+	batchesDone,
+	batchesStopped,
+	batchPlan,
+	earlierRun,
+	finalCheck,
+	jobLines,
+	otherJobLine,
+} from "../lib/messages/backfill.ts";
 import { connect, serverVersion } from "../lib/pg/db.ts";
 
-interface State {
-	job?: BackfillJob;
-	options?: Omit<BackfillOptions, "connect" | "mode" | "signal" | "onEvent">;
-	estimatedMatching?: number;
-	checkpoint?: Checkpoint | null;
-	mode?: BackfillOptions["mode"];
-	result?: BackfillResult;
-	last?: { updated: number; scanned: number; batches: number };
-	remaining?: number;
+interface Settings {
+	table: string;
+	set: string;
+	where?: string;
+	resume: boolean;
+	restart: boolean;
+	batches: BatchSettings;
 }
 
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
-
-function options(ctx: Context<State>): NonNullable<State["options"]> {
-	const f = ctx.flags;
+/** The flags, checked once before any step (usage errors exit 2 before anything runs). */
+function settings({ flags: f }: { flags: Record<string, unknown> }): Settings {
+	const table = f.table as string | undefined;
+	const set = f.set as string | undefined;
+	if (!table)
+		throw usageError(
+			"--table is required: the table to update, e.g. --table generated_videos.",
+		);
+	if (!set)
+		throw usageError(
+			`--set is required, e.g. --set "thumbnail_path = 'thumbs/' || id || '.jpg'".`,
+		);
+	if (f.resume && f.restart)
+		throw usageError("Pass --resume or --restart, not both.");
 	const int = (name: string, min: number) => {
 		const v = f[name] as number;
 		if (!Number.isInteger(v) || v < min)
@@ -69,7 +83,15 @@ function options(ctx: Context<State>): NonNullable<State["options"]> {
 	o.minBatchSize = Math.min(o.minBatchSize, o.batchSize, o.maxBatchSize);
 	if (o.batchSize > o.maxBatchSize)
 		throw usageError("--batch-size is larger than --max-batch-size.");
-	return o;
+	const where = f.where as string | undefined;
+	return {
+		table,
+		set,
+		where,
+		resume: Boolean(f.resume),
+		restart: Boolean(f.restart),
+		batches: o,
+	};
 }
 
 const resumeCommand = () =>
@@ -78,7 +100,10 @@ const resumeCommand = () =>
 		add: ["--resume"],
 	});
 
-await runRunbook<State>({
+/** The running batches' display; it also keeps the rows updated so far, for a stop. */
+const progress = new BackfillProgress();
+
+await runRunbook({
 	name: "backfill",
 	summary:
 		"Update the matching rows of a large, busy table in short batches, resumable, with progress.",
@@ -168,46 +193,19 @@ await runRunbook<State>({
 		`npx tsx runbooks/backfill.ts --table generated_videos --set "thumbnail_path = 'thumbs/' || id || '.jpg'" --where "thumbnail_path IS NULL" --resume`,
 	],
 	exclusive: true,
-	state: () => ({}),
+	settings,
 	steps: [
 		{
+			id: "job",
 			title: "Check the table, the columns and the SQL",
 			async run(ctx) {
-				const table = ctx.flags.table as string | undefined;
-				const set = ctx.flags.set as string | undefined;
-				if (!table)
-					throw usageError(
-						"--table is required: the table to update, e.g. --table generated_videos.",
-					);
-				if (!set)
-					throw usageError(
-						`--set is required, e.g. --set "thumbnail_path = 'thumbs/' || id || '.jpg'".`,
-					);
-				if (ctx.flags.resume && ctx.flags.restart)
-					throw usageError("Pass --resume or --restart, not both.");
-				ctx.state.options = options(ctx);
+				const { table, set, where } = ctx.settings;
 				const db = await ctx.db();
 				const version = await serverVersion(db);
 				const t = await resolveTable(db, table);
-				const job = defineJob(
-					t,
-					set,
-					ctx.flags.where as string | undefined,
-					"backfill",
-				);
+				const job = defineJob(t, set, where, "backfill");
 				const v = await validateJob(db, job);
-				ctx.state.job = job;
-				ctx.state.estimatedMatching = v.estimatedMatching;
-				ctx.log(
-					`table:   ${t.display} (~${fmt(Math.max(0, t.estimatedRows))} rows), primary key (${t.key.map((k) => `${k.name} ${k.type}`).join(", ")})`,
-				);
-				ctx.log(`set:     ${job.setSql.replace(/\n\s*/g, " ")}`);
-				ctx.log(
-					`where:   ${job.where.replace(/\n\s*/g, " ")}${job.whereGiven ? "" : "  (derived: no --where given)"}`,
-				);
-				ctx.log(
-					`job id:  ${job.id} (the same --table/--set/--where give the same id, for --resume)`,
-				);
+				for (const line of jobLines(job)) ctx.log(line);
 				return {
 					summary: `PostgreSQL ${version.text}; the table, its key and the SQL are valid`,
 					data: {
@@ -217,217 +215,111 @@ await runRunbook<State>({
 						where: job.where,
 						estimated_matching: v.estimatedMatching,
 					},
+					value: job,
 				};
 			},
 		},
 		{
+			id: "mode",
 			title: "Look for an earlier run of this backfill (checkpoint)",
 			async run(ctx) {
+				const { resume, restart } = ctx.settings;
 				const db = await ctx.db();
-				const job = ctx.state.job as BackfillJob;
+				const job = ctx.result<BackfillJob>("job");
 				const cp = await readCheckpoint(db, job.id);
-				ctx.state.checkpoint = cp;
-				if (!cp) {
-					if (ctx.flags.resume) {
-						const others = await otherCheckpoints(db, job.table, job.id);
-						for (const o of others)
-							ctx.log(
-								`other backfill of ${job.table.display}: set ${o.set_sql.replace(/\s+/g, " ")} where ${o.where_sql.replace(/\s+/g, " ")} (${o.phase})`,
-							);
-						throw usageError(
-							`There is no checkpoint to resume for this backfill of ${job.table.display} (job ${job.id}).`,
-							"--resume needs exactly the --table, --set and --where of the earlier run; or run without --resume to start.",
-						);
-					}
-					ctx.state.mode = "new";
-					return { summary: "none: starting from the beginning of the table" };
+				if (!cp && resume) {
+					for (const o of await otherCheckpoints(db, job.table, job.id))
+						ctx.log(otherJobLine(job, o));
+					throw usageError(
+						`There is no checkpoint to resume for this backfill of ${job.table.display} (job ${job.id}).`,
+						"--resume needs exactly the --table, --set and --where of the earlier run; or run without --resume to start.",
+					);
 				}
+				if (!cp)
+					return {
+						summary: "none: starting from the beginning of the table",
+						value: "new",
+					};
 				ctx.log(`earlier run (job ${job.id}): ${describeCheckpoint(cp)}`);
-				if (ctx.flags.restart) {
-					ctx.state.mode = "restart";
-					return {
-						summary:
-							"--restart: starting again from the beginning of the table",
-					};
-				}
-				if (ctx.flags.resume) {
-					ctx.state.mode = "resume";
-					return {
-						summary:
-							cp.phase === "done"
-								? "it finished: only the final check remains"
-								: `resuming (${describeCheckpoint(cp)})`,
-					};
-				}
-				if (cp.phase === "done") {
-					ctx.state.mode = "new";
-					return {
-						summary:
-							"an earlier run finished: running it again (rows already set no longer match)",
-					};
-				}
-				throw refusal(
-					`An earlier run of this backfill did not finish: ${describeCheckpoint(cp)}. Nothing was changed.`,
-					`Carry on from there with: ${resumeCommand()}\n  or start over with --restart.`,
-				);
+				if (!resume && !restart && cp.phase !== "done")
+					throw refusal(
+						`An earlier run of this backfill did not finish: ${describeCheckpoint(cp)}. Nothing was changed.`,
+						`Carry on from there with: ${resumeCommand()}\n  or start over with --restart.`,
+					);
+				const flag = restart ? "restart" : resume ? "resume" : "none";
+				return {
+					summary: earlierRun(cp, flag),
+					value: flag === "none" ? "new" : flag,
+				};
 			},
 		},
 		{
+			id: "update",
 			title: "Update the rows in batches",
 			kind: "change",
-			plan(ctx) {
-				const o = ctx.state.options as NonNullable<State["options"]>;
-				return [
-					`-- first ${CHECKPOINT_TABLE} (CREATE SCHEMA/TABLE IF NOT EXISTS), then`,
-					`-- batches of ${fmt(o.batchSize)} rows to start, adapting toward ${o.targetBatchMs || "(fixed size)"}${o.targetBatchMs ? "ms per batch" : ""}, at most ${fmt(o.maxBatchSize)} rows${o.sleepMs ? `, ${o.sleepMs}ms apart` : ""}`,
-					...describeBatch(ctx.state.job as BackfillJob, o),
-				];
-			},
+			plan: (ctx) =>
+				batchPlan(ctx.result<BackfillJob>("job"), ctx.settings.batches),
 			async run(ctx) {
-				const job = ctx.state.job as BackfillJob;
-				const o = ctx.state.options as NonNullable<State["options"]>;
-				let progress: Progress | undefined;
-				const lastNote = new Map<string, number>();
-				const note = (kind: string, text: string, everyMs = 0) => {
-					const now = Date.now();
-					if (everyMs && now - (lastNote.get(kind) ?? 0) < everyMs) return;
-					lastNote.set(kind, now);
-					if (progress) progress.note(text);
-					else ctx.log(text);
-				};
-				const onEvent = (e: BackfillEvent) => {
-					switch (e.kind) {
-						case "start":
-							if (e.resumedFrom)
-								ctx.log(`resuming: ${describeCheckpoint(e.resumedFrom)}`);
-							progress = startProgress({
-								unit: "rows",
-								total: Math.max(e.estimatedRows, 1),
-								estimated: true,
-								initial: e.resumedFrom?.rows_scanned ?? 0,
-							});
-							break;
-						case "batch":
-							ctx.state.last = {
-								updated: e.totalUpdated,
-								scanned: e.totalScanned,
-								batches: (ctx.state.last?.batches ?? 0) + 1,
-							};
-							progress?.update(
-								e.phase === "walk" ? e.totalScanned : e.estimatedRows,
-								`${fmt(e.totalUpdated)} updated, batch ${fmt(e.batchSize)} rows in ${Math.round(e.ms)}ms${e.phase === "catch-up" ? " (catch-up)" : ""}`,
-							);
-							break;
-						case "retry":
-							note(
-								"retry",
-								`retry ${e.attempt}: ${e.reason}; waiting ${e.ms}ms, then a smaller batch`,
-							);
-							break;
-						case "backoff":
-							note("backoff", `backing off ${e.ms}ms: ${e.reason}`, 10_000);
-							break;
-						case "reconnect":
-							note(
-								"reconnect",
-								`connection lost (${e.reason}); reconnecting (attempt ${e.attempt}) and carrying on from the checkpoint`,
-							);
-							break;
-						case "check":
-							if (e.remaining > 0) {
-								note(
-									"check",
-									`${fmt(e.remaining)} rows match again (written behind the cursor while the walk ran)${e.round < o.maxCatchUpRounds ? ": catching up" : ""}`,
-								);
-							}
-							break;
-					}
-				};
+				const o = ctx.settings.batches;
 				try {
-					const result = await runBackfill(job, {
+					const result = await runBackfill(ctx.result<BackfillJob>("job"), {
 						...o,
-						mode: ctx.state.mode ?? "new",
+						mode: ctx.result<"new" | "resume" | "restart">("mode"),
 						signal: ctx.signal,
 						connect: () =>
 							connect(ctx.target.direct, "runbook:backfill:batches"),
-						onEvent,
+						onEvent: (e) => progress.show(e, ctx.log, o.maxCatchUpRounds),
 					});
-					ctx.state.result = result;
-					ctx.state.remaining = result.remaining;
-					progress?.stop();
-					progress = undefined;
-					const rate =
-						(result.updatedThisRun * 1000) / Math.max(1, result.elapsedMs);
-					ctx.log(
-						`${fmt(result.updatedThisRun)} rows updated in ${formatDuration(result.elapsedMs)} (${fmt(rate)} rows/s), ${result.batches} batches in all, ` +
-							`longest batch ${Math.round(result.longestBatchMs)}ms (row locks held at most that long), last batch size ${fmt(result.finalBatchSize)}` +
-							`${result.retries ? `, ${result.retries} retries` : ""}${result.catchUpRounds ? `, ${result.catchUpRounds} catch-up round(s)` : ""}`,
-					);
-					ctx.log(
-						"locks: ROW EXCLUSIVE on the table (blocks no reads or writes); row locks on each batch's rows until its commit",
-					);
+					progress.stop();
+					const done = batchesDone(result);
+					for (const line of done.lines) ctx.log(line);
 					return {
-						summary: `${fmt(result.updated)} rows updated${result.resumedFrom ? ` (${fmt(result.updatedThisRun)} by this run)` : ""} in ${formatDuration(result.elapsedMs)}`,
+						summary: done.summary,
 						status: result.remaining > 0 ? "warning" : "ok",
-						data: {
-							job_id: result.jobId,
-							rows_updated: result.updated,
-							rows_updated_this_run: result.updatedThisRun,
-							batches: result.batches,
-							elapsed_ms: Math.round(result.elapsedMs),
-							rows_per_second: Math.round(rate),
-							longest_batch_ms: Math.round(result.longestBatchMs),
-							retries: result.retries,
-							catch_up_rounds: result.catchUpRounds,
-							remaining: result.remaining,
-						},
+						data: done.data,
+						value: result,
 					};
 				} finally {
-					progress?.stop();
+					progress.stop();
 				}
 			},
-			onFailure: (ctx) => {
-				const last = ctx.state.last;
-				return (
-					`Every batch that committed stays committed (${fmt(last?.updated ?? 0)} rows updated so far in all); the batch in flight was rolled back. ` +
-					`The position is in ${CHECKPOINT_TABLE} (job ${ctx.state.job?.id}).`
-				);
-			},
+			onFailure: (ctx) =>
+				batchesStopped(progress.updated, ctx.result<BackfillJob>("job").id),
 			resume: resumeCommand,
 		},
 		{
+			id: "check",
 			title: "Final check: no row still matches the condition",
 			async run(ctx) {
-				const job = ctx.state.job as BackfillJob;
 				const started = performance.now();
 				// The engine counted as its batches ended; count again only when that found rows.
-				const counted = ctx.state.remaining === 0 && !ctx.dryRun;
-				const n = counted ? 0 : await countMatching(await ctx.db(), job);
+				const counted =
+					!ctx.dryRun && ctx.result<BackfillResult>("update").remaining === 0;
+				const n = counted
+					? 0
+					: await countMatching(await ctx.db(), ctx.result<BackfillJob>("job"));
 				const took = formatDuration(performance.now() - started);
-				ctx.state.remaining = n;
-				if (ctx.dryRun)
-					return {
-						summary: `${fmt(n)} rows match now (counted in ${took}): a real run would update them`,
-					};
-				if (n === 0)
-					return {
-						summary: `no row matches the condition${counted ? " (counted as the batches ended)" : ""}: every row is set`,
-					};
-				return {
-					status: "problem",
-					summary: `${fmt(n)} rows still match the condition: the app keeps writing rows that need the update`,
-					data: { remaining: n },
-				};
+				const summary = finalCheck(n, { dryRun: ctx.dryRun, counted, took });
+				if (ctx.dryRun || n === 0) return { summary, value: n };
+				return { status: "problem", summary, data: { remaining: n }, value: n };
 			},
 			onFailure: () =>
 				"Every batch is committed; this check changes nothing, the rows stay as they are.",
 			resume: resumeCommand,
 		},
 	],
-	summarize: (ctx) => ({
-		job_id: ctx.state.job?.id ?? null,
-		table: ctx.state.job?.table.display ?? null,
-		rows_updated: ctx.state.result?.updated ?? null,
-		remaining: ctx.state.remaining ?? null,
-	}),
+	summarize: (ctx) => {
+		const job = ctx.has("job") ? ctx.result<BackfillJob>("job") : undefined;
+		const result = ctx.has("update")
+			? ctx.result<BackfillResult>("update")
+			: undefined;
+		return {
+			job_id: job?.id ?? null,
+			table: job?.table.display ?? null,
+			rows_updated: result?.updated ?? null,
+			remaining: ctx.has("check")
+				? ctx.result<number>("check")
+				: (result?.remaining ?? null),
+		};
+	},
 });

@@ -12,6 +12,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RunbookError, usageError } from "../lib/kit/errors.ts";
+import { utcStamp } from "../lib/kit/format.ts";
 import { runRunbook } from "../lib/kit/runner.ts";
 import { driftCommands, statements } from "../lib/migrations/drift.ts";
 import {
@@ -57,7 +58,7 @@ const nameOf = (flags: Record<string, unknown>) => {
 
 /** Prisma's folder naming: a UTC timestamp, then the name. */
 const folderName = (name: string) =>
-	`${new Date().toISOString().replace(/\D/g, "").slice(0, 14)}_${name}`;
+	`${utcStamp(new Date(), "digits")}_${name}`;
 
 await runRunbook<State>({
 	name: "dev-migrate",

@@ -1,30 +1,18 @@
 // db-health.ts on a migrated, seeded Face Swap database: quiet (exit 0), then with a session left
 // idle in a transaction (exit 1).
 
-import { join } from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 import {
 	admin,
 	createSeededDatabase,
-	dropDatabase,
+	fileDatabase,
 	runRunbook,
-	scratchDir,
 } from "./support/harness.ts";
 
-let url: string;
-let audit: string;
-const env = () => ({ DATABASE_URL: url, RUNBOOK_AUDIT_LOG: audit });
-
-beforeAll(async () => {
-	url = await createSeededDatabase("dbhealth", 1000);
-	audit = join(scratchDir(), "audit.jsonl");
-});
-
-afterAll(async () => {
-	await dropDatabase(url);
-});
+const file = fileDatabase(() => createSeededDatabase("dbhealth", 1000));
+const env = () => file.env();
 
 interface TableStats {
 	name: string;
@@ -60,7 +48,7 @@ describe("db-health.ts", () => {
 
 	it("flags a session idle in a transaction past --idle-age, and a table past --table-size (exit 1)", async () => {
 		const idle = new pg.Client({
-			connectionString: url,
+			connectionString: file.url,
 			application_name: "forgotten-console",
 		});
 		await idle.connect();
@@ -77,7 +65,7 @@ describe("db-health.ts", () => {
 							"select extract(epoch from now() - state_change) as s from pg_stat_activity where pid = $1",
 							[pid],
 						),
-					url,
+					file.url,
 				);
 				if (Number(rows[0].s) > 1.2) break;
 				await new Promise((r) => setTimeout(r, 100));

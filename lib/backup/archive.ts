@@ -24,6 +24,7 @@ import { dirname, join, resolve } from "node:path";
 import type pg from "pg";
 import { failureReason } from "../kit/child-failure.ts";
 import { EXIT, RunbookError, refusal, usageError } from "../kit/errors.ts";
+import { utcStamp } from "../kit/format.ts";
 import { isRunning, processToken } from "../kit/process-identity.ts";
 import { readAppliedMigrations } from "../migrations/history.ts";
 import { countTables, formatBytes, tableKey } from "../pg/catalog.ts";
@@ -121,11 +122,7 @@ function minFreeBytes(env: Record<string, string | undefined>): number {
 	return n * 1024 * 1024;
 }
 
-const timestamp = (d: Date) =>
-	d
-		.toISOString()
-		.replace(/[-:]/g, "")
-		.replace(/\.\d+Z$/, "Z");
+const timestamp = (d: Date) => utcStamp(d, "compact");
 
 /** `<db>-<UTC timestamp>`, e.g. faceswap-20250107T031500Z; a suffix keeps two in one second apart. */
 export function newBackupId(

@@ -26,6 +26,7 @@ import { once } from "node:events";
 import { rmSync } from "node:fs";
 import { Transform, type TransformCallback } from "node:stream";
 import { EXIT, RunbookError } from "../kit/errors.ts";
+import { utcStamp } from "../kit/format.ts";
 import { redact } from "../kit/secrets.ts";
 import { describeCommand, runTool, type Tool } from "../pg/client-tools.ts";
 import {
@@ -248,11 +249,7 @@ const restoreIntoArgs = (
 
 // --- scratch databases ------------------------------------------------------------------------
 
-const stamp = (d: Date) =>
-	d
-		.toISOString()
-		.replace(/[-:]/g, "")
-		.replace(/\.\d+Z$/, "Z");
+const stamp = (d: Date) => utcStamp(d, "compact");
 
 /** `<db>_<kind>_<UTC time>`, within PostgreSQL's 63-byte limit for names. */
 export function scratchName(database: string, kind: string, now = new Date()) {

@@ -21,6 +21,7 @@ import {
 import { basename, dirname, join, resolve } from "node:path";
 import { parse } from "dotenv";
 import { refusal, usageError } from "../kit/errors.ts";
+import { utcStamp } from "../kit/format.ts";
 
 /** The two keys a switch rewrites. */
 export type UrlKey = "DATABASE_URL" | "DIRECT_URL";
@@ -274,16 +275,9 @@ function writeNew(
 	}
 }
 
-function stamp(now: Date): string {
-	return now
-		.toISOString()
-		.replace(/[-:]/g, "")
-		.replace(/\.(\d{3})Z$/, "$1Z");
-}
-
 /** Where the previous content goes: `<file>.backup-<UTC time>`, never overwriting an older one. */
 export function backupPath(file: EnvFile, now = new Date()): string {
-	return `${file.path}.backup-${stamp(now)}`;
+	return `${file.path}.backup-${utcStamp(now, "compact-ms")}`;
 }
 
 /** Temporary files a killed rewrite left beside the file (an hour old: no live run's). */

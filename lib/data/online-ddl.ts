@@ -10,6 +10,7 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT, RunbookError } from "../kit/errors.ts";
+import { utcStamp } from "../kit/format.ts";
 import { type LocalMigration, sha256 } from "../migrations/history.ts";
 import { lockHolders, PRISMA_MIGRATE_LOCK } from "../pg/activity.ts";
 import type { Db } from "../pg/db.ts";
@@ -87,7 +88,7 @@ export function migrationTimestamp(
 	after: string | null,
 	offsetS = 0,
 ): string {
-	const stamp = (d: Date) => d.toISOString().replace(/[-:T]/g, "").slice(0, 14);
+	const stamp = (d: Date) => utcStamp(d, "digits");
 	let t = new Date(Math.floor(now.getTime() / 1000) * 1000);
 	const last = after?.slice(0, 14);
 	if (last && /^\d{14}$/.test(last) && stamp(t) <= last) {

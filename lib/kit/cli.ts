@@ -1,8 +1,9 @@
 // Invocation parsing and --help. Flags are declared once, with the descriptions --help prints;
 // anything unknown, repeated or missing its value is a usage error (exit 2) before anything runs.
 
-import { formatMs, parseDuration } from "./duration.ts";
+import { parseDuration } from "./duration.ts";
 import { usageError } from "./errors.ts";
+import { formatMs } from "./format.ts";
 
 export interface FlagSpec {
 	/** "duration": 500ms, 30s, 2min, 1h; parsed to milliseconds. */

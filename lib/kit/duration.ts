@@ -28,13 +28,8 @@ export function parseDuration(
 	return Math.round(Number(m[1]) * UNITS[(m[2] ?? unit).toLowerCase()]);
 }
 
-/** "5s", "1.5s", "2min": the way PostgreSQL prints timeouts. */
-export function formatMs(ms: number): string {
-	if (ms === 0) return "0 (none)";
-	if (ms % 60_000 === 0) return `${ms / 60_000}min`;
-	if (ms % 1000 === 0) return `${ms / 1000}s`;
-	return ms < 1000 ? `${ms}ms` : `${(ms / 1000).toFixed(1)}s`;
-}
+// Moved to format.ts; re-exported until every caller imports it from there.
+export { formatMs } from "./format.ts";
 
 /** Resolves after ms, or rejects at once when the signal aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -2,6 +2,7 @@
 // place (like watch(1)); otherwise each refresh prints timestamped lines, so a log or a pipe
 // reads as a time series. All text passes through redact().
 
+import { utcStamp } from "./format.ts";
 import { humanStream, say } from "./output.ts";
 import { redact } from "./secrets.ts";
 
@@ -41,7 +42,7 @@ function wait(ms: number, signal: AbortSignal): Promise<void> {
 	});
 }
 
-const clock = (d: Date) => d.toISOString().replace("T", " ").slice(0, 19);
+const clock = (d: Date) => utcStamp(d, "clock");
 
 /** Calls render() every intervalMs and shows its frame, until the signal aborts or durationMs passes. */
 export async function runLive(

@@ -77,10 +77,5 @@ export function table(
 	].join("\n");
 }
 
-export function formatDuration(ms: number): string {
-	if (ms < 1000) return `${Math.round(ms)}ms`;
-	if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;
-	const m = Math.floor(ms / 60_000);
-	const s = Math.round((ms % 60_000) / 1000);
-	return `${m}m${String(s).padStart(2, "0")}s`;
-}
+// Moved to format.ts; re-exported until every runbook imports it from there.
+export { formatDuration } from "./format.ts";

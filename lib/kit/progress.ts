@@ -4,7 +4,8 @@
 // (NO_COLOR and non-terminals get plain text anyway), and passes everything through redact().
 
 import cliProgress from "cli-progress";
-import { formatDuration, humanStream } from "./output.ts";
+import { formatCount as fmt, formatDuration } from "./format.ts";
+import { humanStream } from "./output.ts";
 import { redact } from "./secrets.ts";
 
 export interface ProgressOptions {
@@ -32,8 +33,6 @@ export interface Progress {
 	/** Ends the display with a last line. */
 	stop(): void;
 }
-
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 /** Rate over the last ~10 seconds of samples, so the ETA follows the current pace. */
 class RateWindow {

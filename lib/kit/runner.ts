@@ -29,14 +29,8 @@ import {
 	refusal,
 	usageError,
 } from "./errors.ts";
-import {
-	formatDuration,
-	printJson,
-	say,
-	sayError,
-	setJsonMode,
-	style,
-} from "./output.ts";
+import { formatDuration } from "./format.ts";
+import { printJson, say, sayError, setJsonMode, style } from "./output.ts";
 import { rerunCommand } from "./rerun.ts";
 import { acquireRunLock } from "./run-lock.ts";
 

@@ -166,16 +166,8 @@ export async function databaseSize(db: Db): Promise<number> {
 	return Number(rows[0].bytes);
 }
 
-export function formatBytes(bytes: number): string {
-	const units = ["B", "kB", "MB", "GB", "TB"];
-	let v = bytes;
-	let u = 0;
-	while (v >= 1024 && u < units.length - 1) {
-		v /= 1024;
-		u++;
-	}
-	return `${v < 10 && u > 0 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
-}
+// Moved to kit/format.ts; re-exported until every caller imports it from there.
+export { formatBytes } from "../kit/format.ts";
 
 /** Each column's SQL type as format_type() spells it (e.g. "character varying(16)"), by name. */
 export async function columnTypes(

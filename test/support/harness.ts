@@ -15,7 +15,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { inject } from "vitest";
+import { afterAll, beforeAll, inject } from "vitest";
 import { seedFaceSwap } from "./fixtures.ts";
 
 export const ROOT = new URL("../..", import.meta.url).pathname;
@@ -140,6 +140,8 @@ export interface RunOptions {
 	env?: Record<string, string | undefined>;
 	/** Run the runbook of another checkout (see copyRepository). */
 	root?: string;
+	/** A runbook file outside runbooks/ (e.g. docs/examples/row-counts.ts), from the root. */
+	file?: string;
 	cwd?: string;
 	/** Run runbooks/<name>.ts itself (its shebang), as an operator may, instead of through tsx's cli. */
 	asExecutable?: boolean;
@@ -186,6 +188,30 @@ export function scratchDir(): string {
 	return mkdtempSync(join(tmpdir(), "runbook-test-"));
 }
 
+/**
+ * The database a test file works on: made by `make` before the file's tests, dropped after them,
+ * with one scratch audit log; env() is what a run on it needs, sql() queries it as the admin.
+ */
+export function fileDatabase(make: () => Promise<string>) {
+	const file = {
+		url: "",
+		audit: "",
+		env: (extra: Record<string, string> = {}) => ({
+			DATABASE_URL: file.url,
+			RUNBOOK_AUDIT_LOG: file.audit,
+			...extra,
+		}),
+		sql: (text: string, values: unknown[] = []) =>
+			admin((db) => db.query(text, values), file.url),
+	};
+	beforeAll(async () => {
+		file.url = await make();
+		file.audit = join(scratchDir(), "audit.jsonl");
+	});
+	afterAll(() => dropDatabase(file.url));
+	return file;
+}
+
 function baseEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
 	const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1", ...extra };
 	for (const k of ["DATABASE_URL", "DIRECT_URL", "RUNBOOK_ENV"])
@@ -200,7 +226,7 @@ export function runRunbook(
 	opts: RunOptions = {},
 ): Promise<RunResult> {
 	const root = opts.root ?? ROOT;
-	const file = join(root, "runbooks", `${name}.ts`);
+	const file = join(root, opts.file ?? join("runbooks", `${name}.ts`));
 	const cwd = opts.cwd ?? root;
 	const [command, argv] = opts.asExecutable
 		? // As the operator types it from the checkout's root: ./runbooks/<name>.ts
