@@ -11,11 +11,7 @@ import {
 	runRunbook,
 	type StepResult,
 } from "../lib/kit/runner.ts";
-import {
-	type ConnectionUse,
-	readConnections,
-	sessionLine,
-} from "../lib/pg/activity.ts";
+import { sessionLine } from "../lib/messages/sessions.ts";
 import { formatBytes } from "../lib/pg/catalog.ts";
 import {
 	connectionFindings,
@@ -34,6 +30,7 @@ import {
 	tableFindings,
 	transactionFindings,
 } from "../lib/pg/health.ts";
+import { type ConnectionUse, readConnections } from "../lib/pg/sessions.ts";
 
 interface State {
 	database?: DatabaseSize;

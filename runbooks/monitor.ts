@@ -11,22 +11,26 @@ import { runLive } from "../lib/kit/live-view.ts";
 import { formatDuration, style, table } from "../lib/kit/output.ts";
 import { type Context, runRunbook } from "../lib/kit/runner.ts";
 import {
+	renderTree,
+	sessionLine,
+	sessionRows,
+} from "../lib/messages/sessions.ts";
+import {
 	type ActivitySnapshot,
 	type BlockNode,
 	blockedLongerThan,
-	cancelEffect,
-	checkSignalTarget,
 	flattenTree,
 	readActivity,
-	renderTree,
-	type SessionDetail,
+} from "../lib/pg/blocking-tree.ts";
+import type { SessionDetail } from "../lib/pg/sessions.ts";
+import {
+	cancelEffect,
+	checkSignalTarget,
 	type SignalKind,
 	type SignalResult,
-	sessionLine,
-	sessionRows,
 	signalSession,
 	signalSql,
-} from "../lib/pg/activity.ts";
+} from "../lib/pg/signal.ts";
 
 interface State {
 	snapshot?: ActivitySnapshot;

@@ -18,6 +18,7 @@ import {
 	runRunbook,
 	type StepResult,
 } from "../lib/kit/runner.ts";
+import { renderTree, sessionLine } from "../lib/messages/sessions.ts";
 import {
 	databaseDriftAgainst,
 	explainDrift,
@@ -49,19 +50,21 @@ import { qualifiedName } from "../lib/migrations/sql.ts";
 import {
 	type ActivitySnapshot,
 	type BlockNode,
-	cancelEffect,
 	flattenTree,
+	readActivity,
+} from "../lib/pg/blocking-tree.ts";
+import type { Db } from "../lib/pg/db.ts";
+import {
 	migrationSessions,
 	prismaLockHolders,
-	readActivity,
-	renderTree,
 	type SessionDetail,
+} from "../lib/pg/sessions.ts";
+import {
+	cancelEffect,
 	type SignalKind,
-	sessionLine,
 	signalSession,
 	signalSql,
-} from "../lib/pg/activity.ts";
-import type { Db } from "../lib/pg/db.ts";
+} from "../lib/pg/signal.ts";
 
 type Action =
 	| { kind: "rolled-back" | "applied"; migration: string }
