@@ -198,3 +198,30 @@ export function blockedLongerThan(
 		.map((x) => x.node)
 		.filter((n) => n.waitingMs !== null && n.waitingMs >= thresholdMs);
 }
+
+/** The chains that involve a session of the caller's database. */
+export const chainsHere = (s: ActivitySnapshot) =>
+	s.tree.filter((r) =>
+		flattenTree([r]).some(({ node }) => node.database === s.database),
+	);
+
+/** Sessions of the caller's database waiting for a lock at least thresholdMs. */
+export const blockedHere = (s: ActivitySnapshot, thresholdMs: number) =>
+	blockedLongerThan(chainsHere(s), thresholdMs).filter(
+		(n) => n.database === s.database,
+	);
+
+/** Sessions worth listing: this database's non-idle client sessions (everything with all). */
+export function listedSessions(
+	s: ActivitySnapshot,
+	all: boolean,
+): SessionDetail[] {
+	if (all) return s.sessions;
+	return s.sessions.filter(
+		(x) =>
+			x.here &&
+			(x.backendType === "client backend" ||
+				x.backendType === "autovacuum worker") &&
+			x.state !== "idle",
+	);
+}
