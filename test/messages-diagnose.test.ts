@@ -4,8 +4,10 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Where } from "../lib/diagnose/diagnosis.ts";
 import type { LockFindings } from "../lib/diagnose/locks.ts";
 import * as say from "../lib/messages/diagnose.ts";
+import * as health from "../lib/messages/health.ts";
+import * as monitor from "../lib/messages/monitor.ts";
 import type { AppliedRow, History } from "../lib/migrations/history.ts";
-import type { BlockNode } from "../lib/pg/blocking-tree.ts";
+import type { ActivitySnapshot, BlockNode } from "../lib/pg/blocking-tree.ts";
 import type { SessionDetail } from "../lib/pg/sessions.ts";
 
 const NOW = new Date("2026-01-02T03:04:05Z");
@@ -421,5 +423,235 @@ describe("troubleshoot's diagnoses", () => {
 			  "ERROR: column "tier" of relation "users" contains null values",
 			]
 		`);
+	});
+});
+
+describe("monitor's view", () => {
+	const waiting = session();
+	const snapshot: ActivitySnapshot = {
+		at: NOW.toISOString(),
+		database: "faceswap",
+		ownPid: 1,
+		sessions: [
+			session({
+				pid: 4711,
+				state: "idle in transaction",
+				blockedBy: [],
+				waitingFor: null,
+				waitEventType: "Client",
+				waitEvent: "ClientRead",
+				query: "select * from purchases limit 1",
+			}),
+			waiting,
+		],
+		tree: [
+			node({
+				blocks: [
+					node({
+						pid: 4712,
+						application: "prisma-migrate",
+						state: "active",
+						waitingFor: "AccessExclusiveLock on table purchases",
+						waitingMs: 3000,
+						blockedBy: [4711],
+						holds: [],
+						query: waiting.query,
+					}),
+				],
+			}),
+		],
+		connections: {
+			used: 7,
+			max: 100,
+			reserved: 3,
+			here: { active: 1, "idle in transaction": 1 },
+		},
+	};
+	const view = { all: false, thresholdMs: 60_000 };
+
+	it("the screen, the log lines and the verdict of one snapshot", () => {
+		expect(monitor.screenOf(snapshot, view)).toMatchInlineSnapshot(`
+			[
+			  "faceswap: 1 active, 1 idle in transaction; 1 waiting for a lock; connections 7 of 97 usable (max_connections 100)",
+			  "",
+			  "Blocking chains (who blocks whom):",
+			  "  pid 4711 app (report-export)  idle in transaction for 1m04s, transaction open 1m05s",
+			  "  │  holds AccessShareLock on purchases",
+			  "  │  select * from purchases limit 1",
+			  "  └─ pid 4712 app (prisma-migrate)  waits 3.0s for AccessExclusiveLock on table purchases",
+			  "        alter table purchases add column "note" text",
+			  "  To end this chain: npx tsx runbooks/monitor.ts --terminate 4711   (it is idle in a transaction: cancelling stops nothing and releases no lock; only terminating the session ends the transaction)",
+			  "",
+			  "Sessions of this database that are not idle (--all lists every session):",
+			  "  pid   user  application     state                in state  transaction  wait               blocked by  query
+			  ----  ----  --------------  -------------------  --------  -----------  -----------------  ----------  --------------------------------------------
+			  4711  app   prisma-migrate  idle in transaction  3.0s      3.0s         Client:ClientRead              select * from purchases limit 1
+			  4712  app   prisma-migrate  active               3.0s      3.0s         Lock:relation      4711        alter table purchases add column "note" text",
+			]
+		`);
+		expect(
+			monitor.logLines(snapshot, { ...view, thresholdMs: 1000 }),
+		).toMatchInlineSnapshot(`
+			[
+			  "faceswap: 1 active, 1 idle in transaction; 1 waiting for a lock; connections 7 of 97 usable (max_connections 100)",
+			  "  pid 4712 waits 3.0s for AccessExclusiveLock on table purchases, behind 4711 (root: idle in transaction)  BLOCKED OVER THRESHOLD",
+			]
+		`);
+		expect([
+			monitor.snapshotResult(snapshot, view, false),
+			monitor.snapshotResult(snapshot, { ...view, thresholdMs: 1000 }, false),
+			monitor.snapshotResult(snapshot, { ...view, thresholdMs: 1000 }, true),
+		]).toMatchInlineSnapshot(`
+			[
+			  {
+			    "status": "warning",
+			    "summary": "2 session(s) listed, 1 waiting for a lock",
+			  },
+			  {
+			    "status": "problem",
+			    "summary": "1 session(s) blocked over 1.0s: pid 4712",
+			  },
+			  {
+			    "status": "warning",
+			    "summary": "1 session(s) blocked over 1.0s: pid 4712",
+			  },
+			]
+		`);
+	});
+
+	it("after a cancel or terminate, and over a --watch", () => {
+		const before = session({
+			pid: 4711,
+			state: "idle in transaction",
+			xactAgeMs: 5000,
+		});
+		expect([
+			monitor.signalled("cancel", { before, after: before }),
+			monitor.signalled("terminate", { before, after: null }),
+			monitor.watchSummary(
+				{ refreshes: 5, elapsedMs: 10_000, interrupted: true },
+				2,
+				1000,
+			),
+			monitor.signalPlan(
+				before,
+				4711,
+				"terminate",
+				"select pg_terminate_backend(4711);",
+			),
+		]).toMatchInlineSnapshot(`
+			[
+			  {
+			    "after": "now idle in transaction",
+			    "summary": "cancelled pid 4711 (now idle in transaction); its transaction is still open: npx tsx runbooks/monitor.ts --terminate 4711",
+			    "warning": true,
+			  },
+			  {
+			    "after": "gone",
+			    "summary": "terminated pid 4711 (gone)",
+			    "warning": false,
+			  },
+			  "5 refreshes over 10.0s (stopped by Ctrl-C); 2 of them showed a session blocked over 1.0s",
+			  [
+			    "-- pid 4711, user app, application prisma-migrate, idle in transaction for 3.0s, transaction open 5.0s: alter table purchases add column "note" text",
+			    "-- its open transaction is rolled back and its client gets a connection error",
+			    "select pg_terminate_backend(4711);",
+			  ],
+			]
+		`);
+	});
+});
+
+describe("db-health's findings and tables", () => {
+	it("sizes, open transactions, replication and connections", () => {
+		const t = {
+			schema: "public",
+			name: "generated_videos",
+			estimatedRows: 5000,
+			tableBytes: 1_048_576,
+			indexBytes: 262_144,
+			toastBytes: 0,
+			totalBytes: 1_310_720,
+			liveRows: 5000,
+			deadRows: 25,
+			deadShare: 0.005,
+			lastVacuum: null,
+			lastAutovacuum: new Date(NOW.getTime() - 3_600_000).toISOString(),
+			lastAnalyze: null,
+			lastAutoanalyze: null,
+			modifiedSinceAnalyze: 0,
+		};
+		const d = {
+			name: "faceswap",
+			bytes: 9_000_000,
+			tables: 1,
+			version: "15.8",
+			inRecovery: false,
+		};
+		expect(health.sizeLines(d, [t], 3, NOW.getTime())).toMatchInlineSnapshot(`
+			[
+			  "faceswap: 8.6 MB in 1 table (PostgreSQL 15.8)",
+			  "Largest tables (1 of 3; --top 0 lists all):",
+			  "  table             rows (est.)  table   indexes  toast  total   dead  vacuumed    analyzed
+			  ----------------  -----------  ------  -------  -----  ------  ----  ----------  --------
+			  generated_videos  5,000        1.0 MB  256 kB   0 B    1.3 MB  0.5%  60m00s ago  never",
+			]
+		`);
+		expect(
+			health.findingText({
+				check: "idle_in_transaction",
+				severity: "danger",
+				subject: "pid 4711",
+				message: "pid 4711 has sat idle in a transaction for 2min",
+				hint: "npx tsx runbooks/monitor.ts --terminate 4711",
+			}),
+		).toMatchInlineSnapshot(`
+			"DANGER: pid 4711 has sat idle in a transaction for 2min.
+			npx tsx runbooks/monitor.ts --terminate 4711"
+		`);
+		expect(
+			health.transactionLines({
+				sessions: [session({ pid: 4711, state: "idle in transaction" })],
+				prepared: [{ gid: "tx1", owner: "app", ageMs: 120_000 }],
+			}),
+		).toMatchInlineSnapshot(`
+			[
+			  "pid 4711, user app, application prisma-migrate, idle in transaction for 3.0s, transaction open 3.0s: alter table purchases add column "note" text",
+			  "prepared transaction "tx1" (owner app), waiting 2m00s",
+			]
+		`);
+		expect(
+			health.replicationLines({
+				inRecovery: false,
+				slots: [
+					{
+						name: "s1",
+						type: "logical",
+						database: "faceswap",
+						active: false,
+						activePid: null,
+						walStatus: "reserved",
+						retainedBytes: 2_097_152,
+						lagBytes: null,
+					},
+				],
+				standbys: [],
+			}),
+		).toMatchInlineSnapshot(`
+			[
+			  "  slot  type     active  wal_status  WAL retained  consumer behind
+			  ----  -------  ------  ----------  ------------  ---------------
+			  s1    logical  NO      reserved    2.0 MB",
+			  "No standbys connected.",
+			]
+		`);
+		expect(
+			health.connectionLine({
+				used: 7,
+				max: 100,
+				reserved: 3,
+				here: { active: 2 },
+			}),
+		).toMatchInlineSnapshot(`"7 client connections of 97 usable (max_connections 100, 3 reserved for superusers); this database, besides this check: 2 active"`);
 	});
 });
