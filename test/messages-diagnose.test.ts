@@ -93,6 +93,23 @@ const session = (over: Partial<SessionDetail> = {}): SessionDetail => ({
 	...over,
 });
 
+/** pid 4711, idle in a transaction, blocks the migration pid 4712 (session()). */
+const chain = () =>
+	node({
+		blocks: [
+			node({
+				pid: 4712,
+				application: "prisma-migrate",
+				state: "active",
+				waitingFor: "AccessExclusiveLock on table purchases",
+				waitingMs: 3000,
+				blockedBy: [4711],
+				holds: [],
+				query: session().query,
+			}),
+		],
+	});
+
 describe("troubleshoot's diagnoses", () => {
 	it("a failed migration: its logs without the backtrace, and the commands that resolve it", () => {
 		const failed = row({
@@ -220,20 +237,7 @@ describe("troubleshoot's diagnoses", () => {
 
 	it("a migration hanging behind an idle transaction, and one busy with DDL", () => {
 		const waiting = session();
-		const root = node({
-			blocks: [
-				node({
-					pid: 4712,
-					application: "prisma-migrate",
-					state: "active",
-					waitingFor: "AccessExclusiveLock on table purchases",
-					waitingMs: 3000,
-					blockedBy: [4711],
-					holds: [],
-					query: waiting.query,
-				}),
-			],
-		});
+		const root = chain();
 		const found: LockFindings = {
 			waiting: [waiting],
 			chains: [{ root, stuck: [waiting], longestMs: 3000 }],
@@ -444,22 +448,7 @@ describe("monitor's view", () => {
 			}),
 			waiting,
 		],
-		tree: [
-			node({
-				blocks: [
-					node({
-						pid: 4712,
-						application: "prisma-migrate",
-						state: "active",
-						waitingFor: "AccessExclusiveLock on table purchases",
-						waitingMs: 3000,
-						blockedBy: [4711],
-						holds: [],
-						query: waiting.query,
-					}),
-				],
-			}),
-		],
+		tree: [chain()],
 		connections: {
 			used: 7,
 			max: 100,
@@ -652,6 +641,8 @@ describe("db-health's findings and tables", () => {
 				reserved: 3,
 				here: { active: 2 },
 			}),
-		).toMatchInlineSnapshot(`"7 client connections of 97 usable (max_connections 100, 3 reserved for superusers); this database, besides this check: 2 active"`);
+		).toMatchInlineSnapshot(
+			`"7 client connections of 97 usable (max_connections 100, 3 reserved for superusers); this database, besides this check: 2 active"`,
+		);
 	});
 });
