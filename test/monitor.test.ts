@@ -3,12 +3,9 @@
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-	checkSignalTarget,
-	ownPid,
-	signalSession,
-} from "../lib/pg/activity.ts";
 import { connect } from "../lib/pg/db.ts";
+import { ownPid } from "../lib/pg/sessions.ts";
+import { checkSignalTarget, signalSession } from "../lib/pg/signal.ts";
 import { parseConnection } from "../lib/pg/target.ts";
 import {
 	admin,

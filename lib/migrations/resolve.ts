@@ -11,8 +11,8 @@
 
 import { randomUUID } from "node:crypto";
 import { RunbookError, refusal, usageError } from "../kit/errors.ts";
-import { PRISMA_MIGRATE_LOCK } from "../pg/activity.ts";
 import { type Db, quoteLiteral } from "../pg/db.ts";
+import { PRISMA_MIGRATE_LOCK } from "../pg/sessions.ts";
 import {
 	type AppliedRow,
 	type LocalMigration,

@@ -5,14 +5,14 @@
 // thresholds produce.
 
 import { formatDuration } from "../kit/output.ts";
+import { formatBytes } from "./catalog.ts";
+import type { Db } from "./db.ts";
 import {
 	type ConnectionUse,
 	readConnections,
 	readSessions,
 	type SessionDetail,
-} from "./activity.ts";
-import { formatBytes } from "./catalog.ts";
-import type { Db } from "./db.ts";
+} from "./sessions.ts";
 
 export interface Thresholds {
 	/** A table at least this big (bytes, with indexes and TOAST) makes rewrites and scans slow. */

@@ -2,13 +2,13 @@
 // them), the longest wait seen, and what pg_stat_database counted meanwhile (rollbacks, deadlocks).
 
 import { sleep } from "../kit/duration.ts";
+import type { Db } from "./db.ts";
 import {
 	type BlockedSession,
 	blockedSessions,
 	type DatabaseCounters,
 	databaseCounters,
-} from "./activity.ts";
-import type { Db } from "./db.ts";
+} from "./session-checks.ts";
 
 export interface WatchReport {
 	seconds: number;

@@ -6,7 +6,7 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import pg from "pg";
-import { readActivity } from "../../lib/pg/activity.ts";
+import { readActivity } from "../../lib/pg/blocking-tree.ts";
 import { faceSwapDatabase } from "./face-swap-db.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
