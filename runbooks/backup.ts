@@ -6,9 +6,7 @@
 
 import {
 	applyPrune,
-	type BackupCheck,
 	type BackupEntry,
-	type BackupFormat,
 	type BackupManifest,
 	backupDir,
 	checkBackup,
@@ -23,101 +21,37 @@ import {
 	type VerifyResult,
 	verifyBackup,
 } from "../lib/backup/archive.ts";
-import { EXIT, RunbookError, usageError } from "../lib/kit/errors.ts";
-import { formatDuration, table } from "../lib/kit/output.ts";
+import {
+	type Action,
+	type BackupOptions,
+	backupOptions,
+} from "../lib/backup/options.ts";
+import { EXIT, RunbookError } from "../lib/kit/errors.ts";
+import { table } from "../lib/kit/output.ts";
 import { type Context, runRunbook } from "../lib/kit/runner.ts";
-import { formatBytes } from "../lib/pg/catalog.ts";
+import * as say from "../lib/messages/backup.ts";
 
-type Action = "create" | "verify" | "list" | "prune";
-
-interface State {
-	check?: BackupCheck;
-	created?: BackupManifest;
-	verified?: VerifyResult;
-	list?: BackupEntry[];
-	prune?: PrunePlan;
-}
-
-type Ctx = Context<State>;
-
-const action = (ctx: Ctx): Action =>
-	(ctx.args[0] as Action | undefined) ?? "create";
-
-function options(ctx: Ctx): {
-	format: BackupFormat;
-	jobs: number;
-	keep?: number;
-} {
-	const format = ctx.flags.format as string;
-	if (format !== "custom" && format !== "directory") {
-		throw usageError(`--format must be custom or directory, not "${format}".`);
-	}
-	const jobs = Number(ctx.flags.jobs ?? 1);
-	if (!Number.isInteger(jobs) || jobs < 1)
-		throw usageError(
-			`--jobs needs a whole number of at least 1, not "${ctx.flags.jobs}".`,
-		);
-	if (jobs > 1 && format !== "directory") {
-		throw usageError(
-			"--jobs needs --format directory: only directory archives are dumped in parallel.",
-			"Example: --format directory --jobs 4",
-		);
-	}
-	const keep =
-		ctx.flags.keep === undefined ? undefined : Number(ctx.flags.keep);
-	if (keep !== undefined && (!Number.isInteger(keep) || keep < 1))
-		throw usageError(
-			`--keep needs a whole number of at least 1, not "${ctx.flags.keep}".`,
-		);
-	const a = action(ctx);
-	if (keep !== undefined && a !== "create" && a !== "prune")
-		throw usageError(`--keep goes with create or prune, not ${a}.`);
-	if (a === "prune" && keep === undefined)
-		throw usageError(
-			"prune needs --keep N: how many of this database's newest backups to keep.",
-		);
-	if (ctx.args[1] !== undefined && a !== "verify")
-		throw usageError(
-			`Only verify takes a backup id (got "${ctx.args[1]}" with ${a}).`,
-		);
-	return { format, jobs, keep };
-}
+type Ctx = Context<unknown, BackupOptions>;
 
 const when =
 	(...actions: Action[]) =>
 	(ctx: Ctx) =>
-		actions.includes(action(ctx)) ? false : `not part of ${action(ctx)}`;
+		actions.includes(ctx.settings.action)
+			? false
+			: `not part of ${ctx.settings.action}`;
+const created = (ctx: Ctx) =>
+	ctx.has("dump") ? ctx.result<BackupManifest>("dump") : undefined;
+const verified = (ctx: Ctx) =>
+	ctx.has("verify") ? ctx.result<VerifyResult>("verify") : undefined;
+/** The backup verify names (verify <id|latest>) among this database's. */
+const named = (ctx: Ctx) =>
+	findBackup(ctx.env, ctx.settings.id, ctx.target.direct.display);
+const asJson = (e: BackupEntry) => ({
+	...e.manifest,
+	archive_present: e.archivePresent,
+});
 
-function entryRow(e: BackupEntry) {
-	const m = e.manifest;
-	return {
-		id: m.id,
-		kind: m.kind,
-		created: m.created_at.replace("T", " ").replace(/\.\d+Z$/, "Z"),
-		size: e.archivePresent ? formatBytes(m.size_bytes) : "MISSING",
-		format: m.format,
-		verified: m.verified_at
-			? m.verified_at.slice(0, 19).replace("T", " ")
-			: m.verify_error
-				? "FAILED"
-				: "no",
-		"latest migration": m.latest_migration ?? "(none)",
-		target: m.target,
-	};
-}
-
-function describeVerify(ctx: Ctx, r: VerifyResult): void {
-	const m = r.manifest;
-	ctx.log(
-		`${m.id}: ${m.format} archive ${m.archive}, ${formatBytes(m.size_bytes)}, sha256 ${m.sha256.slice(0, 16)}…`,
-	);
-	ctx.log(
-		`pg_restore --list: ${r.tocEntries} entries, data for ${r.tablesWithData} tables (manifest counts ${Object.keys(m.row_counts).length})`,
-	);
-	for (const p of r.problems) ctx.warn(p);
-}
-
-await runRunbook<State>({
+await runRunbook({
 	name: "backup",
 	summary:
 		"Create, verify and list verified pg_dump backups with a manifest each.",
@@ -184,208 +118,156 @@ await runRunbook<State>({
 	// and a dump taken halfway through another runbook's change is no state worth restoring.
 	// verify, list and prune touch only files.
 	exclusive: ({ args }) => (args[0] ?? "create") === "create",
-	state: () => ({}),
+	settings: ({ args, flags }) => backupOptions(args, flags),
 	steps: [
 		{
 			title: "Check pg_dump, the server and free space",
 			skip: when("create"),
 			async run(ctx) {
-				options(ctx);
 				refusePooled(ctx.target.direct);
 				const c = await checkBackup(await ctx.db(), ctx.env);
-				ctx.state.check = c;
-				ctx.log(
-					`server PostgreSQL ${c.serverVersion}; pg_dump ${c.pgDump.version} (${c.pgDump.path})`,
-				);
-				ctx.log(
-					`database ${formatBytes(c.databaseBytes)}; dump estimated at ${formatBytes(c.estimateBytes)}; ${formatBytes(c.freeBytes)} free in ${c.dir}`,
-				);
-				return {
-					summary: `room for about ${formatBytes(c.estimateBytes)}, pg_dump ${c.pgDump.version}`,
-				};
+				for (const line of say.checkLines(c)) ctx.log(line);
+				return { summary: say.checkSummary(c) };
 			},
 		},
 		{
+			id: "dump",
 			title: "Dump the database (pg_dump)",
 			kind: "write",
 			skip: when("create"),
 			plan: (ctx) =>
-				describeBackup(ctx.target.direct, { ...options(ctx), env: ctx.env }),
+				describeBackup(ctx.target.direct, { ...ctx.settings, env: ctx.env }),
 			async run(ctx) {
-				const o = options(ctx);
 				const m = await createBackup(ctx.target.direct, {
-					format: o.format,
-					jobs: o.jobs,
+					format: ctx.settings.format,
+					jobs: ctx.settings.jobs,
 					kind: "manual",
 					env: ctx.env,
 					signal: ctx.signal,
 					log: ctx.log,
 				});
-				ctx.state.created = m;
-				const tables = Object.keys(m.row_counts).length;
-				const rows = Object.values(m.row_counts).reduce((a, b) => a + b, 0);
-				ctx.log(
-					`${backupDir(ctx.env)}/${m.archive} and ${m.id}.json (mode 0600)`,
-				);
-				ctx.log(
-					`${tables} tables, ${rows} rows; latest migration ${m.latest_migration ?? "(none)"}`,
-				);
-				return {
-					summary: `${m.id}, ${formatBytes(m.size_bytes)} in ${formatDuration(m.duration_ms)}`,
-					data: m,
-				};
+				for (const line of say.createdLines(backupDir(ctx.env), m))
+					ctx.log(line);
+				return { summary: say.createdSummary(m), data: m, value: m };
 			},
 			onFailure: () =>
 				"No backup was kept (partial files are removed); the database is untouched.",
 		},
 		{
+			id: "verify",
 			title: "Verify the backup (sha256, pg_restore --list)",
 			kind: "write",
 			skip: when("create", "verify"),
-			plan: (ctx) => {
-				const dir = backupDir(ctx.env);
-				const m =
-					action(ctx) === "create"
-						? null
-						: findBackup(
-								ctx.env,
-								ctx.args[1] ?? "latest",
-								ctx.target.direct.display,
-							).manifest;
-				const archive = m ? `${dir}/${m.archive}` : "<the new archive>";
-				return [
-					`sha256 of ${archive}, compared with the manifest`,
-					`pg_restore --list ${archive}`,
-					`record verified_at in ${m ? `${dir}/${m.id}.json` : "its manifest"}`,
-				];
-			},
+			plan: (ctx) =>
+				say.verifyPlan(
+					backupDir(ctx.env),
+					ctx.settings.action === "create" ? null : named(ctx).manifest,
+				),
 			async run(ctx) {
-				options(ctx);
+				const m = created(ctx);
 				const entry =
-					action(ctx) === "create" && ctx.state.created
-						? { manifest: ctx.state.created, archivePresent: true }
-						: findBackup(
-								ctx.env,
-								ctx.args[1] ?? "latest",
-								ctx.target.direct.display,
-							);
+					ctx.settings.action === "create" && m
+						? { manifest: m, archivePresent: true }
+						: named(ctx);
 				const r = await verifyBackup(entry, ctx.env, ctx.signal);
-				ctx.state.verified = r;
-				describeVerify(ctx, r);
+				for (const line of say.verifyLines(r)) ctx.log(line);
+				for (const p of r.problems) ctx.warn(p);
 				if (!r.ok) {
-					throw new RunbookError(
-						`Backup ${entry.manifest.id} failed verification: ${r.problems[0]}.`,
-						EXIT.failed,
-						"Do not restore from it. Take a new backup (npx tsx runbooks/backup.ts) and keep this one for inspection.",
+					const a = say.verifyFailed(entry.manifest.id, r.problems[0]);
+					// The failed check is still reported (--json: verified false, its problems).
+					throw Object.assign(
+						new RunbookError(a.message, EXIT.failed, a.hint),
+						{
+							value: r,
+						},
 					);
 				}
-				return { summary: `${r.manifest.id} verified`, data: r };
+				return { summary: `${r.manifest.id} verified`, data: r, value: r };
 			},
-			onFailure: (ctx) =>
-				ctx.signal.aborted
-					? `Interrupted before the check ended: nothing was recorded${
-							ctx.state.created
-								? `; ${ctx.state.created.id} is complete but not verified, so it does not count as a backup yet (npx tsx runbooks/backup.ts verify ${ctx.state.created.id} verifies it alone)`
-								: ""
-						}.`
-					: `The manifest now records the failure (verified_at cleared). Nothing else was changed.${
-							ctx.state.created
-								? ` The new archive ${ctx.state.created.archive} is kept for inspection but does not count as a backup.`
-								: ""
-						}`,
+			onFailure: (ctx) => say.verifyStopped(ctx.signal.aborted, created(ctx)),
 		},
 		{
+			id: "list",
 			title: "List backups",
 			skip: when("list"),
 			async run(ctx) {
-				options(ctx);
 				const list = listBackups(ctx.env);
-				ctx.state.list = list;
 				ctx.log(`${backupDir(ctx.env)}:`);
-				ctx.log(table(list.map(entryRow)));
+				ctx.log(table(list.map(say.entryRow)));
 				const stray = strayFiles(ctx.env);
-				if (stray.length)
-					ctx.warn(
-						`not backups (no manifest, or a dump in progress): ${stray.join(", ")}`,
-					);
+				if (stray.length) ctx.warn(say.strayWarning(stray));
 				const missing = list.filter((e) => !e.archivePresent);
-				for (const e of missing)
-					ctx.warn(
-						`${e.manifest.id}: the manifest is here but the archive ${e.manifest.archive} is missing`,
-					);
-				const verified = list.filter(
-					(e) => e.manifest.verified_at && e.archivePresent,
-				).length;
+				for (const e of missing) ctx.warn(say.archiveMissing(e.manifest));
 				return {
 					status: missing.length ? "warning" : "ok",
-					summary: `${list.length} backup(s), ${verified} verified, ${formatBytes(list.reduce((a, e) => a + (e.archivePresent ? e.manifest.size_bytes : 0), 0))}`,
-					data: list.map((e) => ({
-						...e.manifest,
-						archive_present: e.archivePresent,
-					})),
+					summary: say.listSummary(list),
+					data: list.map(asJson),
+					value: list,
 				};
 			},
 		},
 		{
+			id: "prune",
 			title: "Prune older backups (--keep)",
 			kind: "write",
 			skip: (ctx) =>
-				ctx.flags.keep === undefined && action(ctx) === "create"
+				ctx.settings.keep === undefined && ctx.settings.action === "create"
 					? "no --keep given"
 					: when("create", "prune")(ctx),
 			plan: (ctx) => {
+				const dir = backupDir(ctx.env);
+				const { keep } = ctx.settings;
 				const plan = planPrune(
 					ctx.env,
 					ctx.target.direct.display,
-					options(ctx).keep as number,
+					keep as number,
 				);
 				return plan.remove.length
 					? plan.remove.map(
 							(e) =>
-								`rm -r ${backupDir(ctx.env)}/${e.manifest.archive} ${backupDir(ctx.env)}/${e.manifest.id}.json`,
+								`rm -r ${dir}/${e.manifest.archive} ${dir}/${e.manifest.id}.json`,
 						)
 					: ["(nothing to delete now)"];
 			},
 			async run(ctx) {
-				const keep = options(ctx).keep as number;
+				const keep = ctx.settings.keep as number;
 				const plan = planPrune(ctx.env, ctx.target.direct.display, keep);
-				ctx.state.prune = plan;
+				const newest = plan.keep.slice(0, keep);
 				if (
 					plan.protectedId &&
-					!plan.keep
-						.slice(0, keep)
-						.some((e) => e.manifest.id === plan.protectedId)
-				) {
+					!newest.some((e) => e.manifest.id === plan.protectedId)
+				)
 					ctx.log(
 						`keeping ${plan.protectedId} as well: it is the newest verified backup`,
 					);
-				}
 				const freed = applyPrune(ctx.env, plan);
 				for (const e of plan.remove) ctx.log(`deleted ${e.manifest.id}`);
 				return {
-					summary: plan.remove.length
-						? `deleted ${plan.remove.length}, freed ${formatBytes(freed)}; kept ${plan.keep.length}`
-						: `nothing to delete (${plan.keep.length} kept)`,
+					summary: say.pruneSummary(
+						plan.remove.length,
+						freed,
+						plan.keep.length,
+					),
 					data: {
 						removed: plan.remove.map((e) => e.manifest.id),
 						kept: plan.keep.map((e) => e.manifest.id),
 					},
+					value: plan,
 				};
 			},
-			onFailure: (ctx) =>
-				`Each older backup is wholly kept or wholly removed${ctx.state.verified?.ok ? `; the new backup ${ctx.state.verified.manifest.id} is verified` : ""}.`,
+			onFailure: (ctx) => say.pruneStopped(verified(ctx)),
 		},
 	],
 	summarize: (ctx) => ({
-		action: action(ctx),
-		backup: ctx.state.verified?.manifest ?? ctx.state.created ?? null,
-		verified: ctx.state.verified ? ctx.state.verified.ok : null,
-		problems: ctx.state.verified?.problems ?? [],
-		backups:
-			ctx.state.list?.map((e) => ({
-				...e.manifest,
-				archive_present: e.archivePresent,
-			})) ?? null,
-		pruned: ctx.state.prune?.remove.map((e) => e.manifest.id) ?? null,
+		action: ctx.settings.action,
+		backup: verified(ctx)?.manifest ?? created(ctx) ?? null,
+		verified: verified(ctx) ? verified(ctx)?.ok : null,
+		problems: verified(ctx)?.problems ?? [],
+		backups: ctx.has("list")
+			? ctx.result<BackupEntry[]>("list").map(asJson)
+			: null,
+		pruned: ctx.has("prune")
+			? ctx.result<PrunePlan>("prune").remove.map((e) => e.manifest.id)
+			: null,
 	}),
 });

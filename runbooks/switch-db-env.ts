@@ -10,12 +10,9 @@ import {
 	type EndStatus,
 	matchProfile,
 	PROFILE_ENV,
-	PROFILE_KEYS,
 	PROFILE_NAMES,
-	type Profile,
 	type ProfileName,
 	prepareSwitch,
-	probeEnd,
 	probeProfile,
 	profileTarget,
 	readProfile,
@@ -23,25 +20,26 @@ import {
 	type SwitchPlan,
 	shellOverrides,
 } from "../lib/config/db-profiles.ts";
-import { envFilePath, readEnvFile } from "../lib/config/env-file.ts";
+import { envFilePath } from "../lib/config/env-file.ts";
+import {
+	activeProfile,
+	envValues,
+	probeStatus,
+	statusLines,
+} from "../lib/config/env-status.ts";
 import { refusal, usageError } from "../lib/kit/errors.ts";
 import { runRunbook } from "../lib/kit/runner.ts";
-import { parseConnection } from "../lib/pg/target.ts";
+import * as say from "../lib/messages/switch.ts";
 
 type Command = ProfileName | "status";
 
-interface State {
-	path: string;
+/** What step 1 read: the active profile, and for local|remote the switch to make. */
+interface Read {
+	active: ProfileName | null;
 	plan?: SwitchPlan;
-	backup?: string | null;
-	active?: ProfileName | null;
-	ends: EndStatus[];
 }
 
-const command = (args: string[]) => args[0] as Command;
-const isStatus = (args: string[]) => command(args) === "status";
-
-await runRunbook<State>({
+await runRunbook({
 	name: "switch-db-env",
 	summary:
 		"Point the app's .env at the local or the remote (Supabase) database profile, or show which one it uses.",
@@ -85,244 +83,137 @@ await runRunbook<State>({
 	// the probe step below refuses (or --force switches anyway). status changes nothing: no lock.
 	exclusive: "when-reachable",
 	resolveTarget({ env, args }) {
-		const cmd = command(args);
-		if (cmd === "status") {
-			if (
-				!env.DATABASE_URL &&
-				PROFILE_NAMES.every((n) => !readProfile(env, n))
-			) {
-				throw usageError(
-					"DATABASE_URL is not set.",
-					"Neither is any profile (LOCAL_DATABASE_URL, REMOTE_DATABASE_URL): add them to .env (see .env.example) or pass --dotenv <path>.",
-				);
-			}
-			return null;
-		}
-		return profileTarget(requireProfile(env, cmd), env);
+		const cmd = args[0] as Command;
+		if (cmd !== "status") return profileTarget(requireProfile(env, cmd), env);
+		if (!env.DATABASE_URL && PROFILE_NAMES.every((n) => !readProfile(env, n)))
+			throw usageError(say.noDatabaseUrl.message, say.noDatabaseUrl.hint);
+		return null;
 	},
-	state: () => ({ path: "", ends: [] }),
+	settings: ({ args, flags }) => ({
+		command: args[0] as Command,
+		path: envFilePath(flags.dotenv as string | undefined),
+		force: Boolean(flags.force),
+	}),
 	steps: [
 		{
+			id: "read",
 			title: "Read .env and the profiles",
 			async run(ctx) {
-				const path = envFilePath(ctx.flags.dotenv as string | undefined);
-				ctx.state.path = path;
-				const overrides = shellOverrides();
-				if (isStatus(ctx.args)) {
-					let values: Record<string, string | undefined> = ctx.env;
-					try {
-						values = { ...readEnvFile(path).values };
-						ctx.log(`Environment file: ${path}`);
-					} catch {
-						ctx.warn(
-							`No readable environment file at ${path}: showing the process environment.`,
-						);
-					}
-					const active = matchProfile(values.DATABASE_URL, ctx.env);
-					ctx.state.active = active;
-					for (const key of ["DATABASE_URL", "DIRECT_URL"]) {
-						ctx.log(`${key.padEnd(12)} ${show(values[key], key)}`);
-					}
-					for (const name of PROFILE_NAMES) {
-						const p = readProfile(ctx.env, name);
-						ctx.log(
-							`${name.padEnd(12)} ${p ? `${p.appKey} ${p.app.display}${p.app.pooled ? " (pooler)" : ""}${p.direct ? `, ${p.directKey} ${p.direct.display}` : ""}` : `not configured (${PROFILE_KEYS[name].app} is not set)`}`,
-						);
-					}
-					for (const k of overrides)
-						ctx.warn(
-							`${k} is also set in this shell's environment: it overrides .env for everything started from this shell.`,
-						);
+				const { command, path } = ctx.settings;
+				if (command === "status") {
+					const values = envValues(path);
+					if (values) ctx.log(`Environment file: ${path}`);
+					else ctx.warn(say.noEnvFile(path));
+					const shown = values ?? ctx.env;
+					const active = activeProfile(shown, ctx.env);
+					for (const line of statusLines(shown, ctx.env)) ctx.log(line);
+					for (const k of shellOverrides())
+						ctx.warn(say.shellOverride(k, false));
 					return {
-						summary: values.DATABASE_URL
-							? `active profile: ${active ?? "none (DATABASE_URL matches no profile)"}`
-							: "DATABASE_URL is not set in .env",
-						status: values.DATABASE_URL ? "ok" : "problem",
+						summary: say.statusSummary(active, Boolean(shown.DATABASE_URL)),
+						status: shown.DATABASE_URL ? "ok" : "problem",
 						data: { env_file: path, active_profile: active },
+						value: { active } satisfies Read,
 					};
 				}
-				const name = command(ctx.args) as ProfileName;
-				const plan = prepareSwitch(path, ctx.env, name);
-				ctx.state.plan = plan;
-				ctx.state.active = matchProfile(plan.file.values.DATABASE_URL, ctx.env);
+				const plan = prepareSwitch(path, ctx.env, command);
+				const url = plan.file.values.DATABASE_URL;
+				const active = matchProfile(url, ctx.env);
 				ctx.log(`Environment file: ${path}`);
-				ctx.log(
-					`Now: ${ctx.state.active ? `the ${ctx.state.active} profile` : plan.file.values.DATABASE_URL ? "DATABASE_URL matches no profile" : "DATABASE_URL is not set"}`,
-				);
+				ctx.log(say.nowLine(active, Boolean(url)));
 				for (const line of describeSwitch(plan)) ctx.log(line);
-				for (const k of overrides)
-					ctx.warn(
-						`${k} is also set in this shell's environment: it overrides .env for everything started from this shell (unset it).`,
-					);
+				for (const k of shellOverrides()) ctx.warn(say.shellOverride(k, true));
 				if (plan.unrecorded.length && !plan.unchanged) {
 					const what = plan.unrecorded.join(" and ");
-					if (!ctx.flags.force) {
-						throw refusal(
-							`.env holds ${what}, which no profile records: switching would drop it from .env and switching back could not restore it. Nothing was changed.`,
-							`Record it as a profile first (e.g. LOCAL_DATABASE_URL=<the current DATABASE_URL> in .env), or rerun with --force (the old file is kept as a backup).`,
-						);
-					}
-					ctx.warn(
-						`--force: ${what} matches no profile; it will stay only in the backup of .env.`,
-					);
+					const a = say.unrecorded(what);
+					if (!ctx.settings.force) throw refusal(a.message, a.hint);
+					ctx.warn(say.forcedUnrecorded(what));
 				}
 				return {
 					summary: plan.unchanged
-						? `.env already points at the ${name} profile`
-						: `switch to the ${name} profile`,
+						? `.env already points at the ${command} profile`
+						: `switch to the ${command} profile`,
+					value: { active, plan } satisfies Read,
 				};
 			},
 		},
 		{
+			id: "probe",
 			title: "Check that each end answers (connect and select 1)",
 			async run(ctx) {
-				if (isStatus(ctx.args)) return statusProbe(ctx);
-				const plan = ctx.state.plan as SwitchPlan;
-				const ends = await probeProfile(plan.profile);
-				ctx.state.ends = ends;
-				for (const e of ends) ctx.log(describeEnd(e));
-				const down = ends.filter((e) => !e.ok);
-				if (down.length) {
-					const what = down.map((e) => e.key).join(" and ");
-					if (!ctx.flags.force) {
-						throw refusal(
-							`The ${plan.profile.name} profile does not answer (${what}): .env was not changed.`,
-							`Check that the server (and the pooler) is up and that host, port and password in ${what} are right; the reasons are above. Rerun with --force to switch anyway.`,
-						);
-					}
-					ctx.warn(`--force: switching although ${what} does not answer.`);
+				const { plan } = ctx.result<Read>("read");
+				if (!plan) {
+					const { ends, down } = await probeStatus(
+						ctx.settings.path,
+						ctx.env,
+						ctx,
+					);
 					return {
-						status: "warning",
-						summary: `${what} does not answer`,
+						status: down ? "problem" : "ok",
+						summary: say.statusProbeSummary(down),
 						data: ends,
+						value: ends,
 					};
 				}
-				return { summary: "every end answers", data: ends };
+				const ends = await probeProfile(plan.profile);
+				for (const e of ends) ctx.log(describeEnd(e));
+				const what = ends
+					.filter((e) => !e.ok)
+					.map((e) => e.key)
+					.join(" and ");
+				if (!what)
+					return { summary: "every end answers", data: ends, value: ends };
+				const a = say.profileDown(plan.profile.name, what);
+				if (!ctx.settings.force) throw refusal(a.message, a.hint);
+				ctx.warn(say.forcedDown(what));
+				return {
+					status: "warning",
+					summary: `${what} does not answer`,
+					data: ends,
+					value: ends,
+				};
 			},
 		},
 		{
+			id: "write",
 			title: "Rewrite DATABASE_URL and DIRECT_URL in .env",
 			kind: "write",
-			skip: (ctx) =>
-				isStatus(ctx.args)
-					? "status changes nothing"
-					: ctx.state.plan?.unchanged
-						? `.env already points at the ${ctx.state.plan.profile.name} profile; nothing to change`
-						: false,
+			skip: (ctx) => {
+				const { plan } = ctx.result<Read>("read");
+				if (!plan) return "status changes nothing";
+				return plan.unchanged
+					? `.env already points at the ${plan.profile.name} profile; nothing to change`
+					: false;
+			},
 			plan: (ctx) => {
-				const plan = ctx.state.plan;
-				if (!plan) return [];
-				return [
-					`cp ${plan.file.path} ${plan.file.path}.backup-<UTC time>   (mode 0600)`,
-					...describeSwitch(plan).filter((l) => !l.includes(": already")),
-					`write the new file to a temporary file beside it, fsync, rename over ${plan.file.path} (mode ${(plan.file.mode & 0o777).toString(8)} kept)`,
-				];
+				const { plan } = ctx.result<Read>("read");
+				return plan ? say.rewritePlanLines(plan) : [];
 			},
 			async run(ctx) {
-				const plan = ctx.state.plan as SwitchPlan;
+				const plan = ctx.result<Read>("read").plan as SwitchPlan;
 				const backup = applySwitch(plan);
-				ctx.state.backup = backup;
 				ctx.log(`Previous file kept as ${backup}`);
-				ctx.log(
-					`To switch back: ./runbooks/switch-db-env.ts ${plan.profile.name === "remote" ? "local" : "remote"}`,
-				);
+				ctx.log(say.switchBack(plan.profile.name));
 				return {
 					summary: `.env now points at the ${plan.profile.name} profile`,
 					data: { backup },
+					value: backup,
 				};
 			},
-			onFailure: () =>
-				".env was not changed (the new content goes to a temporary file renamed over it only when complete).",
+			onFailure: () => say.rewriteStopped,
 		},
 	],
-	summarize: (ctx) => ({
-		command: command(ctx.args),
-		env_file: ctx.state.path,
-		active_profile: isStatus(ctx.args)
-			? (ctx.state.active ?? null)
-			: ctx.state.backup !== undefined || ctx.state.plan?.unchanged
-				? (ctx.state.plan?.profile.name ?? null)
-				: (ctx.state.active ?? null),
-		backup: ctx.state.backup ?? null,
-		ends: ctx.state.ends,
-	}),
+	summarize: (ctx) => {
+		const read = ctx.has("read") ? ctx.result<Read>("read") : undefined;
+		const switched = ctx.has("write") || read?.plan?.unchanged;
+		return {
+			command: ctx.settings.command,
+			env_file: ctx.settings.path,
+			active_profile: switched
+				? (read?.plan?.profile.name ?? null)
+				: (read?.active ?? null),
+			backup: ctx.has("write") ? ctx.result<string | null>("write") : null,
+			ends: ctx.has("probe") ? ctx.result<EndStatus[]>("probe") : [],
+		};
+	},
 });
-
-/** A connection string shown as user@host:port/db, or why it cannot be. */
-function show(value: string | undefined, key: string): string {
-	if (!value?.trim()) return "not set";
-	try {
-		const c = parseConnection(value.trim(), key);
-		return `${c.display}${c.pooled ? " (pooler)" : ""}`;
-	} catch {
-		return "set, but not a valid PostgreSQL connection string";
-	}
-}
-
-async function statusProbe(ctx: {
-	env: Record<string, string | undefined>;
-	state: State;
-	log(t?: string): void;
-	warn(t: string): void;
-}) {
-	const path = ctx.state.path;
-	let values: Record<string, string | undefined> = ctx.env;
-	try {
-		values = readEnvFile(path).values;
-	} catch {
-		// the process environment, as step 1 said
-	}
-	// Each distinct URL probed once, labelled with every key that holds it.
-	const byUrl = new Map<string, string[]>();
-	const add = (key: string, url: string | undefined) => {
-		if (!url?.trim()) return;
-		byUrl.set(url.trim(), [...(byUrl.get(url.trim()) ?? []), key]);
-	};
-	add("DATABASE_URL", values.DATABASE_URL);
-	add("DIRECT_URL", values.DIRECT_URL);
-	const profiles: Profile[] = [];
-	for (const name of PROFILE_NAMES) {
-		const p = readProfile(ctx.env, name);
-		if (!p) continue;
-		profiles.push(p);
-		add(p.appKey, p.app.url);
-		if (p.direct) add(p.directKey, p.direct.url);
-	}
-	const ends = await Promise.all(
-		[...byUrl.entries()].map(async ([url, keys]) => {
-			let conn: ReturnType<typeof parseConnection>;
-			try {
-				conn = parseConnection(url, keys[0]);
-			} catch (err) {
-				return {
-					key: keys.join(" = "),
-					display: "(invalid)",
-					pooled: false,
-					ok: false,
-					ms: 0,
-					error: (err as Error).message,
-				} satisfies EndStatus;
-			}
-			return probeEnd(conn, keys.join(" = "));
-		}),
-	);
-	ctx.state.ends = ends;
-	let activeDown = false;
-	for (const e of ends) {
-		const active = /\b(DATABASE_URL|DIRECT_URL)\b/.test(
-			e.key.replace(/(LOCAL|REMOTE)_(DATABASE|DIRECT)_URL/g, ""),
-		);
-		if (e.ok) ctx.log(describeEnd(e));
-		else if (active) {
-			activeDown = true;
-			ctx.warn(describeEnd(e));
-		} else ctx.log(`${describeEnd(e)} (not the active profile)`);
-	}
-	return {
-		status: activeDown ? ("problem" as const) : ("ok" as const),
-		summary: activeDown
-			? "the app's database (DATABASE_URL/DIRECT_URL) does not answer"
-			: "the active profile answers",
-		data: ends,
-	};
-}

@@ -616,6 +616,9 @@ async function runSteps<S, P>(
 				report.status = interrupted ? "interrupted" : "failed";
 				report.error = e.message;
 				failedAt = report;
+				// A failed step may still hand its findings forward (e.g. to --json): the error's value.
+				const kept = (err as { value?: unknown } | null)?.value;
+				if (step.id && kept !== undefined) values.set(step.id, kept);
 				exitCode = e.exitCode;
 				audit?.write({
 					event: "step_end",
