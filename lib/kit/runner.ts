@@ -231,9 +231,19 @@ const MARK: Record<StepStatus, (s: string) => string> = {
 };
 
 export function helpText<S, P>(spec: RunbookSpec<S, P>): string {
-	const lists = Array.isArray(spec.steps)
-		? { "": spec.steps }
-		: (spec.steps as Record<string, Step<S, P>[]>);
+	const all = Array.isArray(spec.steps)
+		? [spec.steps]
+		: Object.values(spec.steps as Record<string, Step<S, P>[]>);
+	// Modes that number the same steps alike (each skips the others' steps) list them once.
+	const shared = all.every(
+		(l) =>
+			l.map((s) => s.title).join("\n") ===
+			all[0].map((s) => s.title).join("\n"),
+	);
+	const lists =
+		Array.isArray(spec.steps) || shared
+			? { "": all[0] }
+			: (spec.steps as Record<string, Step<S, P>[]>);
 	const steps = Object.entries(lists).flatMap(([mode, list]) => [
 		...(mode ? [`(${mode})`] : []),
 		...list.map(
