@@ -1,7 +1,6 @@
 // The words of a deploy, from typed results: pure functions, snapshot-tested (no database).
 
 import { describe, expect, it } from "vitest";
-import type { DeployOutcome } from "../lib/migrations/deploy.ts";
 import {
 	applyPlan,
 	deployConfirmation,
@@ -11,6 +10,7 @@ import {
 	stateAfterFailure,
 	unfinishedAdvice,
 } from "../lib/messages/deploy.ts";
+import type { DeployOutcome } from "../lib/migrations/deploy.ts";
 
 const s = {
 	lockTimeoutMs: 5000,
@@ -75,7 +75,11 @@ describe("lib/messages/deploy.ts", () => {
 	});
 
 	it("says what a failed or interrupted deploy left, and the way back", () => {
-		const pending = ["20240101000000_a", "20240102000000_b", "20240103000000_c"];
+		const pending = [
+			"20240101000000_a",
+			"20240102000000_b",
+			"20240103000000_c",
+		];
 		const rollback = "npx tsx runbooks/emergency-rollback.ts --backup b1";
 		expect([
 			stateAfterFailure({
@@ -148,7 +152,10 @@ describe("lib/messages/deploy.ts", () => {
 				{ type: "index-progress", no: 1, phase: "same", done: 0, total: 0 },
 				"same",
 			),
-			lines({ type: "invalid-index", index: { index: "x_idx", dropped: true } }),
+			lines({
+				type: "invalid-index",
+				index: { index: "x_idx", dropped: true },
+			}),
 			lines({ type: "rolled-back", migration: "20240102000000_b" }),
 			lines({ type: "retry", no: 1, delayMs: 2000 }),
 		]).toMatchInlineSnapshot(`
