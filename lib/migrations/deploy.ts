@@ -8,7 +8,14 @@ import { formatMs, sleep } from "../kit/duration.ts";
 import { type Blocker, blockersOf } from "../pg/activity.ts";
 import type { Db } from "../pg/db.ts";
 import type { Target } from "../pg/target.ts";
-import { type AppliedRow, type History, readHistory } from "./history.ts";
+import { unfinishedMigrationState } from "./drift.ts";
+import {
+	type AppliedRow,
+	finishedMigrations,
+	type History,
+	isFinished,
+	readHistory,
+} from "./history.ts";
 import {
 	migrationsDir,
 	prismaCommand,
@@ -218,9 +225,7 @@ export async function deployWithRetries(opts: {
 		}
 		const after = await readHistory(db, dir);
 		const finishedNow = after.applied
-			.filter(
-				(r) => !startedRows.has(r.id) && r.finished_at && !r.rolled_back_at,
-			)
+			.filter((r) => !startedRows.has(r.id) && isFinished(r))
 			.map((r) => r.migration_name);
 		const openRow =
 			after.applied.find((r) => !startedRows.has(r.id) && isOpen(r)) ?? null;
@@ -235,9 +240,7 @@ export async function deployWithRetries(opts: {
 		};
 		attempts.push(attempt);
 		const applied = wanted.filter((n) =>
-			after.applied.some(
-				(r) => r.migration_name === n && r.finished_at && !r.rolled_back_at,
-			),
+			after.applied.some((r) => r.migration_name === n && isFinished(r)),
 		);
 		if (run.exitCode === 0 && after.pending.length === 0 && !openRow) {
 			return { ok: true, attempts, applied, history: after };
@@ -345,16 +348,12 @@ export async function dropInvalidIndexes(
 	s: DeploySettings,
 	onDropped?: (i: InvalidIndex) => void,
 ): Promise<InvalidIndex[]> {
-	const builds = concurrentIndexBuilds(sql) ?? [];
 	const out: InvalidIndex[] = [];
-	for (const b of builds) {
-		if (!b.index) continue;
-		const index = qualifiedName({ schema: b.table.schema, name: b.index });
-		const r = await db.query<{ valid: boolean }>(
-			"select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass($1)",
-			[index],
-		);
-		if (!r.rows[0] || r.rows[0].valid) continue;
+	for (const { index, valid } of await buildIndexes(
+		db,
+		concurrentIndexBuilds(sql) ?? [],
+	)) {
+		if (valid !== false) continue;
 		const found: InvalidIndex = { index, dropped: false };
 		try {
 			await db.query(
@@ -429,9 +428,7 @@ async function stopAfterInterrupt(
 		} while (left.length && performance.now() < end);
 		const h = await readHistory(db, dir);
 		const applied = wanted.filter((n) =>
-			h.applied.some(
-				(r) => r.migration_name === n && r.finished_at && !r.rolled_back_at,
-			),
+			h.applied.some((r) => r.migration_name === n && isFinished(r)),
 		);
 		const open =
 			h.applied.find((r) => !startedRows.has(r.id) && isOpen(r)) ?? null;
@@ -471,4 +468,80 @@ async function stopAfterInterrupt(
 			invalidIndexes: [],
 		};
 	}
+}
+
+/** Where a migration _prisma_migrations records as unfinished stands (see unfinishedState). */
+export type UnfinishedState =
+	| {
+			kind: "concurrent";
+			/** pid of a deploy session still building one of its indexes. */
+			running: number | null;
+			valid: string[];
+			invalid: string[];
+			builds: number;
+	  }
+	| { kind: "applied" | "rolled-back" | "unknown" };
+
+/**
+ * What an unfinished migration left: for a concurrent index build (outside a transaction), which
+ * of its indexes exist, valid or INVALID; otherwise whether the database is what the finished
+ * migrations build without it (rolled back) or with it (committed, never recorded).
+ */
+export async function unfinishedState(
+	db: Db,
+	target: Target,
+	env: Record<string, string | undefined>,
+	h: History,
+	migration: string,
+	signal?: AbortSignal,
+	log?: (line: string) => void,
+): Promise<UnfinishedState> {
+	const sql = h.local.find((m) => m.name === migration)?.sql;
+	const builds = sql === undefined ? null : concurrentIndexBuilds(sql);
+	if (builds) {
+		const running = await db.query<{ pid: number }>(
+			"select pid from pg_stat_progress_create_index where pid in (select pid from pg_stat_activity where application_name = $1) limit 1",
+			[DEPLOY_APPLICATION],
+		);
+		const found = await buildIndexes(db, builds);
+		const valid = found.filter((i) => i.valid).map((i) => i.index);
+		const invalid = found.filter((i) => i.valid === false).map((i) => i.index);
+		const pid = running.rows[0]?.pid ?? null;
+		return {
+			kind: "concurrent",
+			running: pid,
+			valid,
+			invalid,
+			builds: builds.length,
+		};
+	}
+	log?.(
+		`comparing the database with the migrations, with and without ${migration} ...`,
+	);
+	const kind = await unfinishedMigrationState(
+		target,
+		env,
+		finishedMigrations(h.applied),
+		migration,
+		signal,
+	).catch(() => "unknown" as const);
+	return { kind };
+}
+
+/** Each index of these concurrent builds: valid, INVALID (false) or absent (null). */
+async function buildIndexes(
+	db: Db,
+	builds: NonNullable<ReturnType<typeof concurrentIndexBuilds>>,
+): Promise<Array<{ index: string; valid: boolean | null }>> {
+	const out: Array<{ index: string; valid: boolean | null }> = [];
+	for (const b of builds) {
+		if (!b.index) continue;
+		const index = qualifiedName({ schema: b.table.schema, name: b.index });
+		const r = await db.query<{ valid: boolean }>(
+			"select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass($1)",
+			[index],
+		);
+		out.push({ index, valid: r.rows[0]?.valid ?? null });
+	}
+	return out;
 }

@@ -26,6 +26,18 @@ export interface AppliedRow {
 	applied_steps_count: number;
 }
 
+/** A row whose migration is in the database: finished and not marked rolled back since. */
+export const isFinished = (
+	r: Pick<AppliedRow, "finished_at" | "rolled_back_at">,
+): boolean => Boolean(r.finished_at && !r.rolled_back_at);
+
+/** The names of the migrations the database holds (see isFinished), in row order. */
+export const finishedMigrations = (
+	rows: ReadonlyArray<
+		Pick<AppliedRow, "migration_name" | "finished_at" | "rolled_back_at">
+	>,
+): string[] => rows.filter(isFinished).map((r) => r.migration_name);
+
 export type MigrationIssueKind =
 	| "failed"
 	| "rolled_back"
@@ -100,18 +112,10 @@ export function compareHistory(
 	const issues: MigrationIssue[] = [];
 	const localByName = new Map(local.map((m) => [m.name, m]));
 	const done = new Set<string>();
-	const finishedNames = new Set(
-		rows
-			.filter((r) => r.finished_at && !r.rolled_back_at)
-			.map((r) => r.migration_name),
-	);
+	const finishedNames = new Set(finishedMigrations(rows));
 	for (const row of rows) {
 		const file = localByName.get(row.migration_name);
-		if (
-			finishedNames.has(row.migration_name) &&
-			!(row.finished_at && !row.rolled_back_at)
-		)
-			continue; // superseded
+		if (finishedNames.has(row.migration_name) && !isFinished(row)) continue; // superseded
 		if (row.rolled_back_at) {
 			issues.push({
 				kind: "rolled_back",
@@ -160,7 +164,7 @@ export function compareHistory(
 				detail: "not yet applied",
 			});
 	}
-	const finished = rows.filter((r) => r.finished_at && !r.rolled_back_at);
+	const finished = rows.filter(isFinished);
 	return {
 		local,
 		applied: rows,

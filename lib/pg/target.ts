@@ -3,7 +3,7 @@
 
 import type { ClientConfig } from "pg";
 import { parse } from "pg-connection-string";
-import { usageError } from "../kit/errors.ts";
+import { refusal, usageError } from "../kit/errors.ts";
 import { registerSecret } from "../kit/secrets.ts";
 
 export interface Connection {
@@ -19,6 +19,22 @@ export interface Connection {
 	readonly pooled: boolean;
 	/** `user@host:port/db`, safe to show. */
 	readonly display: string;
+}
+
+/**
+ * Refuses a connection through a transaction pooler where one real session is needed (dumps,
+ * restores, migrations, session locks): "<name> (<display>) goes through a transaction pooler
+ * (pgbouncer=true or port 6543)<rest>", with the fix as hint. The one wording of this refusal.
+ */
+export function refusePooler(
+	conn: Connection,
+	o: { name?: string; rest: string; hint: string; short?: boolean },
+): void {
+	if (!conn.pooled) return;
+	throw refusal(
+		`${o.name ? `${o.name} (${conn.display})` : conn.display} goes through a transaction pooler${o.short ? "" : " (pgbouncer=true or port 6543)"}${o.rest}`,
+		o.hint,
+	);
 }
 
 export interface Target {
