@@ -3,13 +3,13 @@
 // The seed's "changing a data type" and "reducing a field's length", online on a large, busy table:
 // expand and contract, each schema step a Prisma migration, schema.prisma updated.
 
-import { readFileSync } from "node:fs";
 import {
 	appliedOf,
 	applyLeft,
 	type ChangePlan,
 	fill,
 	pendingOf,
+	phaseStep,
 	planColumnChange,
 	swapped,
 	undoColumnChange,
@@ -25,7 +25,8 @@ import {
 	retypeField,
 } from "../lib/data/column-type.ts";
 import {
-	prismaProblems,
+	healthy,
+	prismaViewStep,
 	rewriteSchemaFile,
 	writePlanned,
 } from "../lib/data/recorded-steps.ts";
@@ -45,7 +46,6 @@ import {
 	unconvertibleHint,
 	unconvertibleMessage,
 } from "../lib/messages/column-type.ts";
-import { SCHEMA_PATH } from "../lib/migrations/prisma-cli.ts";
 
 interface Settings extends ColumnChangeSettings {
 	table: string;
@@ -64,20 +64,11 @@ const apply = async (ctx: Ctx, phases: Phase[]) => ({
 	summary: await applyLeft(ctx, plan(ctx), phases, ctx.settings),
 });
 
-/** A step that applies the migrations of some phases (skipped when none is left). */
 const migrationStep = (
 	title: string,
 	phases: Phase[],
 	extra: Partial<Step<unknown, Settings>> = {},
-): Step<unknown, Settings> => ({
-	title,
-	kind: "change",
-	skip: (ctx) =>
-		pendingOf(plan(ctx), phases).length ? false : "nothing to apply",
-	plan: (ctx) => pendingOf(plan(ctx), phases).flatMap(planOf),
-	run: (ctx) => apply(ctx, phases),
-	...extra,
-});
+) => phaseStep<Settings>(title, phases, plan, extra);
 
 const readPlan: Step<unknown, Settings> = {
 	id: "plan",
@@ -87,13 +78,8 @@ const readPlan: Step<unknown, Settings> = {
 		const p = await planColumnChange(await ctx.db(), ctx.env, {
 			...s,
 			header: (what) => migrationHeader(what, command()),
+			checkSchema: true,
 		});
-		retypeField(
-			readFileSync(SCHEMA_PATH, "utf8"),
-			p.change.table,
-			p.change.column,
-			p.change.toType,
-		);
 		for (const line of planLines(p, s.smallTableMb)) ctx.log(line);
 		return {
 			summary: planSummary(p.planned),
@@ -246,22 +232,7 @@ await runRunbook<unknown, Settings>({
 				"Validate the carried-over check and foreign-key constraints",
 				["after"],
 			),
-			{
-				id: "verify",
-				title: "Check Prisma's view: migrate status and drift",
-				skip: (ctx) => (ctx.dryRun ? "dry run: nothing was applied" : false),
-				async run(ctx) {
-					const problems = await prismaProblems(ctx);
-					for (const p of problems) ctx.warn(p);
-					return {
-						status: problems.length ? "problem" : "ok",
-						summary: problems.length
-							? `${problems.length} problem(s)`
-							: `${changedSummary(plan(ctx))}; migrate status up to date; no drift`,
-						value: problems,
-					};
-				},
-			},
+			prismaViewStep<Settings>((ctx) => changedSummary(plan(ctx as Ctx))),
 		],
 		abort: [
 			readPlan,
@@ -288,7 +259,6 @@ await runRunbook<unknown, Settings>({
 					applied: p.applied,
 				}))
 			: [],
-		healthy:
-			ok && ctx.has("verify") && ctx.result<string[]>("verify").length === 0,
+		healthy: healthy(ctx, ok),
 	}),
 });

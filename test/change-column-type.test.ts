@@ -151,7 +151,7 @@ describe("change-column-type.ts", () => {
 		expect(migrations()).toEqual(before.migrations);
 		expect(schema()).toBe(before.schema);
 		expect(await columns()).not.toContain("processing_ms__new");
-	});
+	}, 900_000);
 
 	it("changes int to bigint online under a writer: values kept, short waits, Prisma in step", async () => {
 		const [{ sum: before }] = await sql<{ sum: string }>(
@@ -198,7 +198,7 @@ describe("change-column-type.ts", () => {
 			{ env: env(), root: repo },
 		);
 		expect(again.code, again.stdout + again.stderr).toBe(0);
-	});
+	}, 900_000);
 
 	it("refuses to shrink varchar(16) to varchar(8) while a value is longer (exit 3, rows named, nothing changed)", async () => {
 		const ids = (
@@ -245,7 +245,7 @@ describe("change-column-type.ts", () => {
 		expect(schema()).toMatch(
 			/quality\s+String\s+@default\("720p"\) @db\.VarChar\(8\)/,
 		);
-	});
+	}, 900_000);
 
 	it("finishes after a SIGKILL mid-fill, with no row lost", async () => {
 		const [{ n: rows, sum }] = await sql<{ n: string; sum: string }>(
@@ -279,7 +279,7 @@ describe("change-column-type.ts", () => {
 			"select indexname from pg_indexes where tablename = 'generated_videos' and indexdef like '%progress%'",
 		);
 		expect(idx).toEqual([]);
-	});
+	}, 900_000);
 
 	it("--abort undoes a change stopped before its swap", async () => {
 		const before = { migrations: migrations(), schema: schema() };
@@ -309,5 +309,5 @@ describe("change-column-type.ts", () => {
 		expect(migrations()).toEqual(before.migrations);
 		const v = await validate();
 		expect(v.code, v.stdout + v.stderr).toBe(0);
-	});
+	}, 900_000);
 });

@@ -1,7 +1,11 @@
 // One column's type change as both runbooks drive it: the plan (the column, the road, its
 // migrations, written or to write), what is left of it, and --abort.
 
+import { readFileSync } from "node:fs";
 import { EXIT, RunbookError, refusal } from "../kit/errors.ts";
+import type { Context, Step } from "../kit/runner.ts";
+import { planOf } from "../messages/column-type.ts";
+import { SCHEMA_PATH } from "../migrations/prisma-cli.ts";
 import type { Db } from "../pg/db.ts";
 import { type FillOptions, fillNewColumn } from "./column-fill.ts";
 import {
@@ -12,6 +16,7 @@ import {
 	onlineSteps,
 	type Phase,
 	readColumnChange,
+	retypeField,
 } from "./column-type.ts";
 import {
 	applyPhases,
@@ -35,6 +40,8 @@ export interface ChangeSpec {
 	/** false when the type does not exist yet (an enum's replacement, created by an earlier migration). */
 	probe?: boolean;
 	smallTableMb: number;
+	/** Check first that schema.prisma has a field for the column and a Prisma type for the new type. */
+	checkSchema?: boolean;
 	/** The migrations' first lines, given what they do. */
 	header: (what: string) => string;
 }
@@ -46,6 +53,13 @@ export async function planColumnChange(
 	s: ChangeSpec,
 ): Promise<ChangePlan> {
 	const change = await readColumnChange(db, s);
+	if (s.checkSchema)
+		retypeField(
+			readFileSync(SCHEMA_PATH, "utf8"),
+			change.table,
+			change.column,
+			change.toType,
+		);
 	const small = change.bytes < s.smallTableMb * 1024 * 1024;
 	const what = `Change ${change.table}.${change.column} from ${change.fromType} to ${change.toType}`;
 	let planned = await planMigrations(
@@ -126,4 +140,24 @@ export async function undoColumnChange(
 	);
 	removePlanned(io, p.planned);
 	return `${p.planned.length} migration(s) undone and removed; ${p.change.table}.${p.change.column} is as it was`;
+}
+
+/** A runbook step that applies what is left of some phases (skipped when nothing is), its plan the SQL. */
+export function phaseStep<P extends LockSettings>(
+	title: string,
+	phases: Phase[],
+	plan: (ctx: Context<unknown, P>) => ChangePlan,
+	extra: Partial<Step<unknown, P>> = {},
+): Step<unknown, P> {
+	return {
+		title,
+		kind: "change",
+		skip: (ctx) =>
+			pendingOf(plan(ctx), phases).length ? false : "nothing to apply",
+		plan: (ctx) => pendingOf(plan(ctx), phases).flatMap(planOf),
+		run: async (ctx) => ({
+			summary: await applyLeft(ctx, plan(ctx), phases, ctx.settings),
+		}),
+		...extra,
+	};
 }

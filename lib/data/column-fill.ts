@@ -32,14 +32,26 @@ export async function fillNewColumn(
 	c: ColumnChange,
 	opts: FillOptions,
 ): Promise<BackfillResult> {
-	const db = await io.db();
-	const table = await resolveTable(db, `${c.schema}.${c.table}`);
-	const job = defineJob(
-		table,
+	return fillBatches(
+		io,
+		c,
 		`${quoteIdent(c.newColumn)} = ${c.using}`,
 		undefined,
-		opts.runbook,
+		opts,
 	);
+}
+
+/** Runs one backfill job (SET, WHERE) on the change's table, with progress; carries on from a checkpoint. */
+export async function fillBatches(
+	io: Io,
+	c: { schema: string; table: string },
+	set: string,
+	where: string | undefined,
+	opts: FillOptions,
+): Promise<BackfillResult> {
+	const db = await io.db();
+	const table = await resolveTable(db, `${c.schema}.${c.table}`);
+	const job = defineJob(table, set, where, opts.runbook);
 	const cp = await readCheckpoint(db, job.id);
 	let progress: Progress | undefined;
 	const onEvent = (e: BackfillEvent) => {

@@ -49,7 +49,9 @@ export type Phase =
 	| "validate"
 	| "swap"
 	| "after"
-	| "direct";
+	| "direct"
+	| "create_type"
+	| "drop_old_type";
 
 /** One schema change, recorded as one Prisma migration. */
 export interface SchemaStep {

@@ -13,7 +13,7 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { formatDuration } from "../kit/output.ts";
-import type { Context } from "../kit/runner.ts";
+import type { Context, Step } from "../kit/runner.ts";
 import { detectDrift, explainDriftStatement } from "../migrations/drift.ts";
 import {
 	readAppliedMigrations,
@@ -93,7 +93,13 @@ export async function planMigrations(
 				exists: true,
 				applied: applied.has(m.name),
 				concurrent: phase === "index",
-				mode: ["index", "validate", "after"].includes(phase)
+				mode: [
+					"index",
+					"validate",
+					"after",
+					"create_type",
+					"drop_old_type",
+				].includes(phase)
 					? "SHARE UPDATE EXCLUSIVE"
 					: "ACCESS EXCLUSIVE",
 				holds: /^(CREATE|ALTER TABLE \S+ VALIDATE)/m.test(m.sql)
@@ -246,3 +252,30 @@ export async function prismaProblems(io: Io): Promise<string[]> {
 		),
 	];
 }
+
+/** The closing step of both runbooks: Prisma's view (its value: the problems found). */
+export function prismaViewStep<P>(
+	done: (ctx: Context<unknown, P>) => string,
+): Step<unknown, P> {
+	return {
+		id: "verify",
+		title: "Check Prisma's view: migrate status and drift",
+		skip: (ctx) => (ctx.dryRun ? "dry run: nothing was applied" : false),
+		async run(ctx) {
+			const problems = await prismaProblems(ctx);
+			for (const p of problems) ctx.warn(p);
+			const summary = problems.length
+				? `${problems.length} problem(s)`
+				: `${done(ctx)}; migrate status up to date; no drift`;
+			return {
+				status: problems.length ? "problem" : "ok",
+				summary,
+				value: problems,
+			};
+		},
+	};
+}
+
+/** Healthy: the run ended well and the closing step found nothing. */
+export const healthy = (ctx: Pick<Context, "has" | "result">, ok: boolean) =>
+	ok && ctx.has("verify") && ctx.result<string[]>("verify").length === 0;

@@ -4,6 +4,7 @@
 
 import type { ChangePlan } from "../data/column-change.ts";
 import type { ColumnChange, Unconvertible } from "../data/column-type.ts";
+import type { EnumUsage } from "../data/enum-value.ts";
 import type { PlannedMigration } from "../data/recorded-steps.ts";
 import { quoteIdent } from "../pg/db.ts";
 
@@ -118,3 +119,31 @@ export const CHANGE_COLUMN_TYPE_ABOUT =
 	"_prisma_migrations; schema.prisma gets the field's new type. A table under --small-table-mb takes one direct\n" +
 	"ALTER TABLE ... TYPE instead. Rerun the same command after a failure or a kill; --abort undoes an unfinished run.\n" +
 	"While it runs, the app's writes of a value that does not convert fail (the trigger converts each one).";
+
+export const REMOVE_ENUM_VALUE_ABOUT =
+	"PostgreSQL cannot drop an enum value, so the type is replaced: the rows using the value are counted in every\n" +
+	"column of the type (in use without --replace-with: exit 3, nothing changed); with --replace-with they are moved\n" +
+	"in keyset batches (backfill engine); then CREATE TYPE <enum>__new without the value, every column changed to it\n" +
+	"as change-column-type.ts does (online on large tables, one direct ALTER under --small-table-mb), DROP TYPE <enum>\n" +
+	"and RENAME the new one. Each schema change is a Prisma migration; schema.prisma's enum loses the value.\n" +
+	"Deploy the app version that no longer writes the value first: its writes of the value fail once the column changes.";
+
+/** The enum's values and, per column of its type, the rows holding the value. */
+export function enumPlanLines(u: EnumUsage, value: string): string[] {
+	if (!u.values.includes(value))
+		return [`${u.name}: ${u.values.join(", ")} (${value} is gone)`];
+	return [
+		`${u.name}: ${u.values.join(", ")}`,
+		...u.columns.map(
+			(c) => `${c.table}.${c.column}: ${fmt(c.rows)} row(s) hold ${value}`,
+		),
+	];
+}
+
+/** The refusal while rows use the value and no replacement was named (exit 3). */
+export function enumInUse(u: EnumUsage, value: string, rows: number): string {
+	const where = u.columns
+		.filter((c) => c.rows)
+		.map((c) => `${c.table}.${c.column} (${fmt(c.rows)})`);
+	return `${fmt(rows)} row(s) still hold ${u.name}.${value}: ${where.join(", ")}. Nothing was changed.`;
+}
