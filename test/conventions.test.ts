@@ -18,6 +18,22 @@ import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
 /** Arguments that make each runbook's dry run meaningful. Every runbook must be listed. */
 const DRY_RUN_ARGS: Record<string, string[]> = {
 	validate: [],
+	"change-column-type": [
+		"--table",
+		"generated_videos",
+		"--column",
+		"processing_ms",
+		"--type",
+		"bigint",
+	],
+	"remove-enum-value": [
+		"--enum",
+		"VideoStatus",
+		"--value",
+		"PROCESSING",
+		"--replace-with",
+		"PENDING",
+	],
 	"dev-migrate": ["--name", "dry_run_check"],
 	"db-health": [],
 	monitor: [],

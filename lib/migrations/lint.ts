@@ -63,7 +63,7 @@ const EXPLAIN: Record<string, Explanation> = {
 		title: "changing a data type",
 		why: "Most type changes rewrite the table under an ACCESS EXCLUSIVE lock (reads and writes wait), and can fail or truncate on existing data. Shrinking a length is one of them.",
 		instead:
-			"Add a new column, backfill it in batches, switch the app over, then drop the old column in a later release.",
+			"Change it online instead: npx tsx runbooks/change-column-type.ts --table <table> --column <column> --type <type> (values checked first, a new column filled in batches and swapped in one short transaction); to remove an enum value: npx tsx runbooks/remove-enum-value.ts --enum <Enum> --value <VALUE> --replace-with <OTHER>.",
 	},
 	"require-concurrent-index-creation": {
 		title: "index built without CONCURRENTLY",

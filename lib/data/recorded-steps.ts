@@ -1,0 +1,281 @@
+// Schema changes kept in Prisma's history, as add-required-field keeps them: each one a folder in
+// prisma/migrations, written once (a rerun replays the plan the first run wrote), applied online
+// and recorded in _prisma_migrations; prisma/schema.prisma edited and `prisma format`ted into place
+// atomically; and Prisma's own view checked at the end (migrate status, drift).
+
+import {
+	mkdtempSync,
+	readFileSync,
+	renameSync,
+	rmSync,
+	writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { formatDuration } from "../kit/output.ts";
+import type { Context, Step } from "../kit/runner.ts";
+import { detectDrift, explainDriftStatement } from "../migrations/drift.ts";
+import {
+	readAppliedMigrations,
+	readHistory,
+	readLocalMigrations,
+} from "../migrations/history.ts";
+import {
+	migrationsDir,
+	prismaErrorText,
+	runPrisma,
+	SCHEMA_PATH,
+} from "../migrations/prisma-cli.ts";
+import type { Db } from "../pg/db.ts";
+import {
+	applyConcurrently,
+	type Phase,
+	type SchemaStep,
+} from "./column-type.ts";
+import {
+	applyOnline,
+	migrationTimestamp,
+	writeMigration,
+} from "./online-ddl.ts";
+
+export interface PlannedMigration extends SchemaStep {
+	name: string;
+	exists: boolean;
+	applied: boolean;
+}
+
+/** What the steps of a runbook pass down: the runner's context, minus what they do not use. */
+export type Io = Pick<
+	Context,
+	"db" | "log" | "warn" | "signal" | "env" | "target"
+>;
+
+const phaseOf = (suffix: string): Phase =>
+	suffix.startsWith("index_")
+		? "index"
+		: suffix === "check_not_valid"
+			? "check"
+			: suffix === "validate_check"
+				? "validate"
+				: suffix.startsWith("validate_")
+					? "after"
+					: suffix === "alter"
+						? "direct"
+						: (suffix as Phase);
+
+/**
+ * The migrations of the change tagged `tag`: the folders an earlier run wrote when there are any
+ * (the plan it made is the one carried on), else `steps` named after the latest migration.
+ */
+export async function planMigrations(
+	db: Db,
+	env: Io["env"],
+	tag: string,
+	steps: () => SchemaStep[],
+	header: string,
+): Promise<PlannedMigration[]> {
+	const local = readLocalMigrations(migrationsDir(env));
+	const applied = new Set(
+		((await readAppliedMigrations(db)) ?? [])
+			.filter((r) => r.finished_at && !r.rolled_back_at)
+			.map((r) => r.migration_name),
+	);
+	const mine = local.filter((m) => m.name.slice(15).startsWith(`${tag}_`));
+	if (mine.length) {
+		return mine.map((m) => {
+			const suffix = m.name.slice(16 + tag.length);
+			const phase = phaseOf(suffix);
+			return {
+				phase,
+				suffix,
+				name: m.name,
+				sql: m.sql,
+				exists: true,
+				applied: applied.has(m.name),
+				concurrent: phase === "index",
+				mode: [
+					"index",
+					"validate",
+					"after",
+					"create_type",
+					"drop_old_type",
+				].includes(phase)
+					? "SHARE UPDATE EXCLUSIVE"
+					: "ACCESS EXCLUSIVE",
+				holds: /^(CREATE|ALTER TABLE \S+ VALIDATE)/m.test(m.sql)
+					? "blocks no reads or writes; scans the table"
+					: "see the statement",
+			};
+		});
+	}
+	const latest = local.length ? local[local.length - 1].name : null;
+	const now = new Date();
+	return steps().map((s, i) => ({
+		...s,
+		name: `${migrationTimestamp(now, latest, i)}_${tag}_${s.suffix}`,
+		sql: `${header}${s.sql}`,
+		exists: false,
+		applied: false,
+	}));
+}
+
+/** Writes the folders not written yet (all at once: a rerun then follows the same plan). */
+export function writePlanned(io: Io, planned: PlannedMigration[]): void {
+	for (const p of planned.filter((x) => !x.exists)) {
+		writeMigration(migrationsDir(io.env), p.name, p.sql);
+		p.exists = true;
+	}
+}
+
+/** --abort: the folders go too (their _prisma_migrations rows went with the undo). */
+export function removePlanned(io: Io, planned: PlannedMigration[]): void {
+	for (const p of planned)
+		rmSync(join(migrationsDir(io.env), p.name), {
+			recursive: true,
+			force: true,
+		});
+}
+
+/** Applies one migration (online, or CONCURRENTLY outside a transaction) and records it. */
+export async function applyRecorded(
+	io: Io,
+	p: PlannedMigration,
+	opts: { lockTimeoutMs: number; retries: number; tableSql: string },
+): Promise<{ heldMs: number; waitedMs: number; attempts: number }> {
+	const migration = readLocalMigrations(migrationsDir(io.env)).find(
+		(m) => m.name === p.name,
+	);
+	if (!migration)
+		throw new Error(
+			`prisma/migrations/${p.name} is missing: rerun without deleting it, or --abort`,
+		);
+	const onRetry = (attempt: number, waitMs: number) =>
+		io.warn(
+			`attempt ${attempt}: the lock was not granted within ${opts.lockTimeoutMs}ms; retrying in ${formatDuration(waitMs)}`,
+		);
+	const report = p.concurrent
+		? await applyConcurrently(await io.db(), migration, {
+				...opts,
+				signal: io.signal,
+				onRetry,
+			})
+		: await applyOnline(await io.db(), {
+				migration,
+				tableSql: opts.tableSql,
+				mode: p.mode,
+				lockTimeoutMs: opts.lockTimeoutMs,
+				statementTimeoutMs:
+					p.mode === "ACCESS EXCLUSIVE" && p.phase !== "direct" ? 10_000 : 0,
+				retries: opts.retries,
+				signal: io.signal,
+				onRetry: (r) => onRetry(r.attempt, r.waitMs),
+			});
+	p.applied = true;
+	return report;
+}
+
+/**
+ * Edits schema.prisma through a scratch copy that `prisma format` aligns, renamed into place: a
+ * kill leaves it as it was or wholly updated. Returns whether it changed.
+ */
+export async function rewriteSchemaFile(
+	io: Io,
+	edit: (text: string) => string,
+): Promise<boolean> {
+	const text = readFileSync(SCHEMA_PATH, "utf8");
+	const scratch = mkdtempSync(join(tmpdir(), "schema-edit-"));
+	try {
+		const draft = join(scratch, "schema.prisma");
+		writeFileSync(draft, edit(text));
+		const formatted = await runPrisma(
+			["format", "--schema", draft],
+			io.target,
+			io.env,
+			io.signal,
+		);
+		if (formatted.exitCode !== 0)
+			io.warn(
+				`prisma format failed, so the schema goes in unformatted: ${prismaErrorText(formatted)}`,
+			);
+		const next = readFileSync(draft, "utf8");
+		if (next === text) return false;
+		const tmp = join(dirname(SCHEMA_PATH), `.schema.prisma.${process.pid}.tmp`);
+		writeFileSync(tmp, next);
+		renameSync(tmp, SCHEMA_PATH);
+		return true;
+	} finally {
+		rmSync(scratch, { recursive: true, force: true });
+	}
+}
+
+/** Applies the planned migrations of these phases not applied yet, logging each lock. */
+export async function applyPhases(
+	io: Io,
+	planned: PlannedMigration[],
+	phases: Phase[],
+	opts: { lockTimeoutMs: number; retries: number; tableSql: string },
+): Promise<string> {
+	const todo = planned.filter((p) => phases.includes(p.phase) && !p.applied);
+	let longest = 0;
+	for (const p of todo) {
+		const r = await applyRecorded(io, p, opts);
+		longest = Math.max(longest, p.mode === "ACCESS EXCLUSIVE" ? r.heldMs : 0);
+		io.log(
+			`applied and recorded: ${p.name} (${p.mode}${p.concurrent ? ", CONCURRENTLY" : ""}, ${formatDuration(r.heldMs)}${r.attempts > 1 ? `, attempt ${r.attempts}` : ""})`,
+		);
+	}
+	const done =
+		planned.filter((p) => phases.includes(p.phase)).length - todo.length;
+	return `${todo.length} migration(s) applied${done ? `, ${done} by an earlier run` : ""}${longest ? `; ACCESS EXCLUSIVE held at most ${formatDuration(longest)}` : ""}`;
+}
+
+/** Prisma's view after the change: migrate status up to date, history clean, no drift. */
+export async function prismaProblems(io: Io): Promise<string[]> {
+	const status = await runPrisma(
+		["migrate", "status"],
+		io.target,
+		io.env,
+		io.signal,
+	);
+	const history = await readHistory(await io.db(), migrationsDir(io.env));
+	const drift = await detectDrift(io.target, io.env, io.signal);
+	return [
+		...(status.exitCode === 0 && /up to date/i.test(prismaErrorText(status))
+			? []
+			: [`prisma migrate status: ${prismaErrorText(status)}`]),
+		...history.issues.map((i) => `migration ${i.migration}: ${i.detail}`),
+		...drift.databaseVsMigrations.map(
+			(s) => `drift: ${explainDriftStatement(s)} (${s})`,
+		),
+		...drift.migrationsVsSchema.map(
+			(s) => `schema.prisma differs from the migrations: ${s}`,
+		),
+	];
+}
+
+/** The closing step of both runbooks: Prisma's view (its value: the problems found). */
+export function prismaViewStep<P>(
+	done: (ctx: Context<unknown, P>) => string,
+): Step<unknown, P> {
+	return {
+		id: "verify",
+		title: "Check Prisma's view: migrate status and drift",
+		skip: (ctx) => (ctx.dryRun ? "dry run: nothing was applied" : false),
+		async run(ctx) {
+			const problems = await prismaProblems(ctx);
+			for (const p of problems) ctx.warn(p);
+			const summary = problems.length
+				? `${problems.length} problem(s)`
+				: `${done(ctx)}; migrate status up to date; no drift`;
+			return {
+				status: problems.length ? "problem" : "ok",
+				summary,
+				value: problems,
+			};
+		},
+	};
+}
+
+/** Healthy: the run ended well and the closing step found nothing. */
+export const healthy = (ctx: Pick<Context, "has" | "result">, ok: boolean) =>
+	ok && ctx.has("verify") && ctx.result<string[]>("verify").length === 0;
