@@ -17,7 +17,8 @@ import {
 	SMALL_TABLE_FLAG,
 	smallTableBytes,
 } from "../lib/kit/flags.ts";
-import { formatDuration, table } from "../lib/kit/output.ts";
+import { formatDuration } from "../lib/kit/format.ts";
+import { table } from "../lib/kit/output.ts";
 import { type Context, runRunbook } from "../lib/kit/runner.ts";
 import {
 	appliedSummary,

@@ -3,6 +3,7 @@
 // The seed's "Migration Validation", done right: structure per table, the health of Prisma's
 // migration history, and drift against the migrations and prisma/schema.prisma.
 
+import { formatBytes } from "../lib/kit/format.ts";
 import { table } from "../lib/kit/output.ts";
 import { runRunbook } from "../lib/kit/runner.ts";
 import {
@@ -17,11 +18,7 @@ import {
 	migrationsDir,
 	prismaCommand,
 } from "../lib/migrations/prisma-cli.ts";
-import {
-	describeTables,
-	formatBytes,
-	type TableInfo,
-} from "../lib/pg/catalog.ts";
+import { describeTables, type TableInfo } from "../lib/pg/catalog.ts";
 import { serverVersion } from "../lib/pg/db.ts";
 
 await runRunbook({

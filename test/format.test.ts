@@ -1,10 +1,7 @@
 // The one format module: how sizes, counts, durations, timeouts and UTC times are written.
 
 import { describe, expect, it } from "vitest";
-import { formatMs as durationFormatMs } from "../lib/kit/duration.ts";
 import * as format from "../lib/kit/format.ts";
-import { formatDuration as outputFormatDuration } from "../lib/kit/output.ts";
-import { formatBytes as catalogFormatBytes } from "../lib/pg/catalog.ts";
 
 const { formatBytes, formatCount, formatDuration, formatMs, utcStamp } = format;
 
@@ -79,11 +76,5 @@ describe("format", () => {
 		expect(utcStamp(d, "compact-ms")).toBe("20250107T031509042Z");
 		expect(utcStamp(d, "digits")).toBe("20250107031509");
 		expect(utcStamp(d, "clock")).toBe("2025-01-07 03:15:09");
-	});
-
-	it("is what the old modules still export", () => {
-		expect(outputFormatDuration).toBe(formatDuration);
-		expect(durationFormatMs).toBe(formatMs);
-		expect(catalogFormatBytes).toBe(formatBytes);
 	});
 });

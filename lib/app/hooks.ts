@@ -4,7 +4,7 @@
 
 import { spawn } from "node:child_process";
 import { EXIT, RunbookError } from "../kit/errors.ts";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import { redact } from "../kit/secrets.ts";
 
 export type HookName =

@@ -24,10 +24,10 @@ import { dirname, join, resolve } from "node:path";
 import type pg from "pg";
 import { failureReason } from "../kit/child-failure.ts";
 import { EXIT, RunbookError, refusal, usageError } from "../kit/errors.ts";
-import { utcStamp } from "../kit/format.ts";
+import { formatBytes, utcStamp } from "../kit/format.ts";
 import { isRunning, processToken } from "../kit/process-identity.ts";
 import { readAppliedMigrations } from "../migrations/history.ts";
-import { countTables, formatBytes, tableKey } from "../pg/catalog.ts";
+import { countTables, tableKey } from "../pg/catalog.ts";
 import {
 	describeCommand,
 	findTool,

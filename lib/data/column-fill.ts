@@ -2,7 +2,7 @@
 // a checkpoint per batch (a rerun carries on), progress on long work. The trigger keeps rows the app
 // writes meanwhile in step, so the engine's final count proves every row converted.
 
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import { type Progress, startProgress } from "../kit/progress.ts";
 import { connect, quoteIdent } from "../pg/db.ts";
 import {

@@ -15,8 +15,8 @@ import {
 	findModel,
 	prismaTypeOf,
 } from "../migrations/prisma-schema.ts";
-import { PRISMA_MIGRATE_LOCK } from "../pg/activity.ts";
 import { type Db, quoteIdent, quoteLiteral } from "../pg/db.ts";
+import { PRISMA_MIGRATE_LOCK } from "../pg/sessions.ts";
 import { resolveTable } from "./backfill.ts";
 import type { LockMode } from "./online-ddl.ts";
 import { sqlErrorIsBadInput } from "./sql-fragment.ts";

@@ -12,8 +12,9 @@ import { join } from "node:path";
 import { EXIT, RunbookError } from "../kit/errors.ts";
 import { utcStamp } from "../kit/format.ts";
 import { type LocalMigration, sha256 } from "../migrations/history.ts";
-import { lockHolders, PRISMA_MIGRATE_LOCK } from "../pg/activity.ts";
 import type { Db } from "../pg/db.ts";
+import { lockHolders } from "../pg/session-checks.ts";
+import { PRISMA_MIGRATE_LOCK } from "../pg/sessions.ts";
 
 export type LockMode =
 	| "ACCESS EXCLUSIVE"

@@ -12,7 +12,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import type { Context, Step } from "../kit/runner.ts";
 import { detectDrift, explainDriftStatement } from "../migrations/drift.ts";
 import {

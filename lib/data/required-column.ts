@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { FlagValues } from "../kit/cli.ts";
 import { refusal, usageError } from "../kit/errors.ts";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import { type Progress, startProgress } from "../kit/progress.ts";
 import { rerunCommand } from "../kit/rerun.ts";
 import {

@@ -28,9 +28,6 @@ export function parseDuration(
 	return Math.round(Number(m[1]) * UNITS[(m[2] ?? unit).toLowerCase()]);
 }
 
-// Moved to format.ts; re-exported until every caller imports it from there.
-export { formatMs } from "./format.ts";
-
 /** Resolves after ms, or rejects at once when the signal aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 	return new Promise((resolve, reject) => {

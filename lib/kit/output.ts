@@ -76,6 +76,3 @@ export function table(
 		...rows.map((r) => line(cols.map((c) => cell(r[c])))),
 	].join("\n");
 }
-
-// Moved to format.ts; re-exported until every runbook imports it from there.
-export { formatDuration } from "./format.ts";

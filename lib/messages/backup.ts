@@ -7,8 +7,7 @@ import type {
 	BackupManifest,
 	VerifyResult,
 } from "../backup/archive.ts";
-import { formatDuration } from "../kit/output.ts";
-import { formatBytes } from "../pg/catalog.ts";
+import { formatBytes, formatDuration } from "../kit/format.ts";
 
 export const checkLines = (c: BackupCheck) => [
 	`server PostgreSQL ${c.serverVersion}; pg_dump ${c.pgDump.version} (${c.pgDump.path})`,

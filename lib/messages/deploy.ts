@@ -3,7 +3,7 @@
 // plan, the confirmation and the closing summary.
 
 import type { BackupManifest } from "../backup/archive.ts";
-import { formatMs } from "../kit/duration.ts";
+import { formatMs } from "../kit/format.ts";
 import {
 	backoffMs,
 	DEPLOY_ARGS,
@@ -15,8 +15,8 @@ import {
 	type UnfinishedState,
 } from "../migrations/deploy.ts";
 import type { Preflight } from "../migrations/preflight.ts";
-import { describeSession } from "../pg/activity.ts";
 import { quoteLiteral } from "../pg/db.ts";
+import { describeSession } from "./sessions.ts";
 
 export const markRolledBackSql = (name: string) =>
 	`UPDATE "_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = ${quoteLiteral(name)} AND finished_at IS NULL AND rolled_back_at IS NULL;`;

@@ -5,7 +5,7 @@ import type { Action } from "../diagnose/actions.ts";
 import type { Diagnosis, Where } from "../diagnose/diagnosis.ts";
 import type { LockFindings } from "../diagnose/locks.ts";
 import type { RequiredField } from "../diagnose/required-fields.ts";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import { explainDrift } from "../migrations/drift.ts";
 import type { AppliedRow, History } from "../migrations/history.ts";
 import { prismaCommand } from "../migrations/prisma-cli.ts";

@@ -1,8 +1,8 @@
 // The words of db-health: each finding as a warning with its hint, the tables of sizes, slots and
 // standbys, and each check's one-line summary.
 
-import { formatDuration, table } from "../kit/output.ts";
-import { formatBytes } from "../pg/catalog.ts";
+import { formatBytes, formatDuration } from "../kit/format.ts";
+import { table } from "../kit/output.ts";
 import type {
 	DatabaseSize,
 	Finding,

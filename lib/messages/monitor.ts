@@ -1,8 +1,9 @@
 // The words of monitor: the headline of a snapshot, the blocking chains with the command that ends
 // each, the session table, the lines a --watch log gets, and the steps' summaries.
 
+import { formatDuration } from "../kit/format.ts";
 import type { LiveResult } from "../kit/live-view.ts";
-import { formatDuration, style, table } from "../kit/output.ts";
+import { style, table } from "../kit/output.ts";
 import {
 	type ActivitySnapshot,
 	type BlockNode,

@@ -9,7 +9,7 @@ import {
 	type MigrationStep,
 	type Plan,
 } from "../data/required-column.ts";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import { displayPath, SCHEMA_PATH } from "../migrations/prisma-cli.ts";
 
 /** What the check step prints: the table, the column, how existing rows get a value, the migrations. */

@@ -5,10 +5,10 @@
 import type { BackupEntry, BackupManifest } from "../backup/archive.ts";
 import { rollbackCommand } from "../backup/archive.ts";
 import type { PutBack } from "../backup/keep-new-rows.ts";
-import { formatDuration, table } from "../kit/output.ts";
+import { formatBytes, formatDuration } from "../kit/format.ts";
+import { table } from "../kit/output.ts";
 import type { MigrationCommit } from "../migrations/git.ts";
 import type { History } from "../migrations/history.ts";
-import { formatBytes } from "../pg/catalog.ts";
 
 export const fmt = (n: number | null | undefined) =>
 	n === null || n === undefined ? "-" : n.toLocaleString("en-US");

@@ -1,7 +1,7 @@
 // Sessions and blocking chains as an operator reads them: one line a session, the tree of who
 // blocks whom, rows for a session table.
 
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import type { BlockNode } from "../pg/blocking-tree.ts";
 import type { Session } from "../pg/session-checks.ts";
 import type { SessionDetail } from "../pg/sessions.ts";

@@ -2,8 +2,8 @@
 // rerun copies or not, the copy's and the verification's results, and what each stopped step left.
 
 import type { CopyResult } from "../data/schema-copy.ts";
+import { formatBytes } from "../kit/format.ts";
 import type { MigrationIssue } from "../migrations/history.ts";
-import { formatBytes } from "../pg/catalog.ts";
 import type { PlatformShape, RunRecord } from "../pg/supabase.ts";
 
 /** A refusal or an error: one or two sentences, and what to do next. */

@@ -4,9 +4,10 @@
 // are recorded; when it gave up, its _prisma_migrations row is marked rolled back (PostgreSQL
 // rolled the migration's transaction back) and the deploy is retried with backoff.
 
-import { formatMs, sleep } from "../kit/duration.ts";
-import { type Blocker, blockersOf } from "../pg/activity.ts";
+import { sleep } from "../kit/duration.ts";
+import { formatMs } from "../kit/format.ts";
 import type { Db } from "../pg/db.ts";
+import { type Blocker, blockersOf } from "../pg/session-checks.ts";
 import type { Target } from "../pg/target.ts";
 import { unfinishedMigrationState } from "./drift.ts";
 import {

@@ -15,10 +15,11 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { formatMs, sleep } from "../kit/duration.ts";
+import { sleep } from "../kit/duration.ts";
 import { EXIT, RunbookError, refusal } from "../kit/errors.ts";
-import { PRISMA_MIGRATE_LOCK } from "../pg/activity.ts";
+import { formatMs } from "../kit/format.ts";
 import { type Db, quoteIdent, quoteLiteral } from "../pg/db.ts";
+import { PRISMA_MIGRATE_LOCK } from "../pg/sessions.ts";
 import type { Target } from "../pg/target.ts";
 import { statements } from "./drift.ts";
 import {

@@ -3,18 +3,18 @@
 // tables as they will be), and sessions holding locks the migrations need.
 
 import { type BackupCheck, checkBackup } from "../backup/archive.ts";
-import { formatMs } from "../kit/duration.ts";
 import { refusal, usageError } from "../kit/errors.ts";
+import { formatBytes, formatMs } from "../kit/format.ts";
 import { unfinishedAdvice } from "../messages/deploy.ts";
+import { describeSession } from "../messages/sessions.ts";
+import { describeTables } from "../pg/catalog.ts";
+import { type Db, serverVersion } from "../pg/db.ts";
 import {
-	describeSession,
 	type LockHolder,
 	lockHolders,
 	longTransactions,
 	type Session,
-} from "../pg/activity.ts";
-import { describeTables, formatBytes } from "../pg/catalog.ts";
-import { type Db, serverVersion } from "../pg/db.ts";
+} from "../pg/session-checks.ts";
 import type { Target } from "../pg/target.ts";
 import { unfinishedState } from "./deploy.ts";
 import { type History, type LocalMigration, readHistory } from "./history.ts";

@@ -166,9 +166,6 @@ export async function databaseSize(db: Db): Promise<number> {
 	return Number(rows[0].bytes);
 }
 
-// Moved to kit/format.ts; re-exported until every caller imports it from there.
-export { formatBytes } from "../kit/format.ts";
-
 /** Each column's SQL type as format_type() spells it (e.g. "character varying(16)"), by name. */
 export async function columnTypes(
 	db: Db,

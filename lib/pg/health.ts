@@ -4,8 +4,7 @@
 // Each check returns its data and the findings (what would slow or endanger a migration) its
 // thresholds produce.
 
-import { formatDuration } from "../kit/output.ts";
-import { formatBytes } from "./catalog.ts";
+import { formatBytes, formatDuration } from "../kit/format.ts";
 import type { Db } from "./db.ts";
 import {
 	type ConnectionUse,

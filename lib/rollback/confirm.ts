@@ -1,7 +1,7 @@
 // The one confirmation of a rollback, after showing what it changes: for a restore, the rows
 // written since the backup that it takes away; for --mode down, the data the down SQL drops.
 
-import { formatMs } from "../kit/duration.ts";
+import { formatMs } from "../kit/format.ts";
 import * as say from "../messages/rollback.ts";
 import { describeLoss } from "../migrations/down.ts";
 import { showWhatRestoreTakes } from "./restore-preview.ts";

@@ -2,10 +2,10 @@
 // lock_timeout, retried after a lock timeout naming who holds the lock.
 
 import { listTables } from "../backup/row-checksums.ts";
-import { formatMs } from "../kit/duration.ts";
+import { formatMs } from "../kit/format.ts";
 import { applyDown, historySql } from "../migrations/down.ts";
-import { lockHolders } from "../pg/activity.ts";
 import { countTables } from "../pg/catalog.ts";
+import { lockHolders } from "../pg/session-checks.ts";
 import {
 	type Chosen,
 	type DownApplied,

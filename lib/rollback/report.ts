@@ -3,7 +3,8 @@
 
 import { rollbackCommand } from "../backup/archive.ts";
 import { putBackCommand } from "../backup/keep-new-rows.ts";
-import { formatDuration, table } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
+import { table } from "../kit/output.ts";
 import type { StepResult } from "../kit/runner.ts";
 import * as say from "../messages/rollback.ts";
 import { quoteIdent } from "../pg/db.ts";

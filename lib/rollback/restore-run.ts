@@ -17,9 +17,8 @@ import {
 	scratchName,
 } from "../backup/restore.ts";
 import { scopeOf } from "../backup/scope.ts";
-import { formatMs } from "../kit/duration.ts";
 import { RunbookError } from "../kit/errors.ts";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration, formatMs } from "../kit/format.ts";
 import { startProgress } from "../kit/progress.ts";
 import { acquireRunLock } from "../kit/run-lock.ts";
 import { fmt, restorePhaseNote } from "../messages/rollback.ts";

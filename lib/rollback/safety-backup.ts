@@ -3,8 +3,8 @@
 
 import { createVerifiedBackup, rollbackCommand } from "../backup/archive.ts";
 import { EXIT, RunbookError } from "../kit/errors.ts";
+import { formatBytes } from "../kit/format.ts";
 import { fmt } from "../messages/rollback.ts";
-import { formatBytes } from "../pg/catalog.ts";
 import { captureNewRows } from "./new-rows.ts";
 import { sum } from "./restore-run.ts";
 import { results, type Safety } from "./results.ts";

@@ -2,8 +2,9 @@
 // session (on Supabase, the platform's own) left alone.
 
 import { EXIT, RunbookError } from "../kit/errors.ts";
-import { readSessions, signalSession } from "../pg/activity.ts";
 import type { Db } from "../pg/db.ts";
+import { readSessions } from "../pg/sessions.ts";
+import { signalSession } from "../pg/signal.ts";
 import { NAME, type RollbackCtx } from "./settings.ts";
 
 /** The client sessions on the target other than this runbook's own. */

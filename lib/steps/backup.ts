@@ -7,8 +7,8 @@ import {
 	createVerifiedBackup,
 	describeBackup,
 } from "../backup/archive.ts";
+import { formatBytes } from "../kit/format.ts";
 import type { Context, Step } from "../kit/runner.ts";
-import { formatBytes } from "../pg/catalog.ts";
 
 export function verifiedBackupStep<P>(o: {
 	id: string;

@@ -4,7 +4,7 @@
 import type { HookRun } from "../app/hooks.ts";
 import { type SmokeQuery, smokeQueries } from "../app/smoke.ts";
 import { RunbookError } from "../kit/errors.ts";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import type { Step } from "../kit/runner.ts";
 import { hookOrAsk } from "./app-hooks.ts";
 

@@ -2,7 +2,7 @@
 // a plain line every 10s otherwise, then pg_stat_database's counts. Value: the WatchReport.
 
 import type { Step } from "../kit/runner.ts";
-import { describeSession } from "../pg/activity.ts";
+import { describeSession } from "../messages/sessions.ts";
 import { type WatchReport, watchLocks } from "../pg/lock-watch.ts";
 
 export function watchLocksStep<P>(o: {

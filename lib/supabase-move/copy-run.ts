@@ -13,8 +13,8 @@ import {
 	resetSequences,
 	sequenceValues,
 } from "../data/schema-copy.ts";
-import { formatDuration, table } from "../kit/output.ts";
-import { formatBytes } from "../pg/catalog.ts";
+import { formatBytes, formatDuration } from "../kit/format.ts";
+import { table } from "../kit/output.ts";
 import { connect, type Db } from "../pg/db.ts";
 import { setPhase, startRun } from "../pg/supabase.ts";
 import type { Connection } from "../pg/target.ts";

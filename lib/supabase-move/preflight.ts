@@ -21,6 +21,7 @@ import {
 	schemaObjects,
 } from "../data/schema-copy.ts";
 import { refusal, usageError } from "../kit/errors.ts";
+import { formatBytes } from "../kit/format.ts";
 import {
 	type Advice,
 	type CopyMode,
@@ -43,7 +44,7 @@ import {
 	unrecordedEnv,
 } from "../messages/supabase.ts";
 import { readHistory } from "../migrations/history.ts";
-import { databaseSize, formatBytes } from "../pg/catalog.ts";
+import { databaseSize } from "../pg/catalog.ts";
 import { findTool } from "../pg/client-tools.ts";
 import { type Db, serverVersion, withClient } from "../pg/db.ts";
 import {

@@ -3,7 +3,7 @@
 import { runHook } from "../app/hooks.ts";
 import { failureReason } from "../kit/child-failure.ts";
 import { RunbookError } from "../kit/errors.ts";
-import { formatDuration } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
 import type { Target } from "../pg/target.ts";
 
 /** Runs VERIFY_CMD; throws (exit 1) when it fails; returns the step's result line. */

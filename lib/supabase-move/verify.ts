@@ -10,7 +10,8 @@ import {
 	tableChecksums,
 } from "../backup/row-checksums.ts";
 import { EXIT, RunbookError } from "../kit/errors.ts";
-import { formatDuration, table } from "../kit/output.ts";
+import { formatDuration } from "../kit/format.ts";
+import { table } from "../kit/output.ts";
 import {
 	type Advice,
 	copyDiffers,

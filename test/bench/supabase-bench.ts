@@ -20,7 +20,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { listTables, tableChecksums } from "../../lib/backup/row-checksums.ts";
 import { dropObjects, schemaObjects } from "../../lib/data/schema-copy.ts";
-import { formatBytes } from "../../lib/pg/catalog.ts";
+import { formatBytes } from "../../lib/kit/format.ts";
 import { parseConnection } from "../../lib/pg/target.ts";
 import { seedFaceSwap } from "../support/fixtures.ts";
 import { findPgBin, startLocalCluster } from "../support/postgres.ts";
