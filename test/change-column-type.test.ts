@@ -310,4 +310,40 @@ describe("change-column-type.ts", () => {
 		const v = await validate();
 		expect(v.code, v.stdout + v.stderr).toBe(0);
 	}, 900_000);
+	it("text and back with --using: progress to text, then to integer with --using, every value and the default kept", async () => {
+		const sum = async () =>
+			(
+				await sql<{ s: string }>(
+					"select sum(progress::integer)::text as s from generated_videos",
+				)
+			)[0].s;
+		const before = await sum();
+		const toText = await h.runRunbook(
+			"change-column-type",
+			[...online("progress", "text"), ...yes()],
+			{ env: env(), root: repo },
+		);
+		expect(toText.code, toText.stdout + toText.stderr).toBe(0);
+		expect((await typeOf("progress")).type).toBe("text");
+		expect(await sum()).toBe(before);
+		const back = await h.runRunbook(
+			"change-column-type",
+			[
+				...online("progress", "integer"),
+				"--using",
+				"progress::integer",
+				...yes(),
+			],
+			{ env: env(), root: repo },
+		);
+		expect(back.code, back.stdout + back.stderr).toBe(0);
+		expect(await typeOf("progress")).toEqual({
+			type: "integer",
+			notnull: true,
+		});
+		expect(await sum()).toBe(before);
+		expect(schema()).toMatch(/progress\s+Int\s+@default\(0\)/);
+		const v = await validate();
+		expect(v.code, v.stdout + v.stderr).toBe(0);
+	}, 900_000);
 });

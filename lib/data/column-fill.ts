@@ -32,11 +32,14 @@ export async function fillNewColumn(
 	c: ColumnChange,
 	opts: FillOptions,
 ): Promise<BackfillResult> {
+	// "Differ" compares in the new type: the engine's default (new IS DISTINCT FROM old) has no
+	// operator across types (text = integer). The SET keeps the assignment cast, which refuses a
+	// value that does not fit instead of truncating it.
 	return fillBatches(
 		io,
 		c,
 		`${quoteIdent(c.newColumn)} = ${c.using}`,
-		undefined,
+		`${quoteIdent(c.newColumn)} IS DISTINCT FROM (${c.using})::${c.toType}`,
 		opts,
 	);
 }

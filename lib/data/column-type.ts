@@ -246,7 +246,12 @@ export async function findUnconvertible(
 function newDefault(c: ColumnChange): string | null {
 	if (c.default === null) return null;
 	// A number stays bare (as Prisma writes @default(0)); a quoted literal is cast to the new type.
-	if (/^-?\d+(\.\d+)?$/.test(c.default)) return c.default;
+	if (/^-?\d+(\.\d+)?$/.test(c.default))
+		// For a string type, the number quoted: SET DEFAULT 0 on text stores (0)::text, which
+		// Prisma reads as an expression, not as @default("0").
+		return /^(text|character|char|varchar)/.test(c.toType)
+			? `'${c.default}'`
+			: c.default;
 	const literal = /^('(?:[^']|'')*')::/.exec(c.default);
 	return literal ? `${literal[1]}::${c.toType}` : `(${c.default})::${c.toType}`;
 }
@@ -514,11 +519,26 @@ export function retypeField(
 			`Prisma has no plain type for ${sqlType}. Nothing was changed.`,
 			"Pick a type Prisma maps (see its PostgreSQL type mapping).",
 		);
-	const line = field.line
-		.replace(/^(\s+\w+\s+)\w+/, `$1${prisma.type}`)
-		.replace(/\s*@db\.\w+(\([^)]*\))?/, "");
+	const line = retypeDefault(
+		field.line
+			.replace(/^(\s+\w+\s+)\w+/, `$1${prisma.type}`)
+			.replace(/\s*@db\.\w+(\([^)]*\))?/, ""),
+		prisma.type,
+	);
 	return schema.replace(
 		field.line,
 		`${line}${prisma.native ? ` ${prisma.native}` : ""}`,
 	);
+}
+
+/** A literal @default in the new type's spelling: @default(0) for a String is @default("0"), and back. */
+function retypeDefault(line: string, prismaType: string): string {
+	if (prismaType === "String")
+		return line.replace(
+			/@default\((-?\d+(?:\.\d+)?|true|false)\)/,
+			'@default("$1")',
+		);
+	if (/^(Int|BigInt|Float|Decimal)$/.test(prismaType))
+		return line.replace(/@default\("(-?\d+(?:\.\d+)?)"\)/, "@default($1)");
+	return line;
 }
