@@ -2,7 +2,7 @@
 // a checkpoint per batch (a rerun carries on), progress on long work. The trigger keeps rows the app
 // writes meanwhile in step, so the engine's final count proves every row converted.
 
-import { formatDuration } from "../kit/format.ts";
+import { formatCount, formatDuration } from "../kit/format.ts";
 import { type Progress, startProgress } from "../kit/progress.ts";
 import { connect, quoteIdent } from "../pg/db.ts";
 import {
@@ -16,8 +16,6 @@ import {
 } from "./backfill.ts";
 import type { ColumnChange } from "./column-type.ts";
 import type { Io } from "./recorded-steps.ts";
-
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 export interface FillOptions {
 	batchSize: number;
@@ -56,25 +54,7 @@ export async function fillBatches(
 	const table = await resolveTable(db, `${c.schema}.${c.table}`);
 	const job = defineJob(table, set, where, opts.runbook);
 	const cp = await readCheckpoint(db, job.id);
-	let progress: Progress | undefined;
-	const onEvent = (e: BackfillEvent) => {
-		if (e.kind === "start") {
-			if (e.resumedFrom)
-				io.log("carrying on from the checkpoint of an earlier run");
-			progress = startProgress({
-				unit: "rows",
-				total: Math.max(e.estimatedRows, 1),
-				estimated: true,
-				initial: e.resumedFrom?.rows_scanned ?? 0,
-			});
-		} else if (e.kind === "batch") {
-			progress?.update(
-				e.phase === "walk" ? e.totalScanned : e.estimatedRows,
-				`${fmt(e.totalUpdated)} converted, batch ${fmt(e.batchSize)} in ${Math.round(e.ms)}ms`,
-			);
-		} else if (e.kind === "retry")
-			progress?.note(`retry ${e.attempt}: ${e.reason}`);
-	};
+	const progress = fillProgress(io.log, "converted");
 	try {
 		const result = await runBackfill(job, {
 			...DEFAULTS,
@@ -86,13 +66,53 @@ export async function fillBatches(
 			signal: io.signal,
 			connect: () =>
 				connect(io.target.direct, `runbook:${opts.runbook}:batches`),
-			onEvent,
+			onEvent: progress.onEvent,
 		});
 		io.log(
 			`locks: ROW EXCLUSIVE on ${c.table} (blocks no reads or writes); each batch's rows locked until its commit, at most ${formatDuration(result.longestBatchMs)}`,
 		);
 		return result;
 	} finally {
-		progress?.stop();
+		progress.stop();
 	}
+}
+
+/**
+ * A fill's progress (this module's and add-required-field's): a bar over the rows, `done` naming
+ * what a batch did to its rows, notes for retries and for what `note` words (other events).
+ */
+export function fillProgress(
+	log: (text: string) => void,
+	done: string,
+	note?: (e: BackfillEvent) => string | undefined,
+): { onEvent: (e: BackfillEvent) => void; stop: () => void } {
+	let bar: Progress | undefined;
+	return {
+		onEvent(e) {
+			if (e.kind === "start") {
+				if (e.resumedFrom)
+					log("carrying on from the checkpoint of an earlier run");
+				bar = startProgress({
+					unit: "rows",
+					total: Math.max(e.estimatedRows, 1),
+					estimated: true,
+					initial: e.resumedFrom?.rows_scanned ?? 0,
+				});
+			} else if (e.kind === "batch") {
+				bar?.update(
+					e.phase === "walk" ? e.totalScanned : e.estimatedRows,
+					`${formatCount(e.totalUpdated)} ${done}, batch ${formatCount(e.batchSize)} in ${Math.round(e.ms)}ms`,
+				);
+			} else if (e.kind === "retry") {
+				bar?.note(`retry ${e.attempt}: ${e.reason}`);
+			} else {
+				const text = note?.(e);
+				if (text) bar?.note(text);
+			}
+		},
+		stop() {
+			bar?.stop();
+			bar = undefined;
+		},
+	};
 }

@@ -179,8 +179,9 @@ export async function applyRecorded(
  * kill leaves it as it was or wholly updated. Returns whether it changed.
  */
 export async function rewriteSchemaFile(
-	io: Io,
+	io: Pick<Io, "warn" | "signal" | "env" | "target">,
 	edit: (text: string) => string,
+	what = "the schema",
 ): Promise<boolean> {
 	const text = readFileSync(SCHEMA_PATH, "utf8");
 	const scratch = mkdtempSync(join(tmpdir(), "schema-edit-"));
@@ -195,7 +196,7 @@ export async function rewriteSchemaFile(
 		);
 		if (formatted.exitCode !== 0)
 			io.warn(
-				`prisma format failed, so the schema goes in unformatted: ${prismaErrorText(formatted)}`,
+				`prisma format failed, so ${what} goes in unformatted: ${prismaErrorText(formatted)}`,
 			);
 		const next = readFileSync(draft, "utf8");
 		if (next === text) return false;

@@ -2,20 +2,10 @@
 // CHECK NOT VALID, VALIDATE, SET NOT NULL): the plan checked against the database and
 // schema.prisma, each migration applied online and recorded, and the field written into the schema.
 
-import {
-	existsSync,
-	mkdtempSync,
-	readFileSync,
-	renameSync,
-	rmSync,
-	writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
 import type { FlagValues } from "../kit/cli.ts";
 import { refusal, usageError } from "../kit/errors.ts";
-import { formatDuration } from "../kit/format.ts";
-import { type Progress, startProgress } from "../kit/progress.ts";
+import { formatCount as fmt, formatDuration } from "../kit/format.ts";
 import { rerunCommand } from "../kit/rerun.ts";
 import {
 	finishedMigrations,
@@ -27,8 +17,6 @@ import type { Reporter } from "../migrations/preflight.ts";
 import {
 	displayPath,
 	migrationsDir,
-	prismaErrorText,
-	runPrisma,
 	SCHEMA_PATH,
 } from "../migrations/prisma-cli.ts";
 import {
@@ -45,7 +33,6 @@ import {
 import { type Db, quoteIdent } from "../pg/db.ts";
 import type { Target } from "../pg/target.ts";
 import {
-	type BackfillEvent,
 	type BackfillResult,
 	type BackfillTable,
 	countMatching,
@@ -57,6 +44,7 @@ import {
 	runBackfill,
 	validateJob,
 } from "./backfill.ts";
+import { fillProgress } from "./column-fill.ts";
 import {
 	applyOnline,
 	LOCK_EFFECT,
@@ -65,6 +53,7 @@ import {
 	migrationTimestamp,
 	writeMigration,
 } from "./online-ddl.ts";
+import { rewriteSchemaFile } from "./recorded-steps.ts";
 import { sqlErrorIsBadInput } from "./sql-fragment.ts";
 
 export type StepKey = "add" | "check" | "validate" | "not_null";
@@ -101,8 +90,6 @@ export interface Plan {
 	/** --backfill was given (else --default). */
 	backfill: boolean;
 }
-
-export const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 const SUFFIX: Record<StepKey, (t: string, c: string) => string> = {
 	add: (t, c) => `add_${t}_${c}`,
@@ -508,33 +495,12 @@ export async function updateSchema(
 	},
 ): Promise<void> {
 	if (schemaHasField(plan, optional)) return;
-	const text = readFileSync(SCHEMA_PATH, "utf8");
 	const line = expectedLine(plan, optional);
-	// Formatted in a scratch copy, then renamed into place: a kill at any moment leaves
-	// schema.prisma either as it was or wholly updated and formatted.
-	const scratch = mkdtempSync(join(tmpdir(), "add-required-field-"));
-	try {
-		const draft = join(scratch, "schema.prisma");
-		writeFileSync(draft, upsertField(text, plan.table.name, plan.column, line));
-		const formatted = await runPrisma(
-			["format", "--schema", draft],
-			o.target,
-			o.env,
-			o.signal,
-		);
-		if (formatted.exitCode !== 0)
-			o.warn(
-				`prisma format failed, so the field goes in unformatted: ${prismaErrorText(formatted)}`,
-			);
-		const next = join(
-			dirname(SCHEMA_PATH),
-			`.schema.prisma.${process.pid}.tmp`,
-		);
-		writeFileSync(next, readFileSync(draft));
-		renameSync(next, SCHEMA_PATH);
-	} finally {
-		rmSync(scratch, { recursive: true, force: true });
-	}
+	await rewriteSchemaFile(
+		o,
+		(text) => upsertField(text, plan.table.name, plan.column, line),
+		"the field",
+	);
 	o.log(`${displayPath(SCHEMA_PATH)}: ${line.trim()}`);
 }
 
@@ -586,30 +552,11 @@ export async function fillColumn(
 		if (o.verbose) o.log(line);
 	}
 	await validateJob(db, job);
-	let progress: Progress | undefined;
-	const onEvent = (e: BackfillEvent) => {
-		if (e.kind === "start") {
-			if (e.resumedFrom)
-				o.log("carrying on from the checkpoint of an earlier run");
-			progress = startProgress({
-				unit: "rows",
-				total: Math.max(e.estimatedRows, 1),
-				estimated: true,
-				initial: e.resumedFrom?.rows_scanned ?? 0,
-			});
-		} else if (e.kind === "batch") {
-			progress?.update(
-				e.phase === "walk" ? e.totalScanned : e.estimatedRows,
-				`${fmt(e.totalUpdated)} filled, batch ${fmt(e.batchSize)} in ${Math.round(e.ms)}ms`,
-			);
-		} else if (e.kind === "retry") {
-			progress?.note(`retry ${e.attempt}: ${e.reason}`);
-		} else if (e.kind === "check" && e.remaining > 0) {
-			progress?.note(
-				`${fmt(e.remaining)} rows are NULL again (inserted by the app meanwhile): catching up`,
-			);
-		}
-	};
+	const progress = fillProgress(o.log, "filled", (e) =>
+		e.kind === "check" && e.remaining > 0
+			? `${fmt(e.remaining)} rows are NULL again (inserted by the app meanwhile): catching up`
+			: undefined,
+	);
 	try {
 		const result = await runBackfill(job, {
 			...DEFAULTS,
@@ -620,16 +567,15 @@ export async function fillColumn(
 			mode: cp ? "resume" : "new",
 			signal: o.signal,
 			connect,
-			onEvent,
+			onEvent: progress.onEvent,
 		});
-		progress?.stop();
-		progress = undefined;
+		progress.stop();
 		o.log(
 			`locks: ROW EXCLUSIVE on ${p.table.display} (blocks no reads or writes); each batch's rows locked until its commit, at most ${Math.round(result.longestBatchMs)}ms`,
 		);
 		return result;
 	} finally {
-		progress?.stop();
+		progress.stop();
 	}
 }
 

@@ -6,9 +6,9 @@ import type { ChangePlan } from "../data/column-change.ts";
 import type { ColumnChange, Unconvertible } from "../data/column-type.ts";
 import type { EnumUsage } from "../data/enum-value.ts";
 import type { PlannedMigration } from "../data/recorded-steps.ts";
+import { formatCount as fmt } from "../kit/format.ts";
 import { quoteIdent } from "../pg/db.ts";
 
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
 /** One migration as a plan shows it: its folder, the lock and its cost, then its SQL. */

@@ -3,13 +3,12 @@
 
 import type { BackfillResult } from "../data/backfill.ts";
 import { LOCK_EFFECT } from "../data/online-ddl.ts";
-import {
-	type AppliedStep,
-	fmt,
-	type MigrationStep,
-	type Plan,
+import type {
+	AppliedStep,
+	MigrationStep,
+	Plan,
 } from "../data/required-column.ts";
-import { formatDuration } from "../kit/format.ts";
+import { formatCount as fmt, formatDuration } from "../kit/format.ts";
 import { displayPath, SCHEMA_PATH } from "../migrations/prisma-cli.ts";
 
 /** What the check step prints: the table, the column, how existing rows get a value, the migrations. */
