@@ -194,6 +194,9 @@ export async function rewriteSchemaFile(
 			io.env,
 			io.signal,
 		);
+		// Interrupted: leave schema.prisma as it was, so the rerun writes and formats it (written
+		// unformatted, a rerun would find the field there and never format it).
+		if (io.signal.aborted) throw new Error("aborted");
 		if (formatted.exitCode !== 0)
 			io.warn(
 				`prisma format failed, so ${what} goes in unformatted: ${prismaErrorText(formatted)}`,
