@@ -17,8 +17,9 @@ import {
 	SMALL_TABLE_FLAG,
 	smallTableBytes,
 } from "../lib/kit/flags.ts";
-import { formatDuration } from "../lib/kit/format.ts";
+import { formatDuration, formatNames } from "../lib/kit/format.ts";
 import { table } from "../lib/kit/output.ts";
+import { rerunCommand } from "../lib/kit/rerun.ts";
 import { type Context, runRunbook } from "../lib/kit/runner.ts";
 import {
 	appliedSummary,
@@ -35,6 +36,7 @@ import {
 	type DeployOutcome,
 	deployWithRetries,
 } from "../lib/migrations/deploy.ts";
+import { driftCommandsFor } from "../lib/migrations/drift.ts";
 import { type Preflight, preflight } from "../lib/migrations/preflight.ts";
 import { concurrentIndexBuilds } from "../lib/migrations/sql.ts";
 import type { WatchReport } from "../lib/pg/lock-watch.ts";
@@ -259,7 +261,7 @@ await runRunbook({
 				apply.running = false;
 				for (const a of outcome.attempts)
 					if (a.applied.length)
-						ctx.log(`attempt ${a.no} applied: ${a.applied.join(", ")}`);
+						ctx.log(`attempt ${a.no} applied: ${formatNames(a.applied)}`);
 				if (!outcome.ok) {
 					const f = deployFailure(outcome, s);
 					throw new RunbookError(f.message, EXIT.failed, f.hint);
@@ -275,8 +277,11 @@ await runRunbook({
 		verifyHistoryStep({
 			id: "verify",
 			skip: notInDryRun,
-			healthy: (_ctx, v) =>
-				`up to date at ${v.history.latestApplied}, history healthy, no drift${v.schema.length ? "; prisma/schema.prisma differs from the migrations" : ""}`,
+			healthy: (ctx, v) =>
+				`up to date at ${v.history.latestApplied}, history healthy, no drift${v.schema.length ? `; ${driftCommandsFor(ctx.env).schemaFile} differs from the migrations` : ""}`,
+			// The migrations are applied: a rerun finds nothing to deploy and would not check again.
+			resume: () =>
+				rerunCommand("runbooks/validate.ts", { keep: ["dotenv", "env-file"] }),
 		}),
 		smokeTestStep({ id: "smoke", skip: notInDryRun }),
 		watchLocksStep<Settings>({

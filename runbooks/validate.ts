@@ -7,9 +7,9 @@ import { formatBytes } from "../lib/kit/format.ts";
 import { table } from "../lib/kit/output.ts";
 import { runRunbook } from "../lib/kit/runner.ts";
 import {
-	DRIFT_COMMANDS,
 	type DriftReport,
 	detectDrift,
+	driftCommandsFor,
 	explainDriftStatement,
 } from "../lib/migrations/drift.ts";
 import { type History, readHistory } from "../lib/migrations/history.ts";
@@ -148,11 +148,10 @@ await runRunbook({
 					? "no migration applied"
 					: false,
 			async run(ctx) {
-				ctx.log(
-					`${prismaCommand(DRIFT_COMMANDS.introspect)} > database.prisma`,
-				);
-				ctx.log(prismaCommand(DRIFT_COMMANDS.database("database.prisma")));
-				ctx.log(prismaCommand(DRIFT_COMMANDS.schema));
+				const commands = driftCommandsFor(ctx.env);
+				ctx.log(`${prismaCommand(commands.introspect)} > database.prisma`);
+				ctx.log(prismaCommand(commands.database("database.prisma")));
+				ctx.log(prismaCommand(commands.schema));
 				const drift = await detectDrift(ctx.target, ctx.env, ctx.signal);
 				const problems = [
 					...drift.databaseVsMigrations.map(
@@ -160,7 +159,7 @@ await runRunbook({
 					),
 					...drift.migrationsVsSchema.map(
 						(sql) =>
-							`prisma/schema.prisma has a change no migration holds (create one with runbooks/dev-migrate.ts): ${sql}`,
+							`${commands.schemaFile} has a change no migration holds (create one with runbooks/dev-migrate.ts): ${sql}`,
 					),
 				];
 				for (const p of problems) ctx.warn(p);

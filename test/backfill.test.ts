@@ -643,5 +643,19 @@ describe("the mechanisms behind it", () => {
 				add: ["--resume"],
 			}),
 		).toBe("npx tsx runbooks/backfill.ts --table t --yes --resume");
+		// Another runbook's command keeps only the flags named, with their values.
+		expect(
+			rerunCommand("runbooks/validate.ts", {
+				argv: [
+					"--yes",
+					"--dotenv",
+					".env.prod",
+					"--allow",
+					"x",
+					"--env-file=a b",
+				],
+				keep: ["dotenv", "env-file"],
+			}),
+		).toBe("npx tsx runbooks/validate.ts --dotenv .env.prod '--env-file=a b'");
 	});
 });

@@ -2,7 +2,13 @@
 // CLI and pg_dump: a database two migrations behind brought up to date, unsafe and failing
 // migrations, the dry run, nothing pending, and each refusal.
 
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import {
+	existsSync,
+	readdirSync,
+	readFileSync,
+	statSync,
+	writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -211,6 +217,38 @@ describe("deploy-production.ts", () => {
 		expect(again.stderr).toContain(
 			'UPDATE "_prisma_migrations" SET rolled_back_at = now()',
 		);
+	});
+
+	it("a verify that fails after the apply says what is applied and resumes with validate.ts, which a rerun of the deploy would not do", async () => {
+		const url = await clone("deploy_verify");
+		const name = "20250102000000_add_nickname";
+		const dir = migrationsWith({
+			[name]: 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
+		});
+		const bad = join(scratchDir(), "schema.prisma");
+		writeFileSync(bad, "this is not a Prisma schema\n");
+		const { env } = setup(url, {
+			PRISMA_MIGRATIONS_DIR: dir,
+			PRISMA_SCHEMA: bad,
+		});
+		const run = await deploy(url, env);
+		const out = run.stdout + run.stderr;
+		expect(run.code, out).toBe(1);
+		expect(run.stderr).toContain(
+			"✗ Step 5 (Verify: migrate status, history, drift)",
+		);
+		expect(run.stderr).toContain(`Applied by this deploy: ${name}.`);
+		expect(run.stderr).toContain(
+			"\n  To resume, run: npx tsx runbooks/validate.ts\n",
+		);
+		// The advice holds: a rerun of the deploy finds nothing to do and checks nothing, while
+		// validate runs the checks (and names the same problem until the schema is fixed).
+		const rerun = await deploy(url, env);
+		expect(rerun.code, rerun.stderr).toBe(0);
+		expect(rerun.stdout + rerun.stderr).toContain("nothing to deploy");
+		const check = await runRunbook("validate", [], { env });
+		expect(check.code, check.stderr).toBe(1);
+		expect(check.stdout + check.stderr).toContain(bad);
 	});
 
 	it("--dry-run prints every pending migration's SQL and lint findings and changes nothing (no backup, no audit log)", async () => {

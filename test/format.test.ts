@@ -3,7 +3,14 @@
 import { describe, expect, it } from "vitest";
 import * as format from "../lib/kit/format.ts";
 
-const { formatBytes, formatCount, formatDuration, formatMs, utcStamp } = format;
+const {
+	formatBytes,
+	formatCount,
+	formatDuration,
+	formatMs,
+	formatNames,
+	utcStamp,
+} = format;
 
 describe("format", () => {
 	it("writes byte sizes in PostgreSQL's units, one decimal below 10", () => {
@@ -30,6 +37,18 @@ describe("format", () => {
 			"3.0 GB",
 			"2048 TB",
 		]);
+	});
+
+	it("lists names whole up to the limit, else the first three, the last two and how many", () => {
+		const names = Array.from({ length: 167 }, (_, i) => `m${i + 1}`);
+		expect(formatNames(names.slice(0, 10))).toBe(names.slice(0, 10).join(", "));
+		expect(formatNames(names)).toBe(
+			"m1, m2, m3, … 162 more …, m166, m167 (167 in all)",
+		);
+		expect(formatNames(names.slice(0, 6), 5)).toBe(
+			"m1, m2, m3, … 1 more …, m5, m6 (6 in all)",
+		);
+		expect(formatNames(names.slice(0, 5), 2)).toBe("m1, m2, m3, m4, m5");
 	});
 
 	it("writes counts whole, with thousands separators", () => {

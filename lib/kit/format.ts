@@ -27,6 +27,17 @@ export function formatDuration(ms: number): string {
 	return `${m}m${String(s).padStart(2, "0")}s`;
 }
 
+/**
+ * Names an operator reads in one line: all of them up to `max`, else the first and last few and how
+ * many in all ("a, b, c, … 160 more …, y, z (165 in all)"): a fresh install applies hundreds.
+ */
+export function formatNames(names: string[], max = 10): string {
+	if (names.length <= Math.max(max, 5)) return names.join(", ");
+	const head = names.slice(0, 3);
+	const tail = names.slice(-2);
+	return `${[...head, `… ${names.length - 5} more …`, ...tail].join(", ")} (${names.length} in all)`;
+}
+
 /** A timeout the way PostgreSQL prints it: "5s", "1.5s", "2min", "0 (none)". */
 export function formatMs(ms: number): string {
 	if (ms === 0) return "0 (none)";

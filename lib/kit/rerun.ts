@@ -18,22 +18,28 @@ export interface RerunOptions {
 	add?: string[];
 	/** The arguments of this run (default process.argv.slice(2)). */
 	argv?: string[];
+	/** Flags that take a value (without --) to carry over with it; the rest are left out (for another runbook). */
+	keep?: string[];
 }
 
 /** `npx tsx <script> <this run's arguments, adjusted>`; --database-url and its value are left out. */
 export function rerunCommand(script: string, opts: RerunOptions = {}): string {
 	const argv = opts.argv ?? process.argv.slice(2);
 	const drop = new Set([...(opts.drop ?? []), "dry-run"].map((f) => `--${f}`));
+	const keep = opts.keep && new Set(opts.keep.map((f) => `--${f}`));
 	const out: string[] = [];
 	for (let i = 0; i < argv.length; i++) {
 		const a = argv[i];
 		const name = a.split("=")[0];
+		if (keep && !keep.has(name)) continue;
 		if (name === "--database-url") {
 			if (!a.includes("=")) i++;
 			continue;
 		}
 		if (drop.has(name)) continue;
 		out.push(a);
+		if (keep && !a.includes("=") && argv[i + 1] !== undefined)
+			out.push(argv[++i]);
 	}
 	for (const a of opts.add ?? []) if (!out.includes(a)) out.push(a);
 	return ["npx", "tsx", script, ...out.map(shellQuote)].join(" ");

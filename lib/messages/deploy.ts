@@ -3,7 +3,7 @@
 // plan, the confirmation and the closing summary.
 
 import type { BackupManifest } from "../backup/archive.ts";
-import { formatMs } from "../kit/format.ts";
+import { formatMs, formatNames } from "../kit/format.ts";
 import {
 	backoffMs,
 	DEPLOY_ARGS,
@@ -82,7 +82,7 @@ export function stateAfterFailure(x: DeployStop): string {
 	const d = x.deploy;
 	if (d) {
 		lines.push(
-			`Applied by this deploy: ${d.applied.length ? d.applied.join(", ") : "none"}.`,
+			`Applied by this deploy: ${d.applied.length ? formatNames(d.applied) : "none"}.`,
 		);
 		const f = d.failure;
 		if (f?.migration) {
@@ -97,7 +97,7 @@ export function stateAfterFailure(x: DeployStop): string {
 		const rest = x.pending.filter(
 			(n) => !d.applied.includes(n) && n !== d.failure?.migration,
 		);
-		if (rest.length) lines.push(`Not applied: ${rest.join(", ")}.`);
+		if (rest.length) lines.push(`Not applied: ${formatNames(rest)}.`);
 	} else if (x.interrupted) {
 		lines.push(...afterInterrupt(x.interrupted));
 	} else if (x.applying) {
@@ -108,7 +108,7 @@ export function stateAfterFailure(x: DeployStop): string {
 		);
 	} else {
 		lines.push(
-			`All ${x.pending.length} pending migration(s) are applied: ${x.pending.join(", ")}.`,
+			`All ${x.pending.length} pending migration(s) are applied: ${formatNames(x.pending)}.`,
 		);
 	}
 	if (x.rollback)
@@ -120,7 +120,7 @@ export function stateAfterFailure(x: DeployStop): string {
 
 function afterInterrupt(i: Interrupted): string[] {
 	const lines = [
-		`Applied by this deploy before the interrupt: ${i.applied.length ? i.applied.join(", ") : "none"}.`,
+		`Applied by this deploy before the interrupt: ${i.applied.length ? formatNames(i.applied) : "none"}.`,
 	];
 	const x = i.invalidIndexes.find((y) => !y.dropped) as InvalidIndex;
 	if (i.migration && i.markedRolledBack) {
@@ -300,11 +300,11 @@ export function deploySummary(x: {
 	if (x.dryRun)
 		return {
 			lines: [],
-			summary: `dry run: would back up, then apply ${x.pending.length} migration(s): ${x.pending.join(", ")}`,
+			summary: `dry run: would back up, then apply ${x.pending.length} migration(s): ${formatNames(x.pending)}`,
 		};
 	return {
 		lines: [
-			`applied: ${x.applied.join(", ")}`,
+			`applied: ${formatNames(x.applied)}`,
 			`backup:  ${x.backup?.id}`,
 			`if the app misbehaves, restore the pre-deploy backup with:\n  ${x.rollback}`,
 		],

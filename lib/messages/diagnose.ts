@@ -5,7 +5,7 @@ import type { Action } from "../diagnose/actions.ts";
 import type { Diagnosis, Where } from "../diagnose/diagnosis.ts";
 import type { LockFindings } from "../diagnose/locks.ts";
 import type { RequiredField } from "../diagnose/required-fields.ts";
-import { formatDuration } from "../kit/format.ts";
+import { formatDuration, formatNames } from "../kit/format.ts";
 import { explainDrift } from "../migrations/drift.ts";
 import type { AppliedRow, History } from "../migrations/history.ts";
 import { prismaCommand } from "../migrations/prisma-cli.ts";
@@ -140,7 +140,7 @@ export function historyDiagnoses(
 	if (h.pending.length)
 		out.push({
 			kind: "history",
-			title: `${h.pending.length} migration(s) not yet applied: ${h.pending.map((m) => m.name).join(", ")}`,
+			title: `${h.pending.length} migration(s) not yet applied: ${formatNames(h.pending.map((m) => m.name))}`,
 			detail: [],
 			commands: ["npx tsx runbooks/deploy-production.ts"],
 			problem: false,

@@ -7,13 +7,15 @@ import {
 	existsSync,
 	mkdirSync,
 	mkdtempSync,
+	readdirSync,
 	readFileSync,
 	rmSync,
+	statSync,
 	writeFileSync,
 } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { RunbookError } from "../kit/errors.ts";
 import type { Target } from "../pg/target.ts";
 import { readLocalMigrations } from "./history.ts";
@@ -21,6 +23,7 @@ import {
 	displayPath,
 	migrationsDir,
 	prismaErrorText,
+	ROOT,
 	runPrisma,
 	SCHEMA_PATH,
 } from "./prisma-cli.ts";
@@ -47,6 +50,7 @@ export function driftCommands(
 	schema = "prisma/schema.prisma",
 ) {
 	return {
+		schemaFile: schema,
 		introspect: ["db", "pull", "--print"],
 		database: (datamodel: string) => [
 			"migrate",
@@ -77,10 +81,8 @@ export function driftCommands(
 	};
 }
 
-export const DRIFT_COMMANDS = driftCommands();
-
 /** The commands for the migrations folder and schema this environment names (PRISMA_MIGRATIONS_DIR, PRISMA_SCHEMA). */
-const commandsFor = (env: Record<string, string | undefined>) =>
+export const driftCommandsFor = (env: Record<string, string | undefined>) =>
 	driftCommands(
 		displayPath(migrationsDir(env)),
 		env.PRISMA_SCHEMA || undefined,
@@ -137,7 +139,7 @@ export async function databaseDrift(
 	);
 	stopIfAborted(signal);
 	if (same) return [];
-	const commands = commandsFor(env);
+	const commands = driftCommandsFor(env);
 	const pulled = await runPrisma(commands.introspect, target, env, signal);
 	if (pulled.exitCode !== 0) {
 		// An empty database introspects to nothing: everything the migrations build is missing.
@@ -166,6 +168,26 @@ const PRISMA_VERSION = createRequire(import.meta.url)("prisma/package.json")
 	.version as string;
 
 /**
+ * The schema Prisma reads, as names and texts: PRISMA_SCHEMA (a file, or a folder of .prisma files,
+ * relative to the repository root) else prisma/schema.prisma. A missing path is hashed as such, and
+ * Prisma then says what is wrong.
+ */
+function schemaSource(env: Record<string, string | undefined>): string[] {
+	const named = env.PRISMA_SCHEMA;
+	const path = !named
+		? SCHEMA_PATH
+		: isAbsolute(named)
+			? named
+			: resolve(ROOT, named);
+	if (!existsSync(path)) return [path, "(missing)"];
+	if (!statSync(path).isDirectory()) return [path, readFileSync(path, "utf8")];
+	return readdirSync(path, { recursive: true, encoding: "utf8" })
+		.filter((f) => f.endsWith(".prisma"))
+		.sort()
+		.flatMap((f) => [f, readFileSync(join(path, f), "utf8")]);
+}
+
+/**
  * SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated).
  * It depends on those files and Prisma alone, not on the database: cached by a hash of them.
  */
@@ -177,13 +199,13 @@ export async function schemaDrift(
 	const key = `schema-drift-${hashOf(
 		PRISMA_VERSION,
 		env.PRISMA_ENGINE ?? process.env.PRISMA_ENGINE ?? "wasm",
-		readFileSync(SCHEMA_PATH, "utf8"),
+		...schemaSource(env),
 		...readLocalMigrations(migrationsDir(env)).flatMap((m) => [m.name, m.sql]),
 	)}`;
 	const cached = cacheGet<string[]>(key);
 	if (cached) return cached;
 	const sql = statements(
-		await prismaOrFail(commandsFor(env).schema, target, env, signal),
+		await prismaOrFail(driftCommandsFor(env).schema, target, env, signal),
 	);
 	cachePut(key, sql);
 	return sql;

@@ -5,6 +5,7 @@ import { RunbookError } from "../kit/errors.ts";
 import type { Context, Step, StepResult } from "../kit/runner.ts";
 import {
 	databaseDrift,
+	driftCommandsFor,
 	explainDriftStatement,
 	schemaDrift,
 } from "../migrations/drift.ts";
@@ -70,6 +71,8 @@ export function verifyHistoryStep<P>(o: {
 	/** The summary when all is well. */
 	healthy: (ctx: Context<unknown, P>, v: PrismaView) => string;
 	onFailure?: Step<unknown, P>["onFailure"];
+	/** The command that finishes the check when a rerun would not (the changes are already made). */
+	resume?: Step<unknown, P>["resume"];
 }): Step<unknown, P> {
 	return {
 		id: o.id,
@@ -81,6 +84,7 @@ export function verifyHistoryStep<P>(o: {
 			return o.strict ? strictly(ctx, v) : afterDeploy(ctx, v);
 		},
 		onFailure: o.onFailure,
+		resume: o.resume,
 	};
 
 	function afterDeploy(ctx: Context<unknown, P>, v: PrismaView): StepResult {
@@ -100,7 +104,7 @@ export function verifyHistoryStep<P>(o: {
 			ctx.log("no drift: the database matches what the migrations build");
 		for (const sql of v.schema)
 			ctx.warn(
-				`prisma/schema.prisma differs from what the migrations build (the app's Prisma client is generated from it); to match it: ${sql}`,
+				`${driftCommandsFor(ctx.env).schemaFile} differs from what the migrations build (the app's Prisma client is generated from it); to match it: ${sql}`,
 			);
 		if (problems.length) {
 			for (const p of problems) ctx.warn(p);
