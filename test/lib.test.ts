@@ -14,6 +14,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { $ } from "zx";
 import { removeStalePartials } from "../lib/backup/archive.ts";
@@ -24,6 +25,7 @@ import { failureReason } from "../lib/kit/child-failure.ts";
 import { parseInvocation } from "../lib/kit/cli.ts";
 import { EXIT, plainError, RunbookError } from "../lib/kit/errors.ts";
 import { isRunning, processToken } from "../lib/kit/process-identity.ts";
+import { acquireRunLock, RERUN_GRACE_MS } from "../lib/kit/run-lock.ts";
 import { redact } from "../lib/kit/secrets.ts";
 import { prismaErrorText } from "../lib/migrations/prisma-cli.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg/client-tools.ts";
@@ -33,7 +35,7 @@ import {
 	makeTarget,
 	parseConnection,
 } from "../lib/pg/target.ts";
-import { adminUrl } from "./support/harness.ts";
+import { adminUrl, createDatabase, dropDatabase } from "./support/harness.ts";
 
 describe("targets and masking", () => {
 	it("shows a target as user@host:port/db and never its password", () => {
@@ -371,6 +373,53 @@ describe("backups of the app's objects only (scope app)", () => {
 			expect(statSync(file).mode & 0o777).toBe(0o600);
 		} finally {
 			rmSync(file, { force: true });
+		}
+	});
+});
+
+describe("the run lock", () => {
+	// What the lock looks like while a run holds it: a session named after its runbook.
+	async function holder(url: string, runbook: string) {
+		const db = new pg.Client({
+			connectionString: url,
+			application_name: `runbook:${runbook}`,
+		});
+		await db.connect();
+		await db.query("select pg_advisory_lock($1, $2)", [0x52554e42, 1]);
+		return db;
+	}
+
+	it("waits out a same-named run whose session is going away, refuses another runbook at once, and a live same-named run after the grace", async () => {
+		const url = await createDatabase("run_lock");
+		const conn = parseConnection(url);
+		try {
+			// A killed run of backup: its session ends half a second later.
+			const dying = await holder(url, "backup");
+			setTimeout(() => void dying.end(), 500);
+			let t = performance.now();
+			const lock = await acquireRunLock(conn, "backup");
+			expect(performance.now() - t).toBeGreaterThanOrEqual(400);
+			await lock.release();
+
+			// Another runbook holds it: refused at once, naming it.
+			const other = await holder(url, "deploy-production");
+			t = performance.now();
+			await expect(acquireRunLock(conn, "backup")).rejects.toThrow(
+				/already changing .*: deploy-production \(pid/,
+			);
+			expect(performance.now() - t).toBeLessThan(RERUN_GRACE_MS);
+			await other.end();
+
+			// A same-named run that stays: refused once the grace is over.
+			const live = await holder(url, "backup");
+			t = performance.now();
+			await expect(acquireRunLock(conn, "backup")).rejects.toThrow(
+				/already changing .*: backup \(pid/,
+			);
+			expect(performance.now() - t).toBeGreaterThanOrEqual(RERUN_GRACE_MS);
+			await live.end();
+		} finally {
+			await dropDatabase(url);
 		}
 	});
 });

@@ -4,6 +4,7 @@
 import type pg from "pg";
 import { connect } from "../pg/db.ts";
 import type { Connection } from "../pg/target.ts";
+import { sleep } from "./duration.ts";
 import { refusal } from "./errors.ts";
 
 // pg_advisory_lock(int4, int4): "RUNB" and 1, unlikely to collide with the app's own locks.
@@ -49,24 +50,19 @@ export async function acquireRunLock(
 		if (opts.optional) return null;
 		throw err;
 	}
-	const { rows } = await db.query<{ ok: boolean }>(
-		"select pg_try_advisory_lock($1, $2) as ok",
-		[...KEY],
-	);
-	if (!rows[0].ok) {
-		const holder = await db.query<{
-			pid: number;
-			app: string;
-			since: Date | null;
-			usename: string;
-		}>(
-			`select a.pid, a.application_name as app, a.backend_start as since, a.usename
-         from pg_locks l join pg_stat_activity a on a.pid = l.pid
-        where l.locktype = 'advisory' and l.classid = $1 and l.objid = $2 and l.granted and l.database = (select oid from pg_database where datname = current_database())`,
-			[...KEY],
-		);
+	let ok = await tryLock(db);
+	// A run of this same runbook killed a moment ago (SIGKILL, a closed terminal) holds the lock until
+	// PostgreSQL notices its connection closed, a moment later on a busy server: a rerun started at
+	// once waits that moment out instead of refusing and naming a run that is already gone.
+	let h = ok ? undefined : await lockHolder(db);
+	const until = Date.now() + RERUN_GRACE_MS;
+	while (!ok && (!h || h.app === `runbook:${runbook}`) && Date.now() < until) {
+		await sleep(100);
+		ok = await tryLock(db);
+		if (!ok) h = await lockHolder(db);
+	}
+	if (!ok) {
 		await db.end().catch(() => {});
-		const h = holder.rows[0];
 		const who = h
 			? `${h.app.replace(/^runbook:/, "") || "another session"} (pid ${h.pid}, user ${h.usename}, since ${h.since?.toISOString()})`
 			: "another runbook";
@@ -83,4 +79,31 @@ export async function acquireRunLock(
 			await db.end().catch(() => {});
 		},
 	};
+}
+
+/** How long a rerun waits for the lock of a same-named run that is going away. */
+export const RERUN_GRACE_MS = 2000;
+
+async function tryLock(db: pg.Client): Promise<boolean> {
+	const { rows } = await db.query<{ ok: boolean }>(
+		"select pg_try_advisory_lock($1, $2) as ok",
+		[...KEY],
+	);
+	return rows[0].ok;
+}
+
+/** The session holding the run lock on this database, if any (it may end meanwhile). */
+async function lockHolder(db: pg.Client) {
+	const { rows } = await db.query<{
+		pid: number;
+		app: string;
+		since: Date | null;
+		usename: string;
+	}>(
+		`select a.pid, a.application_name as app, a.backend_start as since, a.usename
+       from pg_locks l join pg_stat_activity a on a.pid = l.pid
+      where l.locktype = 'advisory' and l.classid = $1 and l.objid = $2 and l.granted and l.database = (select oid from pg_database where datname = current_database())`,
+		[...KEY],
+	);
+	return rows[0];
 }
