@@ -439,7 +439,7 @@ describe("backfill.ts", () => {
 			],
 			{
 				env: env(url),
-				signalOn: { pattern: /rows\/s/, signal: "SIGINT" },
+				signalOn: { pattern: /rows\/s/, signal: "SIGINT", to: "runbook" },
 			},
 		);
 		expect(run.code, run.stdout + run.stderr).toBe(130);

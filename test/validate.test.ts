@@ -236,6 +236,7 @@ describe("Ctrl-C", () => {
 				pattern: /\[4\/4\] Check drift/,
 				signal: "SIGINT",
 				delayMs: 500,
+				to: "runbook",
 			},
 		});
 		expect(run.code).toBe(130);

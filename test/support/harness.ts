@@ -152,9 +152,18 @@ export interface RunOptions {
 	onSpawn?: (child: ChildProcess) => void;
 	/**
 	 * Sends a signal to the runbook's whole process group (as Ctrl-C or `kill -9` from a
-	 * terminal would) the first time its output matches the pattern.
+	 * terminal would) the first time its output matches the pattern. to: "runbook" sends it to the
+	 * runbook's own node process only (as `kill -INT <pid>`): tsx's launcher, which relays a
+	 * terminal's Ctrl-C and turns it into SIGKILL when the runbook does not acknowledge it within
+	 * 60 ms (a loaded machine), then has nothing to relay, so a test of the runbook's own clean
+	 * stop does not depend on the load.
 	 */
-	signalOn?: { pattern: RegExp; signal: NodeJS.Signals; delayMs?: number };
+	signalOn?: {
+		pattern: RegExp;
+		signal: NodeJS.Signals;
+		delayMs?: number;
+		to?: "group" | "runbook";
+	};
 	/** Calls `run` (e.g. pg_terminate_backend) the first time the output matches the pattern. */
 	onMatch?: {
 		pattern: RegExp;
@@ -362,7 +371,9 @@ function runCommand(
 			signalled = true;
 			setTimeout(() => {
 				try {
-					if (child.pid) process.kill(-child.pid, on.signal);
+					if (!child.pid) return;
+					const own = on.to === "runbook" ? runbookPid(child.pid) : undefined;
+					process.kill(own ?? -child.pid, on.signal);
 				} catch {
 					// already gone
 				}
