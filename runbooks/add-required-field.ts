@@ -21,9 +21,13 @@ import {
 	schemaHasField,
 	updateSchema,
 } from "../lib/data/required-column.ts";
-import { renamedDuration } from "../lib/kit/cli.ts";
 import { EXIT, RunbookError } from "../lib/kit/errors.ts";
-import { lockFlags, parseLockFlags, wholeNumber } from "../lib/kit/flags.ts";
+import {
+	batchFlags,
+	lockFlags,
+	parseLockFlags,
+	wholeNumber,
+} from "../lib/kit/flags.ts";
 import { rerunCommand } from "../lib/kit/rerun.ts";
 import { type Context, runRunbook, type Step } from "../lib/kit/runner.ts";
 import {
@@ -162,19 +166,13 @@ await runRunbook({
 			retriesHelp:
 				"Attempts after a lock timeout, with growing pauses, before giving up.",
 		}),
-		"batch-size": {
-			type: "number",
-			value: "<rows>",
-			default: DEFAULTS.batchSize,
-			description: "Backfill: rows per batch to start with.",
-		},
-		...renamedDuration("target-batch", "target-batch-ms", "ms", {
-			default: `${DEFAULTS.targetBatchMs}ms`,
-			description: "Backfill: target duration of one batch.",
-		}),
-		...renamedDuration("sleep", "sleep-ms", "ms", {
-			default: `${DEFAULTS.sleepMs}ms`,
-			description: "Backfill: pause between batches.",
+		...batchFlags({
+			...DEFAULTS,
+			help: {
+				batchSize: "Backfill: rows per batch to start with.",
+				targetBatch: "Backfill: target duration of one batch.",
+				sleep: "Backfill: pause between batches.",
+			},
 		}),
 	},
 	env: {

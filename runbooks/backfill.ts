@@ -22,6 +22,7 @@ import {
 import { BackfillProgress } from "../lib/data/backfill-progress.ts";
 import { renamedDuration } from "../lib/kit/cli.ts";
 import { refusal, usageError } from "../lib/kit/errors.ts";
+import { batchFlags } from "../lib/kit/flags.ts";
 import { formatDuration } from "../lib/kit/format.ts";
 import { rerunCommand } from "../lib/kit/rerun.ts";
 import { runRunbook } from "../lib/kit/runner.ts";
@@ -140,27 +141,16 @@ await runRunbook({
 			description:
 				"Rows to update, as after WHERE (operator-written SQL), e.g. 'thumbnail_path IS NULL'.",
 		},
-		"batch-size": {
-			type: "number",
-			value: "<rows>",
-			default: DEFAULTS.batchSize,
-			description:
-				"Rows per batch to start with; the size then adapts toward --target-batch.",
-		},
-		"max-batch-size": {
-			type: "number",
-			value: "<rows>",
-			default: DEFAULTS.maxBatchSize,
-			description: "Largest batch the adaptation may reach.",
-		},
-		...renamedDuration("target-batch", "target-batch-ms", "ms", {
-			default: `${DEFAULTS.targetBatchMs}ms`,
-			description:
-				"Target duration of one batch (rows stay locked that long at most); 0 keeps --batch-size fixed.",
-		}),
-		...renamedDuration("sleep", "sleep-ms", "ms", {
-			default: `${DEFAULTS.sleepMs}ms`,
-			description: "Pause between batches, to leave room for the app.",
+		...batchFlags({
+			...DEFAULTS,
+			help: {
+				batchSize:
+					"Rows per batch to start with; the size then adapts toward --target-batch.",
+				maxBatchSize: "Largest batch the adaptation may reach.",
+				targetBatch:
+					"Target duration of one batch (rows stay locked that long at most); 0 keeps --batch-size fixed.",
+				sleep: "Pause between batches, to leave room for the app.",
+			},
 		}),
 		...renamedDuration("lock-timeout", "lock-timeout-ms", "ms", {
 			default: `${DEFAULTS.lockTimeoutMs}ms`,

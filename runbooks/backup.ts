@@ -96,13 +96,7 @@ await runRunbook({
 		},
 	},
 	env: {
-		BACKUP_DIR: "Where backups go (default backups/).",
-		BACKUP_SCOPE:
-			"What a backup holds: auto (default: the app's objects only on a Supabase database, else the whole database), app or database.",
-		APP_SCHEMAS:
-			"With scope app: the app's schemas, comma-separated (default public).",
-		BACKUP_MIN_FREE_MB:
-			"Space to leave free on BACKUP_DIR's disk after the dump (default 256).",
+		...say.backupEnvHelp("Where backups go (default backups/).", "the dump"),
 		PG_BIN_DIR:
 			"Directory of pg_dump/pg_restore when not the newest under /usr/lib/postgresql or on PATH.",
 	},

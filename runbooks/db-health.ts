@@ -4,9 +4,10 @@
 // rows, open transactions, replication, connections. Flags what would slow or endanger a migration.
 
 import type { FlagValues } from "../lib/kit/cli.ts";
-import type { Context, StepResult } from "../lib/kit/runner.ts";
+import type { Context, Step, StepResult } from "../lib/kit/runner.ts";
 import { runRunbook } from "../lib/kit/runner.ts";
 import * as say from "../lib/messages/health.ts";
+import type { Db } from "../lib/pg/db.ts";
 import {
 	connectionFindings,
 	type DatabaseSize,
@@ -22,6 +23,11 @@ import {
 	transactionFindings,
 } from "../lib/pg/health.ts";
 import { readConnections } from "../lib/pg/sessions.ts";
+
+interface Settings {
+	top: number;
+	thresholds: Thresholds;
+}
 
 await runRunbook({
 	name: "db-health",
@@ -86,7 +92,7 @@ await runRunbook({
 		"npx tsx runbooks/db-health.ts --top 0 --table-size 200",
 		"npx tsx runbooks/db-health.ts --json | jq '.findings'",
 	],
-	settings: ({ flags }) => ({
+	settings: ({ flags }): Settings => ({
 		top: Number(flags.top),
 		thresholds: thresholds(flags),
 	}),
@@ -114,43 +120,28 @@ await runRunbook({
 				);
 			},
 		},
-		{
-			id: "transactions",
-			title: "Open transactions (long-running, idle in transaction, prepared)",
-			async run(ctx) {
-				const tx = await readOpenTransactions(await ctx.db());
-				for (const l of say.transactionLines(tx)) ctx.log(l);
-				const found = transactionFindings(tx, ctx.settings.thresholds);
-				const ok = say.transactionsOk(tx, ctx.settings.thresholds);
-				return conclude(ctx, found, ok, { ...tx, findings: found });
+		checkStep(
+			"transactions",
+			"Open transactions (long-running, idle in transaction, prepared)",
+			{
+				read: readOpenTransactions,
+				lines: say.transactionLines,
+				findings: transactionFindings,
+				ok: say.transactionsOk,
 			},
-		},
-		{
-			id: "replication",
-			title: "Replication slots and standby lag",
-			async run(ctx) {
-				const r = await readReplication(await ctx.db());
-				for (const l of say.replicationLines(r)) ctx.log(l);
-				const found = replicationFindings(r, ctx.settings.thresholds);
-				return conclude(ctx, found, say.replicationOk(r), {
-					...r,
-					findings: found,
-				});
-			},
-		},
-		{
-			id: "connections",
-			title: "Connections against max_connections",
-			async run(ctx) {
-				const c = await readConnections(await ctx.db());
-				ctx.log(say.connectionLine(c));
-				const found = connectionFindings(c, ctx.settings.thresholds);
-				return conclude(ctx, found, say.connectionsOk(c), {
-					...c,
-					findings: found,
-				});
-			},
-		},
+		),
+		checkStep("replication", "Replication slots and standby lag", {
+			read: readReplication,
+			lines: say.replicationLines,
+			findings: replicationFindings,
+			ok: say.replicationOk,
+		}),
+		checkStep("connections", "Connections against max_connections", {
+			read: readConnections,
+			lines: (c) => [say.connectionLine(c)],
+			findings: connectionFindings,
+			ok: say.connectionsOk,
+		}),
 	],
 	summarize: (ctx, ok) => {
 		const findings = [
@@ -184,6 +175,30 @@ function thresholds(f: FlagValues): Thresholds {
 		slotRetainedBytes: Number(f["slot-retained"]) * MB,
 		replicationLagMs: Number(f["replication-lag"]),
 		connectionShare: Number(f["connection-share"]) / 100,
+	};
+}
+
+/** A check that reads one thing, prints it and judges it against the thresholds. */
+function checkStep<T extends object>(
+	id: string,
+	title: string,
+	c: {
+		read: (db: Db) => Promise<T>;
+		lines: (x: T) => string[];
+		findings: (x: T, t: Thresholds) => Finding[];
+		ok: (x: T, t: Thresholds) => string;
+	},
+): Step<unknown, Settings> {
+	return {
+		id,
+		title,
+		async run(ctx) {
+			const x = await c.read(await ctx.db());
+			for (const l of c.lines(x)) ctx.log(l);
+			const t = ctx.settings.thresholds;
+			const found = c.findings(x, t);
+			return conclude(ctx, found, c.ok(x, t), { ...x, findings: found });
+		},
 	};
 }
 

@@ -21,6 +21,7 @@ import { formatDuration, formatNames } from "../lib/kit/format.ts";
 import { table } from "../lib/kit/output.ts";
 import { rerunCommand } from "../lib/kit/rerun.ts";
 import { type Context, runRunbook } from "../lib/kit/runner.ts";
+import { backupEnvHelp } from "../lib/messages/backup.ts";
 import {
 	appliedSummary,
 	applyPlan,
@@ -144,13 +145,10 @@ await runRunbook({
 		}),
 	},
 	env: {
-		BACKUP_DIR: "Where the pre-deploy backup goes (default backups/).",
-		BACKUP_SCOPE:
-			"What a backup holds: auto (default: the app's objects only on a Supabase database, else the whole database), app or database.",
-		APP_SCHEMAS:
-			"With scope app: the app's schemas, comma-separated (default public).",
-		BACKUP_MIN_FREE_MB:
-			"Space to leave free on BACKUP_DIR's disk after the dump (default 256).",
+		...backupEnvHelp(
+			"Where the pre-deploy backup goes (default backups/).",
+			"the dump",
+		),
 		SMOKE_TEST_CMD:
 			"Shell command run after the built-in smoke queries, e.g. curl -fsS https://app/api/health.",
 		PRISMA_MIGRATIONS_DIR: "Migrations folder (default prisma/migrations).",

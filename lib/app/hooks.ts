@@ -128,15 +128,10 @@ export async function runHookOrAsk(
 		opts.say(
 			`(--yes: not waiting; set ${name} to have this done and checked automatically)`,
 		);
-		return {
-			name,
-			command: null,
-			outcome: "skipped",
-			durationMs: 0,
-			output: "",
-		};
+		return byHandRun(name, "skipped", 0, "");
 	}
 	const started = performance.now();
+	const took = () => Math.round(performance.now() - started);
 	try {
 		await opts.ask(`Done, and it looks right? (${byHand})`);
 	} catch (err) {
@@ -145,21 +140,17 @@ export async function runHookOrAsk(
 			err.exitCode === EXIT.refused &&
 			/answered no/.test(err.message)
 		) {
-			return {
-				name,
-				command: null,
-				outcome: "failed",
-				durationMs: Math.round(performance.now() - started),
-				output: "the operator answered no",
-			};
+			return byHandRun(name, "failed", took(), "the operator answered no");
 		}
 		throw err;
 	}
-	return {
-		name,
-		command: null,
-		outcome: "manual",
-		durationMs: Math.round(performance.now() - started),
-		output: "",
-	};
+	return byHandRun(name, "manual", took(), "");
 }
+
+/** A hook the operator did (or was told to do) by hand: no command ran. */
+const byHandRun = (
+	name: HookName,
+	outcome: HookRun["outcome"],
+	durationMs: number,
+	output: string,
+): HookRun => ({ name, command: null, outcome, durationMs, output });

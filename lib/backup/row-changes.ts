@@ -146,13 +146,19 @@ export async function indexBackup(
 	return index;
 }
 
+/** The environment the client tools run with, and the run's Ctrl-C. */
+interface ToolRunOptions {
+	env?: NodeJS.ProcessEnv;
+	signal?: AbortSignal;
+}
+
 /** Per table: what a live database gained, changed and lost since the backup that `index` read. */
 export async function compareWithDatabase(
 	tables: AppTable[],
 	index: BackupIndex,
 	psql: Tool,
 	conn: Connection,
-	opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {},
+	opts: ToolRunOptions = {},
 ): Promise<TableChanges[]> {
 	const out: TableChanges[] = tables.map((t) => ({
 		schema: t.schema,
@@ -307,7 +313,7 @@ export async function newRowsInArchive(
 	index: BackupIndex,
 	pgRestore: Tool,
 	archive: string,
-	opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {},
+	opts: ToolRunOptions = {},
 ): Promise<NewRows[]> {
 	const found = new Map<string, NewRows>();
 	const byId = new Map(tables.map((t) => [id(t.schema, t.table), t]));

@@ -15,6 +15,7 @@
 
 import { createHash } from "node:crypto";
 import type pg from "pg";
+import { Aborted, sleep } from "../kit/duration.ts";
 import { EXIT, RunbookError, usageError } from "../kit/errors.ts";
 import { readSql } from "../migrations/sql.ts";
 import { type Db, quoteIdent, quoteLiteral } from "../pg/db.ts";
@@ -592,27 +593,6 @@ const reasonOf = (err: unknown) => {
 			return e.message ?? String(err);
 	}
 };
-
-class Aborted extends Error {
-	constructor() {
-		super("aborted");
-	}
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-	return new Promise((resolve, reject) => {
-		if (signal?.aborted) return reject(new Aborted());
-		const timer = setTimeout(() => {
-			signal?.removeEventListener("abort", onAbort);
-			resolve();
-		}, ms);
-		const onAbort = () => {
-			clearTimeout(timer);
-			reject(new Aborted());
-		};
-		signal?.addEventListener("abort", onAbort, { once: true });
-	});
-}
 
 const clamp = (v: number, lo: number, hi: number) =>
 	Math.max(lo, Math.min(hi, v));

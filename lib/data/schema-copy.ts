@@ -114,13 +114,13 @@ export function sectionArgs(
 const table = (plan: CopyPlan, name: string) =>
 	`${quoteIdent(plan.schema)}.${quoteIdent(name)}`;
 
+/** psql quiet, without ~/.psqlrc, stopping at the first error. */
+const PSQL_QUIET = ["-X", "-q", "-v", "ON_ERROR_STOP=1"];
+
 /** jobs > 1: psql arguments of one table's stream, reading side and writing side. */
 export function copyOutArgs(plan: CopyPlan, name: string): string[] {
 	return [
-		"-X",
-		"-q",
-		"-v",
-		"ON_ERROR_STOP=1",
+		...PSQL_QUIET,
 		"-c",
 		"begin isolation level repeatable read read only",
 		...(plan.snapshot
@@ -134,14 +134,7 @@ export function copyOutArgs(plan: CopyPlan, name: string): string[] {
 }
 
 export function copyInArgs(plan: CopyPlan, name: string): string[] {
-	return [
-		"-X",
-		"-q",
-		"-v",
-		"ON_ERROR_STOP=1",
-		"-c",
-		`copy ${table(plan, name)} from stdin`,
-	];
+	return [...PSQL_QUIET, "-c", `copy ${table(plan, name)} from stdin`];
 }
 
 /** The exact commands, as the operator would type them (passwords masked). */

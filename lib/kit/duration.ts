@@ -28,17 +28,24 @@ export function parseDuration(
 	return Math.round(Number(m[1]) * UNITS[(m[2] ?? unit).toLowerCase()]);
 }
 
-/** Resolves after ms, or rejects at once when the signal aborts. */
+/** What sleep rejects with when its signal aborts. */
+export class Aborted extends Error {
+	constructor() {
+		super("aborted");
+	}
+}
+
+/** Resolves after ms, or rejects at once (with Aborted) when the signal aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 	return new Promise((resolve, reject) => {
-		if (signal?.aborted) return reject(new Error("aborted"));
+		if (signal?.aborted) return reject(new Aborted());
 		const timer = setTimeout(() => {
 			signal?.removeEventListener("abort", onAbort);
 			resolve();
 		}, ms);
 		const onAbort = () => {
 			clearTimeout(timer);
-			reject(new Error("aborted"));
+			reject(new Aborted());
 		};
 		signal?.addEventListener("abort", onAbort, { once: true });
 	});

@@ -35,6 +35,44 @@ interface PgLikeError {
 	hostname?: string;
 }
 
+/** What a driver or server error code means, as a sentence about `at` (the target), and the hint. */
+const KNOWN_CODES: Record<string, [(at: string) => string, string?]> = {
+	ECONNREFUSED: [
+		(at) => `Could not connect to${at}: the connection was refused.`,
+		"Check that PostgreSQL is running and that the host and port in DATABASE_URL are right.",
+	],
+	ENOTFOUND: [
+		(at) => `Could not connect to${at}: the host name does not resolve.`,
+		"Check the host in DATABASE_URL.",
+	],
+	ETIMEDOUT: [
+		(at) => `Could not connect to${at}: the connection timed out.`,
+		"Check the network path (firewall, VPN) and the host and port in DATABASE_URL.",
+	],
+	"28P01": [
+		(at) => `The server${at} rejected the user name or password.`,
+		"Check the credentials in DATABASE_URL (or DIRECT_URL).",
+	],
+	"3D000": [
+		(at) => `The database${at} does not exist.`,
+		"Check the database name at the end of DATABASE_URL, or create the database first.",
+	],
+	"57014": [
+		(at) =>
+			`A statement${at} was cancelled (statement timeout or operator cancel).`,
+	],
+	"55P03": [
+		(at) => `A lock${at} could not be taken within the lock timeout.`,
+		"Another session holds it: look in pg_stat_activity and pg_locks for the blocker, then retry.",
+	],
+	"57P01": [
+		(at) =>
+			`The server${at} terminated the connection (administrator command).`,
+	],
+};
+KNOWN_CODES.EAI_AGAIN = KNOWN_CODES.ENOTFOUND;
+KNOWN_CODES["28000"] = KNOWN_CODES["28P01"];
+
 /**
  * Turns driver and system errors into one or two sentences an operator can act on.
  * `where` names the target (already masked), e.g. "app@db.example.com:5432/app".
@@ -43,53 +81,10 @@ export function plainError(err: unknown, where?: string): RunbookError {
 	if (err instanceof RunbookError) return err;
 	const e = (err ?? {}) as PgLikeError;
 	const at = where ? ` ${where}` : "";
-	switch (e.code) {
-		case "ECONNREFUSED":
-			return new RunbookError(
-				`Could not connect to${at}: the connection was refused.`,
-				EXIT.failed,
-				"Check that PostgreSQL is running and that the host and port in DATABASE_URL are right.",
-			);
-		case "ENOTFOUND":
-		case "EAI_AGAIN":
-			return new RunbookError(
-				`Could not connect to${at}: the host name does not resolve.`,
-				EXIT.failed,
-				"Check the host in DATABASE_URL.",
-			);
-		case "ETIMEDOUT":
-			return new RunbookError(
-				`Could not connect to${at}: the connection timed out.`,
-				EXIT.failed,
-				"Check the network path (firewall, VPN) and the host and port in DATABASE_URL.",
-			);
-		case "28P01":
-		case "28000":
-			return new RunbookError(
-				`The server${at} rejected the user name or password.`,
-				EXIT.failed,
-				"Check the credentials in DATABASE_URL (or DIRECT_URL).",
-			);
-		case "3D000":
-			return new RunbookError(
-				`The database${at} does not exist.`,
-				EXIT.failed,
-				"Check the database name at the end of DATABASE_URL, or create the database first.",
-			);
-		case "57014":
-			return new RunbookError(
-				`A statement${at} was cancelled (statement timeout or operator cancel).`,
-			);
-		case "55P03":
-			return new RunbookError(
-				`A lock${at} could not be taken within the lock timeout.`,
-				EXIT.failed,
-				"Another session holds it: look in pg_stat_activity and pg_locks for the blocker, then retry.",
-			);
-		case "57P01":
-			return new RunbookError(
-				`The server${at} terminated the connection (administrator command).`,
-			);
+	const known = e.code ? KNOWN_CODES[e.code] : undefined;
+	if (known) {
+		const [what, hint] = known;
+		return new RunbookError(what(at), EXIT.failed, hint);
 	}
 	const message = e.message || String(err);
 	// pg's words for a client whose connection broke earlier (terminated, server gone, network).

@@ -122,3 +122,48 @@ export function parseAllow(f: FlagValues): string[] {
 			);
 	return allow;
 }
+
+export interface BatchFlagOptions {
+	/** Defaults (the backfill engine's). */
+	batchSize: number;
+	maxBatchSize?: number;
+	targetBatchMs: number;
+	sleepMs: number;
+	/** --help text of each; --max-batch-size only when given. */
+	help: {
+		batchSize: string;
+		maxBatchSize?: string;
+		targetBatch: string;
+		sleep: string;
+	};
+}
+
+/** A batched backfill's pacing: --batch-size, --max-batch-size (when asked for), --target-batch, --sleep. */
+export function batchFlags(o: BatchFlagOptions): FlagSpecs {
+	return {
+		"batch-size": {
+			type: "number",
+			value: "<rows>",
+			default: o.batchSize,
+			description: o.help.batchSize,
+		},
+		...(o.help.maxBatchSize === undefined
+			? {}
+			: {
+					"max-batch-size": {
+						type: "number",
+						value: "<rows>",
+						default: o.maxBatchSize,
+						description: o.help.maxBatchSize,
+					},
+				}),
+		...renamedDuration("target-batch", "target-batch-ms", "ms", {
+			default: `${o.targetBatchMs}ms`,
+			description: o.help.targetBatch,
+		}),
+		...renamedDuration("sleep", "sleep-ms", "ms", {
+			default: `${o.sleepMs}ms`,
+			description: o.help.sleep,
+		}),
+	};
+}

@@ -571,6 +571,15 @@ async function runSteps<S, P>(
 				continue;
 			}
 			const started = performance.now();
+			const stepEnd = (outcome: Record<string, unknown>) =>
+				audit?.write({
+					event: "step_end",
+					step: step.title,
+					step_no: i + 1,
+					status: report.status,
+					duration_ms: report.duration_ms,
+					...outcome,
+				});
 			audit?.write({
 				event: "step_start",
 				step: step.title,
@@ -610,14 +619,7 @@ async function runSteps<S, P>(
 				say(
 					`    ${MARK[report.status](`${label}${report.summary ? `: ${report.summary}` : ""}`)}`,
 				);
-				audit?.write({
-					event: "step_end",
-					step: step.title,
-					step_no: i + 1,
-					status: report.status,
-					duration_ms: report.duration_ms,
-					summary: report.summary,
-				});
+				stepEnd({ summary: report.summary });
 			} catch (err) {
 				report.duration_ms = Math.round(performance.now() - started);
 				const e = interrupted
@@ -630,15 +632,7 @@ async function runSteps<S, P>(
 				const kept = (err as { value?: unknown } | null)?.value;
 				if (step.id && kept !== undefined) values.set(step.id, kept);
 				exitCode = e.exitCode;
-				audit?.write({
-					event: "step_end",
-					step: step.title,
-					step_no: i + 1,
-					status: report.status,
-					duration_ms: report.duration_ms,
-					error: e.message,
-					exit_code: e.exitCode,
-				});
+				stepEnd({ error: e.message, exit_code: e.exitCode });
 				say(
 					`    ${MARK[report.status](`${report.status} after ${formatDuration(report.duration_ms)}`)}`,
 				);

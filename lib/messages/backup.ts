@@ -108,3 +108,13 @@ export const pruneSummary = (removed: number, freed: number, kept: number) =>
 
 export const pruneStopped = (verified: VerifyResult | undefined) =>
 	`Each older backup is wholly kept or wholly removed${verified?.ok ? `; the new backup ${verified.manifest.id} is verified` : ""}.`;
+
+/** --help: the variables every runbook that takes a backup reads; `dir` and `after` say where it goes and which dump the free space is measured after. */
+export const backupEnvHelp = (dir: string, after: string) => ({
+	BACKUP_DIR: dir,
+	BACKUP_SCOPE:
+		"What a backup holds: auto (default: the app's objects only on a Supabase database, else the whole database), app or database.",
+	APP_SCHEMAS:
+		"With scope app: the app's schemas, comma-separated (default public).",
+	BACKUP_MIN_FREE_MB: `Space to leave free on BACKUP_DIR's disk after ${after} (default 256).`,
+});

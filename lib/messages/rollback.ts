@@ -9,6 +9,7 @@ import { formatBytes, formatDuration } from "../kit/format.ts";
 import { table } from "../kit/output.ts";
 import type { MigrationCommit } from "../migrations/git.ts";
 import type { History } from "../migrations/history.ts";
+import { backupEnvHelp } from "./backup.ts";
 
 export const fmt = (n: number | null | undefined) =>
 	n === null || n === undefined ? "-" : n.toLocaleString("en-US");
@@ -47,14 +48,10 @@ export const DESCRIPTION =
 
 /** --help: the environment variables it reads beyond the common ones. */
 export const ENV_HELP: Record<string, string> = {
-	BACKUP_DIR:
+	...backupEnvHelp(
 		"Where backups and their manifests are (default backups/); the safety backup goes here too.",
-	BACKUP_SCOPE:
-		"What a backup holds: auto (default: the app's objects only on a Supabase database, else the whole database), app or database.",
-	APP_SCHEMAS:
-		"With scope app: the app's schemas, comma-separated (default public).",
-	BACKUP_MIN_FREE_MB:
-		"Space to leave free on BACKUP_DIR's disk after the safety backup (default 256).",
+		"the safety backup",
+	),
 	APP_STOP_CMD:
 		"Shell command that stops the app (else the runbook asks you to and waits).",
 	APP_START_CMD:

@@ -6,14 +6,7 @@
 // back) is what Prisma itself leaves for a migration that was never applied: once the files are
 // reverted, `prisma migrate status` is up to date, and the migrations can be applied again later.
 
-import {
-	copyFileSync,
-	existsSync,
-	mkdirSync,
-	mkdtempSync,
-	rmSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { sleep } from "../kit/duration.ts";
 import { EXIT, RunbookError, refusal } from "../kit/errors.ts";
@@ -23,6 +16,7 @@ import { PRISMA_MIGRATE_LOCK } from "../pg/sessions.ts";
 import type { Target } from "../pg/target.ts";
 import { statements } from "./drift.ts";
 import {
+	copyMigrations,
 	migrationsDir,
 	prismaCommand,
 	prismaErrorText,
@@ -52,20 +46,6 @@ export const describeDownDiff = (to: string) =>
 			`<copies of the migrations up to ${to}>`,
 		),
 	);
-
-function copyMigrations(source: string, names: string[]): string {
-	const dir = mkdtempSync(join(tmpdir(), "runbook-down-"));
-	for (const name of names) {
-		mkdirSync(join(dir, name));
-		copyFileSync(
-			join(source, name, "migration.sql"),
-			join(dir, name, "migration.sql"),
-		);
-	}
-	const lock = join(source, "migration_lock.toml");
-	if (existsSync(lock)) copyFileSync(lock, join(dir, "migration_lock.toml"));
-	return dir;
-}
 
 /** Drops statements that control the transaction (Prisma wraps some enum changes in BEGIN/COMMIT). */
 const TRANSACTION_CONTROL = /^(BEGIN|COMMIT|START\s+TRANSACTION|END)\s*;?$/i;
@@ -100,8 +80,8 @@ export async function computeDownSql(
 		);
 	}
 	const upTo = applied.slice(0, applied.indexOf(to) + 1);
-	const from = copyMigrations(source, applied);
-	const toDir = copyMigrations(source, upTo);
+	const from = copyMigrations(source, applied, "runbook-down-");
+	const toDir = copyMigrations(source, upTo, "runbook-down-");
 	try {
 		const run = await runPrisma(downDiffArgs(from, toDir), target, env, signal);
 		if (run.exitCode !== 0) {
@@ -137,6 +117,12 @@ export interface DataLoss {
 	values?: number;
 }
 
+/** ALTER TABLE commands whose data the down SQL drops (a column) or converts (a type change). */
+const LOSING_COMMANDS: Record<string, DataLoss["kind"] | undefined> = {
+	AT_DropColumn: "column",
+	AT_AlterColumnType: "type",
+};
+
 /** Every table and column whose data the statements drop (DROP TABLE, DROP COLUMN) or convert (a type change). */
 export function dataLosses(sql: string[]): DataLoss[] {
 	const out: DataLoss[] = [];
@@ -151,16 +137,10 @@ export function dataLosses(sql: string[]): DataLoss[] {
 			if (s.kind !== "AlterTableStmt" || !s.table) continue;
 			const table = qualifiedName(s.table);
 			for (const c of alterCommands(s.sql)) {
-				if (c.subtype === "AT_DropColumn")
+				const kind = LOSING_COMMANDS[c.subtype];
+				if (kind)
 					out.push({
-						kind: "column",
-						table,
-						column: c.name ?? undefined,
-						statement: text,
-					});
-				if (c.subtype === "AT_AlterColumnType")
-					out.push({
-						kind: "type",
+						kind,
 						table,
 						column: c.name ?? undefined,
 						statement: text,

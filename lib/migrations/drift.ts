@@ -3,9 +3,7 @@
 // Empty SQL means no drift.
 
 import {
-	copyFileSync,
 	existsSync,
-	mkdirSync,
 	mkdtempSync,
 	readdirSync,
 	readFileSync,
@@ -15,17 +13,17 @@ import {
 } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { isAbsolute, join, resolve } from "node:path";
+import { join } from "node:path";
 import { RunbookError } from "../kit/errors.ts";
 import type { Target } from "../pg/target.ts";
 import { readLocalMigrations } from "./history.ts";
 import {
+	copyMigrations,
 	displayPath,
 	migrationsDir,
 	prismaErrorText,
-	ROOT,
 	runPrisma,
-	SCHEMA_PATH,
+	schemaPath,
 } from "./prisma-cli.ts";
 import {
 	cacheGet,
@@ -83,10 +81,7 @@ export function driftCommands(
 
 /** The commands for the migrations folder and schema this environment names (PRISMA_MIGRATIONS_DIR, PRISMA_SCHEMA). */
 export const driftCommandsFor = (env: Record<string, string | undefined>) =>
-	driftCommands(
-		displayPath(migrationsDir(env)),
-		env.PRISMA_SCHEMA || undefined,
-	);
+	driftCommands(displayPath(migrationsDir(env)), displayPath(schemaPath(env)));
 
 /** Statements of a `migrate diff --script` output (comments and the empty-migration marker are not statements). */
 export function statements(script: string): string[] {
@@ -173,12 +168,7 @@ const PRISMA_VERSION = createRequire(import.meta.url)("prisma/package.json")
  * Prisma then says what is wrong.
  */
 function schemaSource(env: Record<string, string | undefined>): string[] {
-	const named = env.PRISMA_SCHEMA;
-	const path = !named
-		? SCHEMA_PATH
-		: isAbsolute(named)
-			? named
-			: resolve(ROOT, named);
+	const path = schemaPath(env);
 	if (!existsSync(path)) return [path, "(missing)"];
 	if (!statSync(path).isDirectory()) return [path, readFileSync(path, "utf8")];
 	return readdirSync(path, { recursive: true, encoding: "utf8" })
@@ -222,19 +212,12 @@ export async function databaseDriftAgainst(
 	names: string[],
 	signal?: AbortSignal,
 ): Promise<string[]> {
-	const source = migrationsDir(env);
-	const dir = mkdtempSync(join(tmpdir(), "runbook-applied-migrations-"));
+	const dir = copyMigrations(
+		migrationsDir(env),
+		names,
+		"runbook-applied-migrations-",
+	);
 	try {
-		for (const name of names) {
-			if (!existsSync(join(source, name, "migration.sql"))) continue;
-			mkdirSync(join(dir, name));
-			copyFileSync(
-				join(source, name, "migration.sql"),
-				join(dir, name, "migration.sql"),
-			);
-		}
-		const lock = join(source, "migration_lock.toml");
-		if (existsSync(lock)) copyFileSync(lock, join(dir, "migration_lock.toml"));
 		return await databaseDrift(
 			target,
 			{ ...env, PRISMA_MIGRATIONS_DIR: dir },

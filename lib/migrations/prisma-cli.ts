@@ -3,7 +3,9 @@
 // engine: "wasm" (default, works offline) or "native" (Prisma's downloaded binary).
 
 import { spawn } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync } from "node:fs";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { failureReason } from "../kit/child-failure.ts";
@@ -25,6 +27,35 @@ export function migrationsDir(
 	const dir = env.PRISMA_MIGRATIONS_DIR;
 	if (!dir) return join(PRISMA_DIR, "migrations");
 	return isAbsolute(dir) ? dir : resolve(ROOT, dir);
+}
+
+/** The schema Prisma reads: PRISMA_SCHEMA (a file or a folder of .prisma files; absolute, or relative to the repository root), else prisma/schema.prisma. */
+export function schemaPath(
+	env: Record<string, string | undefined> = process.env,
+): string {
+	const named = env.PRISMA_SCHEMA;
+	if (!named) return SCHEMA_PATH;
+	return isAbsolute(named) ? named : resolve(ROOT, named);
+}
+
+/** Copies the named migration folders' migration.sql (those that have one) and the lock file into a new temporary folder. */
+export function copyMigrations(
+	source: string,
+	names: string[],
+	prefix: string,
+): string {
+	const dir = mkdtempSync(join(tmpdir(), prefix));
+	for (const name of names) {
+		if (!existsSync(join(source, name, "migration.sql"))) continue;
+		mkdirSync(join(dir, name));
+		copyFileSync(
+			join(source, name, "migration.sql"),
+			join(dir, name, "migration.sql"),
+		);
+	}
+	const lock = join(source, "migration_lock.toml");
+	if (existsSync(lock)) copyFileSync(lock, join(dir, "migration_lock.toml"));
+	return dir;
 }
 
 /** The folder as the operator reads it: relative to the repository root when inside it. */

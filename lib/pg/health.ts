@@ -236,6 +236,8 @@ export async function readOpenTransactions(db: Db): Promise<OpenTransactions> {
 	};
 }
 
+/** Whole numbers from pg's float8, NULL kept (no slot or standby measured). */
+const rounded = (x: number | null) => (x === null ? null : Math.round(x));
 export async function readReplication(db: Db): Promise<Replication> {
 	const { rows: rec } = await db.query<{ r: boolean }>(
 		"select pg_is_in_recovery() as r",
@@ -267,16 +269,16 @@ export async function readReplication(db: Db): Promise<Replication> {
 			active: r.active,
 			activePid: r.active_pid,
 			walStatus: r.wal_status,
-			retainedBytes: r.retained === null ? null : Math.round(r.retained),
-			lagBytes: r.lag === null ? null : Math.round(r.lag),
+			retainedBytes: rounded(r.retained),
+			lagBytes: rounded(r.lag),
 		})),
 		standbys: standbys.rows.map((r) => ({
 			application: r.application,
 			client: r.client,
 			state: r.state,
 			syncState: r.sync_state,
-			replayLagMs: r.lag_ms === null ? null : Math.round(r.lag_ms),
-			replayLagBytes: r.lag_bytes === null ? null : Math.round(r.lag_bytes),
+			replayLagMs: rounded(r.lag_ms),
+			replayLagBytes: rounded(r.lag_bytes),
 		})),
 	};
 }

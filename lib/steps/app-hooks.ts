@@ -3,6 +3,7 @@
 
 import { type HookName, type HookRun, runHookOrAsk } from "../app/hooks.ts";
 import type { Context, Step } from "../kit/runner.ts";
+import { type Placement, placeStep } from "./placement.ts";
 
 /** Runs an app hook, or asks the operator to do it by hand (see runHookOrAsk). */
 export const hookOrAsk = <P>(
@@ -19,27 +20,22 @@ export const hookOrAsk = <P>(
 		log: (line) => ctx.log(`  | ${line}`),
 	});
 
-export function appHookStep<P>(o: {
-	id?: string;
-	title: string;
-	hook: "APP_STOP_CMD" | "APP_START_CMD";
-	/** What the operator does when the hook is unset, e.g. "stop the app (every instance ...)". */
-	byHand: string;
-	skip?: Step<unknown, P>["skip"];
-	/** The error when the command failed. */
-	failed: (run: HookRun) => Error;
-	summary: (run: HookRun) => string;
-	onFailure?: Step<unknown, P>["onFailure"];
-}): Step<unknown, P> {
-	return {
-		id: o.id,
-		title: o.title,
-		skip: o.skip,
+export function appHookStep<P>(
+	o: Placement<P> & {
+		title: string;
+		hook: "APP_STOP_CMD" | "APP_START_CMD";
+		/** What the operator does when the hook is unset, e.g. "stop the app (every instance ...)". */
+		byHand: string;
+		/** The error when the command failed. */
+		failed: (run: HookRun) => Error;
+		summary: (run: HookRun) => string;
+	},
+): Step<unknown, P> {
+	return placeStep(o, o.title, {
 		async run(ctx) {
 			const run = await hookOrAsk(ctx, o.hook, o.byHand);
 			if (run.outcome === "failed") throw o.failed(run);
 			return { summary: o.summary(run), data: run, value: run };
 		},
-		onFailure: o.onFailure,
-	};
+	});
 }

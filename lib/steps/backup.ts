@@ -9,23 +9,20 @@ import {
 } from "../backup/archive.ts";
 import { formatBytes } from "../kit/format.ts";
 import type { Context, Step } from "../kit/runner.ts";
+import { type Placement, placeStep } from "./placement.ts";
 
-export function verifiedBackupStep<P>(o: {
-	id: string;
-	kind: BackupKind;
-	title?: string;
-	skip?: Step<unknown, P>["skip"];
-	/** The error when the archive fails verification (its id and the first problem). */
-	unverified: (id: string, problem: string) => Error;
-	/** Work once the backup is verified (e.g. read rows it will be compared with). */
-	after?: (ctx: Context<unknown, P>, m: BackupManifest) => Promise<void>;
-	onFailure?: Step<unknown, P>["onFailure"];
-}): Step<unknown, P> {
-	return {
-		id: o.id,
-		title: o.title ?? "Backup: pg_dump, verified",
+export function verifiedBackupStep<P>(
+	o: Placement<P> & {
+		id: string;
+		kind: BackupKind;
+		/** The error when the archive fails verification (its id and the first problem). */
+		unverified: (id: string, problem: string) => Error;
+		/** Work once the backup is verified (e.g. read rows it will be compared with). */
+		after?: (ctx: Context<unknown, P>, m: BackupManifest) => Promise<void>;
+	},
+): Step<unknown, P> {
+	return placeStep(o, "Backup: pg_dump, verified", {
 		kind: "write",
-		skip: o.skip,
 		plan: (ctx) => describeBackup(ctx.target.direct, { env: ctx.env }),
 		async run(ctx) {
 			const r = await createVerifiedBackup(ctx.target.direct, {
@@ -48,6 +45,5 @@ export function verifiedBackupStep<P>(o: {
 				value: m,
 			};
 		},
-		onFailure: o.onFailure,
-	};
+	});
 }

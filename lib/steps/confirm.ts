@@ -2,19 +2,20 @@
 // --confirm <database>); destructive runs make the operator type the database name.
 
 import type { Context, Step } from "../kit/runner.ts";
+import { type Placement, placeStep } from "./placement.ts";
 
-export function confirmTargetStep<P>(o: {
-	id?: string;
-	title: string;
-	skip?: Step<unknown, P>["skip"];
-	/** What the operator reads first, and the question. */
-	describe: (ctx: Context<unknown, P>) => { lines: string[]; question: string };
-	destructive?: boolean;
-}): Step<unknown, P> {
-	return {
-		id: o.id,
-		title: o.title,
-		skip: o.skip,
+export function confirmTargetStep<P>(
+	o: Placement<P> & {
+		title: string;
+		/** What the operator reads first, and the question. */
+		describe: (ctx: Context<unknown, P>) => {
+			lines: string[];
+			question: string;
+		};
+		destructive?: boolean;
+	},
+): Step<unknown, P> {
+	return placeStep(o, o.title, {
 		async run(ctx) {
 			const { lines, question } = o.describe(ctx);
 			for (const line of lines) ctx.log(line);
@@ -27,5 +28,5 @@ export function confirmTargetStep<P>(o: {
 					: "confirmed by the operator",
 			};
 		},
-	};
+	});
 }

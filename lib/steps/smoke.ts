@@ -7,22 +7,15 @@ import { RunbookError } from "../kit/errors.ts";
 import { formatDuration } from "../kit/format.ts";
 import type { Step } from "../kit/runner.ts";
 import { hookOrAsk } from "./app-hooks.ts";
+import { type Placement, placeStep } from "./placement.ts";
 
 export interface SmokeResult {
 	queries: SmokeQuery[];
 	hook: HookRun;
 }
 
-export function smokeTestStep<P>(o: {
-	id?: string;
-	title?: string;
-	skip?: Step<unknown, P>["skip"];
-	onFailure?: Step<unknown, P>["onFailure"];
-}): Step<unknown, P> {
-	return {
-		id: o.id,
-		title: o.title ?? "Smoke test: read queries, SMOKE_TEST_CMD",
-		skip: o.skip,
+export function smokeTestStep<P>(o: Placement<P>): Step<unknown, P> {
+	return placeStep(o, "Smoke test: read queries, SMOKE_TEST_CMD", {
 		async run(ctx) {
 			const queries = await smokeQueries(await ctx.db());
 			const failed = queries.filter((q) => q.error);
@@ -54,6 +47,5 @@ export function smokeTestStep<P>(o: {
 				value,
 			};
 		},
-		onFailure: o.onFailure,
-	};
+	});
 }

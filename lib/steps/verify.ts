@@ -15,6 +15,7 @@ import {
 	prismaErrorText,
 	runPrisma,
 } from "../migrations/prisma-cli.ts";
+import { type Placement, placeStep } from "./placement.ts";
 
 export interface PrismaView {
 	/** prisma migrate status exited 0. */
@@ -59,33 +60,24 @@ const driftProblem = (sql: string) =>
  * itself): every history issue, schema differences, a status not "up to date" and the `more`
  * problems are reported as problems (exit 1) instead. Value: whether all is well.
  */
-export function verifyHistoryStep<P>(o: {
-	id?: string;
-	title?: string;
-	skip?: Step<unknown, P>["skip"];
-	strict?: boolean;
-	/** Lines before the check (e.g. the field in schema.prisma). */
-	before?: (ctx: Context<unknown, P>) => void;
-	/** More problems, found after Prisma's view (e.g. a column still nullable). */
-	more?: (ctx: Context<unknown, P>) => Promise<string[]>;
-	/** The summary when all is well. */
-	healthy: (ctx: Context<unknown, P>, v: PrismaView) => string;
-	onFailure?: Step<unknown, P>["onFailure"];
-	/** The command that finishes the check when a rerun would not (the changes are already made). */
-	resume?: Step<unknown, P>["resume"];
-}): Step<unknown, P> {
-	return {
-		id: o.id,
-		title: o.title ?? "Verify: migrate status, history, drift",
-		skip: o.skip,
+export function verifyHistoryStep<P>(
+	o: Placement<P> & {
+		strict?: boolean;
+		/** Lines before the check (e.g. the field in schema.prisma). */
+		before?: (ctx: Context<unknown, P>) => void;
+		/** More problems, found after Prisma's view (e.g. a column still nullable). */
+		more?: (ctx: Context<unknown, P>) => Promise<string[]>;
+		/** The summary when all is well. */
+		healthy: (ctx: Context<unknown, P>, v: PrismaView) => string;
+	},
+): Step<unknown, P> {
+	return placeStep(o, "Verify: migrate status, history, drift", {
 		async run(ctx): Promise<StepResult> {
 			o.before?.(ctx);
 			const v = await readPrismaView(ctx as Context<unknown, unknown>);
 			return o.strict ? strictly(ctx, v) : afterDeploy(ctx, v);
 		},
-		onFailure: o.onFailure,
-		resume: o.resume,
-	};
+	});
 
 	function afterDeploy(ctx: Context<unknown, P>, v: PrismaView): StepResult {
 		const problems: string[] = [];

@@ -4,18 +4,12 @@
 import type { Step } from "../kit/runner.ts";
 import { describeSession } from "../messages/sessions.ts";
 import { type WatchReport, watchLocks } from "../pg/lock-watch.ts";
+import { type Placement, placeStep } from "./placement.ts";
 
-export function watchLocksStep<P>(o: {
-	id: string;
-	title?: string;
-	seconds: (settings: P) => number;
-	skip?: Step<unknown, P>["skip"];
-	onFailure?: Step<unknown, P>["onFailure"];
-}): Step<unknown, P> {
-	return {
-		id: o.id,
-		title: o.title ?? "Monitor: blocked sessions, lock waits, errors",
-		skip: o.skip,
+export function watchLocksStep<P>(
+	o: Placement<P> & { id: string; seconds: (settings: P) => number },
+): Step<unknown, P> {
+	return placeStep(o, "Monitor: blocked sessions, lock waits, errors", {
 		async run(ctx) {
 			const seconds = o.seconds(ctx.settings);
 			let lastPrint = 0;
@@ -47,6 +41,5 @@ export function watchLocksStep<P>(o: {
 				value: w,
 			};
 		},
-		onFailure: o.onFailure,
-	};
+	});
 }
