@@ -3,13 +3,17 @@
 // writer, Prisma's status and validate clean afterwards, a constant default, a lock held by
 // another session (lock_timeout and retries), reruns, and bad input (exit 2, nothing changed).
 
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-
+import { describe, expect, it } from "vitest";
 import {
-	admin,
+	columnFlags,
+	schemaChangeSuite,
+	startWriter,
+	THUMBNAIL_FIELD,
+} from "./support/field-suite.ts";
+import {
 	copyRepository,
 	createSeededDatabase,
 	dropDatabase,
@@ -18,69 +22,16 @@ import {
 	scratchDir,
 } from "./support/harness.ts";
 
-let repo: string;
-let url: string;
-let audit: string;
-
-beforeAll(async () => {
-	repo = copyRepository();
-	url = await createSeededDatabase("addrequired", 2000);
-	audit = join(scratchDir(), "audit.jsonl");
-});
-
-afterAll(async () => {
-	await dropDatabase(url);
-});
-
-const env = () => ({
-	DATABASE_URL: url,
-	RUNBOOK_AUDIT_LOG: audit,
-	RUNBOOK_PROGRESS_INTERVAL_MS: "200",
-});
-
-const sql = <T extends pg.QueryResultRow = Record<string, unknown>>(
-	text: string,
-	values: unknown[] = [],
-) => admin(async (db) => (await db.query<T>(text, values)).rows, url);
-
-const migrations = () =>
-	readdirSync(join(repo, "prisma", "migrations")).filter((d) =>
-		/^\d{14}_/.test(d),
-	);
-const schema = () =>
-	readFileSync(join(repo, "prisma", "schema.prisma"), "utf8");
-
-const column = async (name: string) =>
-	(
-		await sql<{ notnull: boolean; type: string }>(
-			`select attnotnull as notnull, format_type(atttypid, atttypmod) as type
-			   from pg_attribute where attrelid = 'generated_videos'::regclass and attname = $1 and not attisdropped`,
-			[name],
-		)
-	)[0];
-
-const THUMB = [
-	"--table",
-	"generated_videos",
-	"--column",
-	"thumbnail_path",
-	"--type",
-	"text",
-	"--backfill",
-	"'thumbs/' || id || '.jpg'",
-];
+const suite = schemaChangeSuite("addrequired", 2000);
+const { runbook, sql, migrations, schema, column } = suite;
+/** add-required-field's plan (--dry-run) for generated_videos.thumbnail_path. */
+const planThumbnail = () =>
+	runbook("add-required-field", [...THUMBNAIL_FIELD, "--dry-run"]);
 
 describe("add-required-field.ts", () => {
 	it("plans with --dry-run and changes nothing", async () => {
 		const before = { migrations: migrations(), schema: schema() };
-		const run = await runRunbook(
-			"add-required-field",
-			[...THUMB, "--dry-run"],
-			{
-				env: env(),
-				root: repo,
-			},
-		);
+		const run = await planThumbnail();
 		expect(run.code, run.stdout + run.stderr).toBe(0);
 		expect(run.stdout).toContain(
 			'ALTER TABLE "generated_videos" ADD COLUMN "thumbnail_path" text;',
@@ -94,119 +45,19 @@ describe("add-required-field.ts", () => {
 
 	it("refuses bad input with exit 2 and changes nothing", async () => {
 		const before = { migrations: migrations(), schema: schema() };
+		// biome-ignore format: a table, one case a line
 		const cases: Array<[string[], RegExp]> = [
-			[
-				[
-					"--table",
-					"generated_video",
-					"--column",
-					"x",
-					"--type",
-					"text",
-					"--default",
-					"'a'",
-				],
-				/no table "generated_video"/,
-			],
-			[
-				[
-					"--table",
-					"generated_videos",
-					"--column",
-					"x",
-					"--type",
-					"texte",
-					"--default",
-					"'a'",
-				],
-				/--type texte is not a PostgreSQL type/,
-			],
-			[
-				[
-					"--table",
-					"generated_videos",
-					"--column",
-					"x",
-					"--type",
-					"text",
-					"--default",
-					"'a'",
-					"--backfill",
-					"'b'",
-				],
-				/either --default/,
-			],
-			[
-				[
-					"--table",
-					"generated_videos",
-					"--column",
-					"x",
-					"--type",
-					"text",
-					"--backfill",
-					"output_pth",
-				],
-				/--backfill is not valid SQL here: column "output_pth" does not exist/,
-			],
-			[
-				[
-					"--table",
-					"generated_videos",
-					"--column",
-					"x",
-					"--type",
-					"text",
-					"--backfill",
-					"output_path",
-				],
-				/--backfill gives NULL for [\d,]+ of [\d,]+ rows.*\n.*coalesce/,
-			],
-			[
-				[
-					"--table",
-					"generated_videos",
-					"--column",
-					"x",
-					"--type",
-					"text",
-					"--default",
-					"user_id",
-				],
-				/cannot refer to other columns|cannot use column reference/,
-			],
-			[
-				[
-					"--table",
-					"generated_videos",
-					"--column",
-					"Bad-Name",
-					"--type",
-					"text",
-					"--default",
-					"'a'",
-				],
-				/snake_case/,
-			],
-			[
-				[
-					"--table",
-					"generated_videos",
-					"--column",
-					"status",
-					"--type",
-					"text",
-					"--default",
-					"'a'",
-				],
-				/exists already, as "VideoStatus", not text/,
-			],
+			[[...columnFlags("generated_video", "x", "text"), "--default", "'a'"], /no table "generated_video"/],
+			[[...columnFlags("generated_videos", "x", "texte"), "--default", "'a'"], /--type texte is not a PostgreSQL type/],
+			[[...columnFlags("generated_videos", "x", "text"), "--default", "'a'", "--backfill", "'b'"], /either --default/],
+			[[...columnFlags("generated_videos", "x", "text"), "--backfill", "output_pth"], /--backfill is not valid SQL here: column "output_pth" does not exist/],
+			[[...columnFlags("generated_videos", "x", "text"), "--backfill", "output_path"], /--backfill gives NULL for [\d,]+ of [\d,]+ rows.*\n.*coalesce/],
+			[[...columnFlags("generated_videos", "x", "text"), "--default", "user_id"], /cannot refer to other columns|cannot use column reference/],
+			[[...columnFlags("generated_videos", "Bad-Name", "text"), "--default", "'a'"], /snake_case/],
+			[[...columnFlags("generated_videos", "status", "text"), "--default", "'a'"], /exists already, as "VideoStatus", not text/],
 		];
 		for (const [args, message] of cases) {
-			const run = await runRunbook("add-required-field", [...args, "--yes"], {
-				env: env(),
-				root: repo,
-			});
+			const run = await runbook("add-required-field", [...args, "--yes"]);
 			expect(run.code, `${args.join(" ")}\n${run.stdout}${run.stderr}`).toBe(2);
 			expect(run.stdout + run.stderr).toMatch(message);
 		}
@@ -217,54 +68,28 @@ describe("add-required-field.ts", () => {
 
 	it("makes a column required under a concurrent writer, in Prisma's history, with no drift", async () => {
 		const before = migrations();
-		const writer = new pg.Client({ connectionString: url });
-		await writer.connect();
-		const ids = (
-			await writer.query<{ id: string }>(
-				"select id from generated_videos order by random() limit 2000",
-			)
-		).rows.map((r) => r.id);
-		let stop = false;
-		let worst = 0;
-		let ops = 0;
 		let inserted = 0;
-		const errors: string[] = [];
-		const writing = (async () => {
-			for (let i = 0; !stop; i++) {
-				const t0 = performance.now();
-				try {
-					if (i % 10 === 0) {
-						// New rows: the app writes the column once it exists (deployed first).
-						const has = await column("thumbnail_path");
-						await writer.query(
-							`insert into generated_videos (id, user_id, face_source_id, template_id, updated_at${has ? ", thumbnail_path" : ""})
-							 select 'cw' || md5(random()::text), user_id, face_source_id, template_id, now()${has ? ", 'thumbs/new.jpg'" : ""}
-							   from generated_videos where id = $1`,
-							[ids[i % ids.length]],
-						);
-						inserted++;
-					} else {
-						await writer.query(
-							"update generated_videos set progress = (progress + 1) % 100, updated_at = now() where id = $1",
-							[ids[i % ids.length]],
-						);
-					}
-					ops++;
-				} catch (err) {
-					errors.push((err as Error).message);
-				}
-				worst = Math.max(worst, performance.now() - t0);
-				await new Promise((r) => setTimeout(r, 3));
-			}
-		})();
-		const run = await runRunbook(
-			"add-required-field",
-			[...THUMB, "--yes", "--json"],
-			{ env: env(), root: repo },
-		);
-		stop = true;
-		await writing;
-		await writer.end();
+		const writer = await startWriter(suite.url, {
+			pickIds: "select id from generated_videos order by random() limit 2000",
+			pauseMs: 3,
+			insert: async (db, id) => {
+				// New rows: the app writes the column once it exists (deployed first).
+				const has = await column("thumbnail_path");
+				await db.query(
+					`insert into generated_videos (id, user_id, face_source_id, template_id, updated_at${has ? ", thumbnail_path" : ""})
+					 select 'cw' || md5(random()::text), user_id, face_source_id, template_id, now()${has ? ", 'thumbs/new.jpg'" : ""}
+					   from generated_videos where id = $1`,
+					[id],
+				);
+				inserted++;
+			},
+		});
+		const run = await runbook("add-required-field", [
+			...THUMBNAIL_FIELD,
+			"--yes",
+			"--json",
+		]);
+		const { errors, ops, worst } = await writer.stop();
 		expect(run.code, run.stdout + run.stderr).toBe(0);
 		const report = JSON.parse(run.stdout);
 		expect(report.healthy).toBe(true);
@@ -323,24 +148,17 @@ describe("add-required-field.ts", () => {
 		);
 
 		// Prisma agrees (its own CLI), and validate reports the database healthy.
-		const status = await runPrismaCli(["migrate", "status"], url, {
-			PRISMA_MIGRATIONS_DIR: join(repo, "prisma", "migrations"),
+		const status = await runPrismaCli(["migrate", "status"], suite.url, {
+			PRISMA_MIGRATIONS_DIR: join(suite.repo, "prisma", "migrations"),
 		});
 		expect(status.code, status.stdout + status.stderr).toBe(0);
 		expect(status.stdout).toContain("Database schema is up to date");
-		const validate = await runRunbook("validate", ["--json"], {
-			env: env(),
-			root: repo,
-		});
+		const validate = await runbook("validate", ["--json"]);
 		expect(validate.code, validate.stdout + validate.stderr).toBe(0);
 		expect(JSON.parse(validate.stdout).healthy).toBe(true);
 
 		// Run again, it finds every step done and would change nothing.
-		const again = await runRunbook(
-			"add-required-field",
-			[...THUMB, "--dry-run"],
-			{ env: env(), root: repo },
-		);
+		const again = await planThumbnail();
 		expect(again.code, again.stdout + again.stderr).toBe(0);
 		expect(again.stdout).toContain(
 			"4 of 4 migrations applied by an earlier run",
@@ -354,7 +172,7 @@ describe("add-required-field.ts", () => {
 	it("adds a column with a constant default, waiting out a session that holds the table", async () => {
 		// Another session keeps the table locked for a while: the schema change times out
 		// (lock_timeout) and retries instead of queueing the app behind it.
-		const holder = new pg.Client({ connectionString: url });
+		const holder = new pg.Client({ connectionString: suite.url });
 		await holder.connect();
 		await holder.query(
 			"begin; lock table generated_videos in access share mode",
@@ -367,24 +185,11 @@ describe("add-required-field.ts", () => {
 			holder.query("commit").catch(() => {});
 		};
 		const fallback = setTimeout(release, 60_000);
-		const run = await runRunbook(
+		const priority = columnFlags("generated_videos", "priority", "integer");
+		const run = await runbook(
 			"add-required-field",
-			[
-				"--table",
-				"generated_videos",
-				"--column",
-				"priority",
-				"--type",
-				"integer",
-				"--default",
-				"0",
-				"--lock-timeout-ms",
-				"200",
-				"--yes",
-			],
+			[...priority, "--default", "0", "--lock-timeout-ms", "200", "--yes"],
 			{
-				env: env(),
-				root: repo,
 				onSpawn: (child) => {
 					let out = "";
 					child.stdout?.on("data", (d) => {
@@ -425,13 +230,17 @@ describe("add-required-field.ts, when prisma format fails", () => {
 		);
 		const db = await createSeededDatabase("addrequired_format", 5);
 		try {
-			const run = await runRunbook("add-required-field", [...THUMB, "--yes"], {
-				env: {
-					DATABASE_URL: db,
-					RUNBOOK_AUDIT_LOG: join(scratchDir(), "audit.jsonl"),
+			const run = await runRunbook(
+				"add-required-field",
+				[...THUMBNAIL_FIELD, "--yes"],
+				{
+					env: {
+						DATABASE_URL: db,
+						RUNBOOK_AUDIT_LOG: join(scratchDir(), "audit.jsonl"),
+					},
+					root: broken,
 				},
-				root: broken,
-			});
+			);
 			const out = run.stdout + run.stderr;
 			expect(out).toMatch(
 				/! prisma format failed, so the field goes in unformatted: \S/,

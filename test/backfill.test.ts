@@ -86,6 +86,15 @@ const THUMBNAILS = [
 	WHERE,
 ];
 
+/** Batches of a fixed size (no tuning to a target time), with a pause of `sleepMs` between. */
+const fixedBatches = (size: number, sleepMs?: number) => [
+	"--batch-size",
+	String(size),
+	"--target-batch-ms",
+	"0",
+	...(sleepMs === undefined ? [] : ["--sleep-ms", String(sleepMs)]),
+];
+
 /** A digest of every row, to show that a failed or refused run changed nothing. */
 async function digest(
 	url: string,
@@ -134,17 +143,7 @@ describe("backfill.ts", () => {
 		);
 		const run = await runRunbook(
 			"backfill",
-			[
-				...THUMBNAILS,
-				"--batch-size",
-				"700",
-				"--target-batch-ms",
-				"0",
-				"--sleep-ms",
-				"15",
-				"--yes",
-				"--json",
-			],
+			[...THUMBNAILS, ...fixedBatches(700, 15), "--yes", "--json"],
 			{ env: env(url) },
 		);
 		expect(run.code, run.stderr).toBe(0);
@@ -196,16 +195,7 @@ describe("backfill.ts", () => {
 
 	it("resumes after SIGKILL from the last committed batch, applying no batch twice", async () => {
 		const url = await fresh("bf_kill");
-		const args = [
-			...THUMBNAILS,
-			"--batch-size",
-			"150",
-			"--target-batch-ms",
-			"0",
-			"--sleep-ms",
-			"25",
-			"--yes",
-		];
+		const args = [...THUMBNAILS, ...fixedBatches(150, 25), "--yes"];
 		let child: ChildProcess | undefined;
 		const running = runRunbook("backfill", args, {
 			env: env(url),
@@ -284,10 +274,7 @@ describe("backfill.ts", () => {
 				"label = video_id || '@' || viewed_on, touched = touched + 1",
 				"--where",
 				"label IS NULL AND views % 3 <> 0",
-				"--batch-size",
-				"333",
-				"--target-batch-ms",
-				"0",
+				...fixedBatches(333),
 				"--yes",
 			],
 			{ env: env(url) },
@@ -354,13 +341,8 @@ describe("backfill.ts", () => {
 			"backfill",
 			[
 				...THUMBNAILS,
-				"--batch-size",
-				"400",
-				"--target-batch-ms",
-				"0",
-				"--sleep-ms",
 				// Ten pauses of 200 ms give the writer time for its rows even on a loaded machine.
-				"200",
+				...fixedBatches(400, 200),
 				"--yes",
 			],
 			{ env: env(url) },
@@ -390,16 +372,7 @@ describe("backfill.ts", () => {
 		let terminated = false;
 		const run = runRunbook(
 			"backfill",
-			[
-				...THUMBNAILS,
-				"--batch-size",
-				"300",
-				"--target-batch-ms",
-				"0",
-				"--sleep-ms",
-				"20",
-				"--yes",
-			],
+			[...THUMBNAILS, ...fixedBatches(300, 20), "--yes"],
 			{ env: env(url) },
 		);
 		for (let i = 0; i < 400 && !terminated; i++) {
@@ -427,16 +400,7 @@ describe("backfill.ts", () => {
 		const url = await fresh("bf_int");
 		const run = await runRunbook(
 			"backfill",
-			[
-				...THUMBNAILS,
-				"--batch-size",
-				"200",
-				"--target-batch-ms",
-				"0",
-				"--sleep-ms",
-				"30",
-				"--yes",
-			],
+			[...THUMBNAILS, ...fixedBatches(200, 30), "--yes"],
 			{
 				env: env(url),
 				signalOn: { pattern: /rows\/s/, signal: "SIGINT", to: "runbook" },

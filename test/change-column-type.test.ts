@@ -3,114 +3,51 @@
 // int -> bigint online under a writer every 20 ms, varchar(16) -> varchar(8) refused (exit 3,
 // nothing changed) then done, a SIGKILL mid-run then a rerun, and --abort.
 
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { runWithFault } from "./support/faults.ts";
-import * as h from "./support/harness.ts";
+import {
+	columnFlags,
+	schemaChangeSuite,
+	startWriter,
+} from "./support/field-suite.ts";
+import { dbName } from "./support/harness.ts";
 
-let repo: string;
-let url: string;
-let audit: string;
-
-beforeAll(async () => {
-	repo = h.copyRepository();
-	url = await h.createSeededDatabase("coltype", 2000);
-	audit = join(h.scratchDir(), "audit.jsonl");
-});
-
-afterAll(async () => {
-	await h.dropDatabase(url);
-});
-
-const env = () => ({
-	DATABASE_URL: url,
-	RUNBOOK_AUDIT_LOG: audit,
-	RUNBOOK_PROGRESS_INTERVAL_MS: "200",
-});
-const sql = <T extends pg.QueryResultRow = Record<string, unknown>>(
-	text: string,
-	values: unknown[] = [],
-) => h.admin(async (db) => (await db.query<T>(text, values)).rows, url);
-const migrations = () =>
-	readdirSync(join(repo, "prisma", "migrations")).filter((d) =>
-		/^\d{14}_/.test(d),
-	);
-const schema = () =>
-	readFileSync(join(repo, "prisma", "schema.prisma"), "utf8");
-const typeOf = async (column: string) =>
-	(
-		await sql<{ type: string; notnull: boolean }>(
-			`select format_type(atttypid, atttypmod) as type, attnotnull as notnull from pg_attribute
-			  where attrelid = 'generated_videos'::regclass and attname = $1 and not attisdropped`,
-			[column],
-		)
-	)[0];
+const suite = schemaChangeSuite("coltype", 2000);
+const { env, runbook, sql, migrations, schema, column: typeOf } = suite;
 const columns = async () =>
 	(
 		await sql<{ n: string }>(
 			"select attname as n from pg_attribute where attrelid = 'generated_videos'::regclass and attnum > 0 and not attisdropped",
 		)
 	).map((r) => r.n);
-const validate = () =>
-	h.runRunbook("validate", ["--json"], { env: env(), root: repo });
+const validate = () => runbook("validate", ["--json"]);
+const changeType = (args: string[]) => runbook("change-column-type", args);
+/** SIGKILLs change-column-type `offsetMs` into its step 4 (the fill). */
+const killDuringFill = (args: string[], offsetMs: number) =>
+	runWithFault(
+		"change-column-type",
+		args,
+		{ kind: "SIGKILL", step: 4, offsetMs },
+		{ env: env(), root: suite.repo },
+	);
 
 /** A writer doing single-row updates and inserts every 20 ms; returns how to stop it and what it saw. */
-async function startWriter() {
-	const writer = new pg.Client({ connectionString: url });
-	await writer.connect();
-	const ids = (
-		await writer.query<{ id: string }>(
-			"select id from generated_videos order by id limit 500",
-		)
-	).rows.map((r) => r.id);
-	let stop = false;
-	let worst = 0;
-	let ops = 0;
-	const errors: string[] = [];
-	const done = (async () => {
-		for (let i = 0; !stop; i++) {
-			const t0 = performance.now();
-			try {
-				if (i % 10 === 0)
-					await writer.query(
-						`insert into generated_videos (id, user_id, face_source_id, template_id, updated_at, processing_ms)
-						 select 'cw' || md5(random()::text), user_id, face_source_id, template_id, now(), 5 from generated_videos where id = $1`,
-						[ids[i % ids.length]],
-					);
-				else
-					await writer.query(
-						"update generated_videos set progress = (progress + 1) % 100, updated_at = now() where id = $1",
-						[ids[i % ids.length]],
-					);
-				ops++;
-			} catch (err) {
-				errors.push((err as Error).message);
-			}
-			worst = Math.max(worst, performance.now() - t0);
-			await new Promise((r) => setTimeout(r, 20));
-		}
-	})();
-	return {
-		async stop() {
-			stop = true;
-			await done;
-			await writer.end();
-			return { worst, ops, errors };
-		},
-	};
-}
+const startWriterEvery20ms = () =>
+	startWriter(suite.url, {
+		pickIds: "select id from generated_videos order by id limit 500",
+		pauseMs: 20,
+		insert: (writer, id) =>
+			writer.query(
+				`insert into generated_videos (id, user_id, face_source_id, template_id, updated_at, processing_ms)
+				 select 'cw' || md5(random()::text), user_id, face_source_id, template_id, now(), 5 from generated_videos where id = $1`,
+				[id],
+			),
+	});
 
-const yes = () => ["--yes", "--confirm", h.dbName(url)];
+const yes = () => ["--yes", "--confirm", dbName(suite.url)];
 /** The online road on a small table, and a slow fill (fixed batches of 200 with a pause) to land a kill in. */
 const online = (column: string, type: string) => [
-	"--table",
-	"generated_videos",
-	"--column",
-	column,
-	"--type",
-	type,
+	...columnFlags("generated_videos", column, type),
 	"--small-table-mb",
 	"0",
 ];
@@ -122,25 +59,12 @@ const slowly = (pause: string) => [
 	"--sleep",
 	pause,
 ];
-const PROCESSING = [
-	"--table",
-	"generated_videos",
-	"--column",
-	"processing_ms",
-	"--type",
-	"bigint",
-	"--small-table-mb",
-	"0",
-];
+const PROCESSING = online("processing_ms", "bigint");
 
 describe("change-column-type.ts", () => {
 	it("prints every statement with its lock under --dry-run and changes nothing", async () => {
 		const before = { migrations: migrations(), schema: schema() };
-		const run = await h.runRunbook(
-			"change-column-type",
-			[...PROCESSING, "--dry-run"],
-			{ env: env(), root: repo },
-		);
+		const run = await changeType([...PROCESSING, "--dry-run"]);
 		expect(run.code, run.stdout + run.stderr).toBe(0);
 		expect(run.stdout).toContain('ADD COLUMN "processing_ms__new" bigint');
 		expect(run.stdout).toContain("CREATE TRIGGER");
@@ -157,12 +81,8 @@ describe("change-column-type.ts", () => {
 		const [{ sum: before }] = await sql<{ sum: string }>(
 			"select sum(processing_ms)::text as sum from generated_videos",
 		);
-		const writer = await startWriter();
-		const run = await h.runRunbook(
-			"change-column-type",
-			[...PROCESSING, ...yes(), "--json"],
-			{ env: env(), root: repo },
-		);
+		const writer = await startWriterEvery20ms();
+		const run = await changeType([...PROCESSING, ...yes(), "--json"]);
 		const w = await writer.stop();
 		expect(run.code, run.stdout + run.stderr).toBe(0);
 		expect(JSON.parse(run.stdout).healthy).toBe(true);
@@ -192,11 +112,7 @@ describe("change-column-type.ts", () => {
 		const v = await validate();
 		expect(v.code, v.stdout + v.stderr).toBe(0);
 		// A rerun finds it done.
-		const again = await h.runRunbook(
-			"change-column-type",
-			[...PROCESSING, ...yes()],
-			{ env: env(), root: repo },
-		);
+		const again = await changeType([...PROCESSING, ...yes()]);
 		expect(again.code, again.stdout + again.stderr).toBe(0);
 	}, 900_000);
 
@@ -208,10 +124,7 @@ describe("change-column-type.ts", () => {
 		).map((r) => r.id);
 		const before = { migrations: migrations(), schema: schema() };
 		const args = [...online("quality", "varchar(8)"), ...yes()];
-		const run = await h.runRunbook("change-column-type", args, {
-			env: env(),
-			root: repo,
-		});
+		const run = await changeType(args);
 		expect(run.code, run.stdout + run.stderr).toBe(3);
 		expect(run.stdout + run.stderr).toMatch(
 			/3 row\(s\) of generated_videos have a quality that does not convert to character varying\(8\)/,
@@ -228,10 +141,7 @@ describe("change-column-type.ts", () => {
 		await sql(
 			"update generated_videos set quality = '4k' where quality = 'ultra-hd-4k-hdr'",
 		);
-		const ok = await h.runRunbook("change-column-type", [...args, "--json"], {
-			env: env(),
-			root: repo,
-		});
+		const ok = await changeType([...args, "--json"]);
 		expect(ok.code, ok.stdout + ok.stderr).toBe(0);
 		expect(JSON.parse(ok.stdout).healthy).toBe(true);
 		expect(await typeOf("quality")).toEqual({
@@ -252,22 +162,13 @@ describe("change-column-type.ts", () => {
 			"select count(*)::text as n, sum(progress)::text as sum from generated_videos",
 		);
 		const args = [...online("progress", "bigint"), ...yes(), ...slowly("20ms")];
-		const killed = await runWithFault(
-			"change-column-type",
-			args,
-			{ kind: "SIGKILL", step: 4, offsetMs: 300 },
-			{ env: env(), root: repo },
-		);
+		const killed = await killDuringFill(args, 300);
 		expect(killed.code).not.toBe(0);
 		expect(await typeOf("progress")).toEqual({
 			type: "integer",
 			notnull: true,
 		});
-		const rerun = await h.runRunbook(
-			"change-column-type",
-			[...args.slice(0, -6), "--json"],
-			{ env: env(), root: repo },
-		);
+		const rerun = await changeType([...args.slice(0, -6), "--json"]);
 		expect(rerun.code, rerun.stdout + rerun.stderr).toBe(0);
 		expect(JSON.parse(rerun.stdout).healthy).toBe(true);
 		expect(await typeOf("progress")).toEqual({ type: "bigint", notnull: true });
@@ -288,22 +189,10 @@ describe("change-column-type.ts", () => {
 			...yes(),
 			...slowly("50ms"),
 		];
-		const killed = await runWithFault(
-			"change-column-type",
-			args,
-			{ kind: "SIGKILL", step: 4, offsetMs: 200 },
-			{ env: env(), root: repo },
-		);
+		const killed = await killDuringFill(args, 200);
 		expect(killed.code).not.toBe(0);
 		expect(await columns()).toContain("created_at__new");
-		const undo = await h.runRunbook(
-			"change-column-type",
-			[...args, "--abort"],
-			{
-				env: env(),
-				root: repo,
-			},
-		);
+		const undo = await changeType([...args, "--abort"]);
 		expect(undo.code, undo.stdout + undo.stderr).toBe(0);
 		expect(await columns()).not.toContain("created_at__new");
 		expect(migrations()).toEqual(before.migrations);
@@ -318,24 +207,16 @@ describe("change-column-type.ts", () => {
 				)
 			)[0].s;
 		const before = await sum();
-		const toText = await h.runRunbook(
-			"change-column-type",
-			[...online("progress", "text"), ...yes()],
-			{ env: env(), root: repo },
-		);
+		const toText = await changeType([...online("progress", "text"), ...yes()]);
 		expect(toText.code, toText.stdout + toText.stderr).toBe(0);
 		expect((await typeOf("progress")).type).toBe("text");
 		expect(await sum()).toBe(before);
-		const back = await h.runRunbook(
-			"change-column-type",
-			[
-				...online("progress", "integer"),
-				"--using",
-				"progress::integer",
-				...yes(),
-			],
-			{ env: env(), root: repo },
-		);
+		const back = await changeType([
+			...online("progress", "integer"),
+			"--using",
+			"progress::integer",
+			...yes(),
+		]);
 		expect(back.code, back.stdout + back.stderr).toBe(0);
 		expect(await typeOf("progress")).toEqual({
 			type: "integer",

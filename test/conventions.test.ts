@@ -5,6 +5,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { columnFlags } from "./support/field-flags.ts";
 import {
 	createDatabase,
 	createSeededDatabase,
@@ -18,14 +19,11 @@ import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
 /** Arguments that make each runbook's dry run meaningful. Every runbook must be listed. */
 const DRY_RUN_ARGS: Record<string, string[]> = {
 	validate: [],
-	"change-column-type": [
-		"--table",
+	"change-column-type": columnFlags(
 		"generated_videos",
-		"--column",
 		"processing_ms",
-		"--type",
 		"bigint",
-	],
+	),
 	"remove-enum-value": [
 		"--enum",
 		"VideoStatus",
@@ -49,12 +47,7 @@ const DRY_RUN_ARGS: Record<string, string[]> = {
 		"quality = '720p'",
 	],
 	"add-required-field": [
-		"--table",
-		"generated_videos",
-		"--column",
-		"dry_run_col",
-		"--type",
-		"text",
+		...columnFlags("generated_videos", "dry_run_col", "text"),
 		"--backfill",
 		"'x' || id",
 	],

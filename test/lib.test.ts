@@ -1,17 +1,7 @@
 // The shared library's mechanisms: masking, flag parsing, tool checks, the audit log.
 
 import { spawn } from "node:child_process";
-import {
-	existsSync,
-	mkdirSync,
-	mkdtempSync,
-	readdirSync,
-	readFileSync,
-	rmSync,
-	statSync,
-	utimesSync,
-	writeFileSync,
-} from "node:fs";
+import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -29,17 +19,12 @@ import { acquireRunLock, RERUN_GRACE_MS } from "../lib/kit/run-lock.ts";
 import { redact } from "../lib/kit/secrets.ts";
 import { prismaErrorText } from "../lib/migrations/prisma-cli.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg/client-tools.ts";
-import {
-	isLocalHost,
-	libpqEnv,
-	makeTarget,
-	parseConnection,
-} from "../lib/pg/target.ts";
+import * as target from "../lib/pg/target.ts";
 import { adminUrl, createDatabase, dropDatabase } from "./support/harness.ts";
 
 describe("targets and masking", () => {
 	it("shows a target as user@host:port/db and never its password", () => {
-		const c = parseConnection(
+		const c = target.parseConnection(
 			"postgresql://app:s3cr%40t-pw@db.example.com:6543/faceswap?pgbouncer=true",
 		);
 		expect(c.display).toBe("app@db.example.com:6543/faceswap");
@@ -61,10 +46,10 @@ describe("targets and masking", () => {
 			"::1",
 			"/var/run/postgresql",
 		])
-			expect(isLocalHost(h)).toBe(true);
+			expect(target.isLocalHost(h)).toBe(true);
 		for (const h of ["db.example.com", "10.0.0.5", "128.0.0.1"])
-			expect(isLocalHost(h)).toBe(false);
-		const t = makeTarget(
+			expect(target.isLocalHost(h)).toBe(false);
+		const t = target.makeTarget(
 			"postgresql://u:p@localhost/db",
 			"postgresql://u:p@db.supabase.co:5432/postgres",
 			{
@@ -85,7 +70,7 @@ describe("targets and masking", () => {
 		]) {
 			let err: unknown;
 			try {
-				parseConnection(bad);
+				target.parseConnection(bad);
 			} catch (e) {
 				err = e;
 			}
@@ -96,10 +81,10 @@ describe("targets and masking", () => {
 	});
 
 	it("passes the password to libpq tools in the environment, not in the command", () => {
-		const c = parseConnection(
+		const c = target.parseConnection(
 			"postgresql://app:hunter22@localhost:5432/faceswap",
 		);
-		expect(libpqEnv(c).PGPASSWORD).toBe("hunter22");
+		expect(target.libpqEnv(c).PGPASSWORD).toBe("hunter22");
 		const shown = describeCommand("pg_dump", ["-Fc", "-f", "x.dump"], c);
 		expect(shown).not.toContain("hunter22");
 		expect(shown).toContain("PGPASSWORD=****");
@@ -156,7 +141,7 @@ describe("PostgreSQL client tools", () => {
 	});
 
 	it("says plainly when a tool is missing", async () => {
-		const empty = mkdtempSync(join(tmpdir(), "no-tools-"));
+		const empty = fs.mkdtempSync(join(tmpdir(), "no-tools-"));
 		await expect(
 			findTool("pg_restore", undefined, { PG_BIN_DIR: empty }),
 		).rejects.toMatchObject({
@@ -168,7 +153,7 @@ describe("PostgreSQL client tools", () => {
 
 	it("runs psql against the real server with the password from the environment", async () => {
 		const psql = await findTool("psql");
-		const conn = parseConnection(adminUrl());
+		const conn = target.parseConnection(adminUrl());
 		const run = await runTool(psql, ["-XAtc", "select current_user"], conn, {
 			env: { PATH: process.env.PATH },
 		});
@@ -179,7 +164,7 @@ describe("PostgreSQL client tools", () => {
 	it("turns a refused connection and a wrong password into plain sentences", async () => {
 		const { connect } = await import("../lib/pg/db.ts");
 		await expect(
-			connect(parseConnection("postgresql://u:p@127.0.0.1:1/db")),
+			connect(target.parseConnection("postgresql://u:p@127.0.0.1:1/db")),
 		).rejects.toMatchObject({
 			message:
 				"Could not connect to u@127.0.0.1:1/db: the connection was refused.",
@@ -187,7 +172,7 @@ describe("PostgreSQL client tools", () => {
 		const wrong = new URL(adminUrl());
 		wrong.password = "wrong-password";
 		await expect(
-			connect(parseConnection(wrong.toString())),
+			connect(target.parseConnection(wrong.toString())),
 		).rejects.toMatchObject({
 			message: expect.stringContaining("rejected the user name or password"),
 		});
@@ -199,9 +184,9 @@ describe("PostgreSQL client tools", () => {
 
 describe("audit log", () => {
 	it("appends one redacted JSON line per event with operator, target and commit", () => {
-		const dir = mkdtempSync(join(tmpdir(), "audit-"));
+		const dir = fs.mkdtempSync(join(tmpdir(), "audit-"));
 		const path = join(dir, "sub", "audit.jsonl");
-		parseConnection("postgresql://u:topsecret-pw@localhost/db"); // registers the secret
+		target.parseConnection("postgresql://u:topsecret-pw@localhost/db"); // registers the secret
 		const log = openAuditLog("test-runbook", "u@localhost:5432/db", {
 			RUNBOOK_AUDIT_LOG: path,
 		});
@@ -213,7 +198,8 @@ describe("audit log", () => {
 			status: "failed",
 			error: "pw topsecret-pw leaked?",
 		});
-		const lines = readFileSync(path, "utf8")
+		const lines = fs
+			.readFileSync(path, "utf8")
 			.trim()
 			.split("\n")
 			.map((l) => JSON.parse(l));
@@ -227,28 +213,28 @@ describe("audit log", () => {
 		expect(typeof lines[0].operator).toBe("string");
 		expect(lines[0].run_id).toBe(lines[1].run_id);
 		expect(lines[1].error).toBe("pw **** leaked?");
-		expect(readFileSync(path, "utf8")).not.toContain("topsecret-pw");
+		expect(fs.readFileSync(path, "utf8")).not.toContain("topsecret-pw");
 	});
 });
 
 describe(".env rewrites", () => {
 	it("removes the temporary file a killed rewrite left (an hour old), keeps a live one", () => {
-		const dir = mkdtempSync(join(tmpdir(), "env-temps-"));
+		const dir = fs.mkdtempSync(join(tmpdir(), "env-temps-"));
 		const env = join(dir, ".env");
-		writeFileSync(env, "DATABASE_URL=postgresql://a@localhost/x\n");
+		fs.writeFileSync(env, "DATABASE_URL=postgresql://a@localhost/x\n");
 		const stale = join(dir, "..env.deadbeef.tmp");
 		const live = join(dir, "..env.0badcafe.tmp");
-		writeFileSync(stale, "half");
-		writeFileSync(live, "half");
+		fs.writeFileSync(stale, "half");
+		fs.writeFileSync(live, "half");
 		const hourAgo = new Date(Date.now() - 3_700_000);
-		utimesSync(stale, hourAgo, hourAgo);
+		fs.utimesSync(stale, hourAgo, hourAgo);
 		replaceEnvFile(
 			readEnvFile(env),
 			"DATABASE_URL=postgresql://a@localhost/y\n",
 		);
-		expect(existsSync(stale)).toBe(false);
-		expect(existsSync(live)).toBe(true);
-		expect(readFileSync(env, "utf8")).toBe(
+		expect(fs.existsSync(stale)).toBe(false);
+		expect(fs.existsSync(live)).toBe(true);
+		expect(fs.readFileSync(env, "utf8")).toBe(
 			"DATABASE_URL=postgresql://a@localhost/y\n",
 		);
 	});
@@ -267,7 +253,7 @@ describe("leftovers of killed backups", () => {
 			for (let i = 0; i < 100 && isRunning(String(zombie)); i++)
 				await new Promise((res) => setTimeout(res, 20));
 
-			const dir = mkdtempSync(join(tmpdir(), "partials-"));
+			const dir = fs.mkdtempSync(join(tmpdir(), "partials-"));
 			const own = processToken();
 			const names = {
 				mine: `.partial-app-20261126T000000Z-${own}`,
@@ -277,7 +263,7 @@ describe("leftovers of killed backups", () => {
 				zombieOldStyle: `.partial-app-20261126T000004Z-${zombie}`,
 				gone: `.partial-app-20261126T000005Z-${parent.pid}99.1`,
 			};
-			for (const n of Object.values(names)) mkdirSync(join(dir, n));
+			for (const n of Object.values(names)) fs.mkdirSync(join(dir, n));
 
 			expect(own).toMatch(/^\d+\.\d+$/); // Linux: pid and start time
 			expect(removeStalePartials(dir).sort()).toEqual(
@@ -288,7 +274,7 @@ describe("leftovers of killed backups", () => {
 					names.gone,
 				].sort(),
 			);
-			expect(readdirSync(dir).sort()).toEqual(
+			expect(fs.readdirSync(dir).sort()).toEqual(
 				[names.mine, names.mineOldStyle].sort(),
 			);
 		} finally {
@@ -360,7 +346,7 @@ describe("backups of the app's objects only (scope app)", () => {
 	it("restores the objects of a schema that exists, not the schema itself", () => {
 		const file = writeRestoreList(toc, ["public"]);
 		try {
-			const lines = readFileSync(file, "utf8").split("\n");
+			const lines = fs.readFileSync(file, "utf8").split("\n");
 			expect(lines).toContain(
 				";7; 2615 2200 SCHEMA - public pg_database_owner",
 			);
@@ -370,9 +356,9 @@ describe("backups of the app's objects only (scope app)", () => {
 			expect(lines).toContain(
 				"239; 1259 16605 TABLE public _prisma_migrations postgres",
 			);
-			expect(statSync(file).mode & 0o777).toBe(0o600);
+			expect(fs.statSync(file).mode & 0o777).toBe(0o600);
 		} finally {
-			rmSync(file, { force: true });
+			fs.rmSync(file, { force: true });
 		}
 	});
 });
@@ -391,7 +377,7 @@ describe("the run lock", () => {
 
 	it("waits out a same-named run whose session is going away, refuses another runbook at once, and a live same-named run after the grace", async () => {
 		const url = await createDatabase("run_lock");
-		const conn = parseConnection(url);
+		const conn = target.parseConnection(url);
 		try {
 			// A killed run of backup: its session ends half a second later.
 			const dying = await holder(url, "backup");

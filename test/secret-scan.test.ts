@@ -22,24 +22,18 @@ describe("secret scan", () => {
 		].join("\n"),
 	);
 
+	/** Runs one of the leaky runbooks above against the test server. */
+	const runLeaky = (name: string) =>
+		runRunbook(name, [], { root: repo, env: { DATABASE_URL: adminUrl() } });
+
 	it("catches a connection string on stdout", async () => {
-		await expect(
-			runRunbook("leaky-output", [], {
-				root: repo,
-				env: { DATABASE_URL: adminUrl() },
-			}),
-		).rejects.toThrow(
+		await expect(runLeaky("leaky-output")).rejects.toThrow(
 			"secret scan: runbooks/leaky-output.ts leaked a password or connection string into stdout",
 		);
 	});
 
 	it("catches a password in a child process's argv", async () => {
-		await expect(
-			runRunbook("leaky-argv", [], {
-				root: repo,
-				env: { DATABASE_URL: adminUrl() },
-			}),
-		).rejects.toThrow(
+		await expect(runLeaky("leaky-argv")).rejects.toThrow(
 			"leaked a password or connection string into a child's argv (sh -c sleep 0.3 sh",
 		);
 	});

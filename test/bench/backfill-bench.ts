@@ -14,15 +14,21 @@
 // BENCH_OFFSET_TIMEOUT_S (default 900: the OFFSET loop's cap). Prints a Markdown table.
 
 import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
-import { createRequire } from "node:module";
+import { rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import pg from "pg";
+import {
+	CHECKOUT,
+	copyCheckout,
+	ROOT,
+	tsxCli,
+	withClient,
+} from "../support/field-checkout.ts";
+import { THUMBNAIL_FIELD } from "../support/field-flags.ts";
 import { faceSwapDatabase } from "./face-swap-db.ts";
 
-const ROOT = new URL("../..", import.meta.url).pathname;
-const tsxCli = createRequire(import.meta.url).resolve("tsx/cli");
 const USERS = Number(process.env.BENCH_USERS ?? 200_000);
 const ONLY = new Set(
 	(process.env.BENCH_ONLY ?? "backfill,update,offset,kill,required").split(","),
@@ -33,18 +39,20 @@ const EXPR = "'thumbs/' || id || '.jpg'";
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function query<T extends pg.QueryResultRow>(
+const query = <T extends pg.QueryResultRow>(
 	url: string,
 	text: string,
 	values: unknown[] = [],
-): Promise<T[]> {
-	const db = new pg.Client({ connectionString: url });
-	await db.connect();
-	try {
-		return (await db.query<T>(text, values)).rows;
-	} finally {
-		await db.end();
-	}
+): Promise<T[]> =>
+	withClient(url, async (db) => (await db.query<T>(text, values)).rows);
+
+/** What `stream` has printed so far, as text. */
+function collect(stream: Readable): () => string {
+	let text = "";
+	stream.on("data", (d) => {
+		text += d;
+	});
+	return () => text;
 }
 
 const withDb = (url: string, name: string) => {
@@ -204,14 +212,8 @@ function runRunbook(
 				detached: true,
 			},
 		);
-		let stdout = "";
-		let stderr = "";
-		child.stdout.on("data", (d) => {
-			stdout += d;
-		});
-		child.stderr.on("data", (d) => {
-			stderr += d;
-		});
+		const stdout = collect(child.stdout);
+		const stderr = collect(child.stderr);
 		if (opts.killAfterMs !== undefined) {
 			setTimeout(() => {
 				try {
@@ -222,7 +224,12 @@ function runRunbook(
 			}, opts.killAfterMs);
 		}
 		child.on("close", (code) =>
-			resolve({ code, stdout, stderr, ms: performance.now() - t0 }),
+			resolve({
+				code,
+				stdout: stdout(),
+				stderr: stderr(),
+				ms: performance.now() - t0,
+			}),
 		);
 	});
 }
@@ -426,34 +433,18 @@ if (ONLY.has("kill")) {
 
 if (ONLY.has("required")) {
 	// add-required-field writes migration folders and schema.prisma: run it in a copy of the checkout.
-	const repo = mkdtempSync(join(tmpdir(), "bench-repo-"));
-	for (const e of [
-		"package.json",
-		"tsconfig.json",
-		"runbooks",
-		"lib",
-		"prisma",
-	])
-		cpSync(join(ROOT, e), join(repo, e), { recursive: true });
-	symlinkSync(join(ROOT, "node_modules"), join(repo, "node_modules"));
+	// Without .config, as this benchmark always copied it (the runbooks pass --config themselves).
+	const repo = copyCheckout(
+		"bench-repo-",
+		CHECKOUT.filter((e) => e !== ".config"),
+	);
 	const url = await freshCopy("required", "");
 	log("--- add-required-field.ts under a concurrent writer");
 	const client = await startClient(url, { insertColumn: "thumbnail_path" });
 	await sleep(1000);
 	const run = await runRunbook(
 		"add-required-field",
-		[
-			"--table",
-			"generated_videos",
-			"--column",
-			"thumbnail_path",
-			"--type",
-			"text",
-			"--backfill",
-			EXPR,
-			"--yes",
-			"--json",
-		],
+		[...THUMBNAIL_FIELD, "--yes", "--json"],
 		url,
 		{ root: repo },
 	);

@@ -9,28 +9,21 @@
 // Prints a Markdown table and the load average.
 
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, symlinkSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
+import { copyCheckout, withClient } from "../support/field-checkout.ts";
+import { columnFlags } from "../support/field-flags.ts";
 import { faceSwapDatabase, secs } from "./face-swap-db.ts";
 
-const ROOT = new URL("../..", import.meta.url).pathname;
 const bench = await faceSwapDatabase(
 	Number(process.env.BENCH_USERS ?? 200_000),
 );
 const named = (name: string) =>
 	Object.assign(new URL(bench.url), { pathname: `/${name}` }).toString();
 
-async function sql(url: string, text: string) {
-	const db = new pg.Client({ connectionString: url });
-	await db.connect();
-	try {
-		return (await db.query(text)).rows;
-	} finally {
-		await db.end();
-	}
-}
+const sql = (url: string, text: string) =>
+	withClient(url, async (db) => (await db.query(text)).rows);
 
 /** A copy of the seeded database (CREATE DATABASE ... TEMPLATE), so both contenders start alike. */
 async function copyOf(label: string): Promise<string> {
@@ -87,27 +80,12 @@ async function underWriter(url: string, work: () => Promise<void>) {
 
 const rows: string[] = [];
 const runbookUrl = await copyOf("runbook");
-const repo = mkdtempSync(join(tmpdir(), "coltype-bench-"));
-for (const d of [
-	"package.json",
-	"tsconfig.json",
-	"runbooks",
-	"lib",
-	"prisma",
-	".config",
-])
-	cpSync(join(ROOT, d), join(repo, d), { recursive: true });
-symlinkSync(join(ROOT, "node_modules"), join(repo, "node_modules"));
+const repo = copyCheckout("coltype-bench-");
 const viaRunbook = await underWriter(runbookUrl, async () => {
 	const args = [
 		"tsx",
 		"runbooks/change-column-type.ts",
-		"--table",
-		"generated_videos",
-		"--column",
-		"processing_ms",
-		"--type",
-		"bigint",
+		...columnFlags("generated_videos", "processing_ms", "bigint"),
 		"--yes",
 		"--confirm",
 		new URL(runbookUrl).pathname.slice(1),

@@ -42,6 +42,12 @@ const connect = async (app: string) => {
 	return c;
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How long `fn` took, in ms. */
+const timed = async (fn: () => Promise<unknown>) => {
+	const t = performance.now();
+	await fn();
+	return performance.now() - t;
+};
 
 async function reset(): Promise<void> {
 	const c = await connect("bench-reset");
@@ -60,6 +66,33 @@ interface Outcome {
 	attempts: number;
 }
 
+/** Single-row reads of users on their own connection, one every 20 ms and each timed, until stop(). */
+async function startReads(ids: string[]) {
+	const reader = await connect("bench-reader");
+	const waits: number[] = [];
+	let reading = true;
+	const loop = (async () => {
+		for (let i = 0; reading; i++) {
+			const id = ids[i % ids.length];
+			waits.push(
+				await timed(() =>
+					reader.query("select * from users where id = $1", [id]),
+				),
+			);
+			await sleep(20);
+		}
+	})();
+	return {
+		waits,
+		/** Ends the stream of reads; the connection stays open until close(). */
+		async stop() {
+			reading = false;
+			await loop;
+		},
+		close: () => reader.end(),
+	};
+}
+
 /** Holder reads users and stays open HOLD_MS; readers run meanwhile; `deploy` starts 0.5 s in. */
 async function scenario(deploy: () => Promise<number>): Promise<Outcome> {
 	await reset();
@@ -73,19 +106,7 @@ async function scenario(deploy: () => Promise<number>): Promise<Outcome> {
 	const holder = await connect("bench-holder");
 	await holder.query("begin");
 	await holder.query("select count(*) from users");
-	const reader = await connect("bench-reader");
-	const waits: number[] = [];
-	let reading = true;
-	const reads = (async () => {
-		for (let i = 0; reading; i++) {
-			const t = performance.now();
-			await reader.query("select * from users where id = $1", [
-				ids[i % ids.length],
-			]);
-			waits.push(performance.now() - t);
-			await sleep(20);
-		}
-	})();
+	const reads = await startReads(ids);
 	const release = sleep(HOLD_MS).then(() => holder.query("commit"));
 	await sleep(500);
 	const t = performance.now();
@@ -93,10 +114,10 @@ async function scenario(deploy: () => Promise<number>): Promise<Outcome> {
 	const deployMs = performance.now() - t;
 	await release;
 	await sleep(500);
-	reading = false;
-	await reads;
+	await reads.stop();
 	await holder.end();
-	await reader.end();
+	await reads.close();
+	const { waits } = reads;
 	return {
 		worstMs: Math.max(...waits),
 		over1s: waits.filter((w) => w > 1000).length,

@@ -3,19 +3,14 @@
 // Seeding uses test/support/fixtures.ts; about 230,000 users make 1 GB.
 
 import { execFileSync } from "node:child_process";
-import { createRequire } from "node:module";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
+import { parseConnection } from "../../lib/pg/target.ts";
+import { prismaCli, ROOT } from "../support/field-checkout.ts";
 import { seedFaceSwap } from "../support/fixtures.ts";
 import { startLocalCluster } from "../support/postgres.ts";
-
-const ROOT = new URL("../..", import.meta.url).pathname;
-const prismaCli = join(
-	createRequire(import.meta.url).resolve("prisma/package.json"),
-	"..",
-	"build",
-	"index.js",
-);
 
 export interface BenchDb {
 	url: string;
@@ -45,6 +40,28 @@ async function size(
 	}
 }
 
+/** `prisma migrate deploy` (the real CLI, the project's config) on `url`, its output discarded. */
+export function prismaMigrateDeploy(
+	url: string,
+	extraEnv: Record<string, string> = {},
+): void {
+	const config = join(ROOT, "prisma", "prisma.config.ts");
+	execFileSync(
+		process.execPath,
+		[prismaCli, "migrate", "deploy", "--config", config],
+		{
+			env: {
+				...process.env,
+				DATABASE_URL: url,
+				DIRECT_URL: url,
+				PRISMA_HIDE_UPDATE_MESSAGE: "1",
+				...extraEnv,
+			},
+			stdio: "ignore",
+		},
+	);
+}
+
 /** Migrates (real Prisma CLI) and seeds the database unless it already holds users. */
 export async function faceSwapDatabase(
 	users = Number(process.env.BENCH_USERS ?? 230_000),
@@ -67,25 +84,7 @@ export async function faceSwapDatabase(
 		process.stderr.write(
 			`migrating and seeding ${users} users (about ${Math.round(users / 230)} MB)...\n`,
 		);
-		execFileSync(
-			process.execPath,
-			[
-				prismaCli,
-				"migrate",
-				"deploy",
-				"--config",
-				join(ROOT, "prisma", "prisma.config.ts"),
-			],
-			{
-				env: {
-					...process.env,
-					DATABASE_URL: url,
-					DIRECT_URL: url,
-					PRISMA_HIDE_UPDATE_MESSAGE: "1",
-				},
-				stdio: "ignore",
-			},
-		);
+		prismaMigrateDeploy(url);
 		const t = performance.now();
 		await seedFaceSwap(url, { users });
 		process.stderr.write(
@@ -98,6 +97,18 @@ export async function faceSwapDatabase(
 	}
 	const after = await size(url);
 	return { url, bytes: after.bytes, stop };
+}
+
+/**
+ * What the backup benchmarks start from: the Face Swap database (db), its connection (conn), and
+ * a BACKUP_DIR in a new temporary directory named `prefix…` (dir), in the env they pass.
+ */
+export async function backupBenchSetup(prefix: string) {
+	const db = await faceSwapDatabase();
+	const conn = parseConnection(db.url);
+	const dir = mkdtempSync(join(tmpdir(), prefix));
+	const env = { BACKUP_DIR: join(dir, "backups"), BACKUP_MIN_FREE_MB: "0" };
+	return { db, conn, dir, env };
 }
 
 export function median(xs: number[]): number {

@@ -8,29 +8,19 @@
 //   BENCH_DATABASE_URL=postgresql://... npx tsx test/bench/keep-rows-bench.ts
 //   BENCH_ROUNDS=3 BENCH_USERS=230000 BENCH_NEW_ROWS=10000
 
-import { mkdtempSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { createBackup } from "../../lib/backup/archive.ts";
 import { putBackRows } from "../../lib/backup/keep-new-rows.ts";
 import { restoreInTransaction } from "../../lib/backup/restore.ts";
-import {
-	appTables,
-	compareWithDatabase,
-	indexBackup,
-	newRowsInDatabase,
-} from "../../lib/backup/row-changes.ts";
+import * as rowChanges from "../../lib/backup/row-changes.ts";
 import { findTool } from "../../lib/pg/client-tools.ts";
 import { connect } from "../../lib/pg/db.ts";
-import { parseConnection } from "../../lib/pg/target.ts";
-import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
+import { backupBenchSetup, median, secs } from "./face-swap-db.ts";
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const newRows = Number(process.env.BENCH_NEW_ROWS ?? 10_000);
-const db = await faceSwapDatabase();
-const conn = parseConnection(db.url);
-const dir = mkdtempSync(join(tmpdir(), "keep-rows-bench-"));
-const env = { BACKUP_DIR: join(dir, "backups"), BACKUP_MIN_FREE_MB: "0" };
+const { db, conn, env } = await backupBenchSetup("keep-rows-bench-");
 const pgRestore = await findTool("pg_restore");
 const psql = await findTool("psql");
 const client = await connect(conn, "keep-rows-bench");
@@ -72,12 +62,17 @@ for (let round = 1; round <= rounds; round++) {
        from generate_series(1, $2::int) i`,
 		[round, newRows - half],
 	);
-	const tables = await appTables(client, ["public"]);
+	const tables = await rowChanges.appTables(client, ["public"]);
 	const [previewMs, index] = await timed(async () => {
-		const index = await indexBackup(pgRestore, archive(backup.id), tables, {
-			compareWith: true,
-		});
-		await compareWithDatabase(tables, index, psql, conn);
+		const index = await rowChanges.indexBackup(
+			pgRestore,
+			archive(backup.id),
+			tables,
+			{
+				compareWith: true,
+			},
+		);
+		await rowChanges.compareWithDatabase(tables, index, psql, conn);
 		return index;
 	});
 	await createBackup(conn, { kind: "safety", env });
@@ -85,10 +80,10 @@ for (let round = 1; round <= rounds; round++) {
 	// Read as the runbook does (rows written after the backup's snapshot), and for comparison
 	// as before the snapshot was recorded (every key).
 	const [readAllMs] = await timed(() =>
-		newRowsInDatabase(tables, index, client, psql, conn),
+		rowChanges.newRowsInDatabase(tables, index, client, psql, conn),
 	);
 	const [readMs, captured] = await timed(() =>
-		newRowsInDatabase(tables, index, client, psql, conn, {
+		rowChanges.newRowsInDatabase(tables, index, client, psql, conn, {
 			since: backup.snapshot,
 		}),
 	);

@@ -11,20 +11,16 @@ import {
 	readdirSync,
 	writeFileSync,
 } from "node:fs";
-import { createRequire } from "node:module";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import {
+	prismaCli as prisma,
+	ROOT,
+	tsxCli as tsx,
+} from "../support/field-checkout.ts";
 import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
 
-const ROOT = new URL("../..", import.meta.url).pathname;
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
-const tsx = createRequire(import.meta.url).resolve("tsx/cli");
-const prisma = join(
-	createRequire(import.meta.url).resolve("prisma/package.json"),
-	"..",
-	"build",
-	"index.js",
-);
 
 const bench = await faceSwapDatabase(Number(process.env.BENCH_USERS ?? 20_000));
 const env = {

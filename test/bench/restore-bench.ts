@@ -9,8 +9,8 @@
 //   BENCH_DATABASE_URL=postgresql://... npx tsx test/bench/restore-bench.ts   # reuse a seeded database
 //   BENCH_ROUNDS=3 BENCH_USERS=230000 BENCH_JOBS=2
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { rmSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { createBackup, verifyBackup } from "../../lib/backup/archive.ts";
 import {
@@ -20,15 +20,12 @@ import {
 } from "../../lib/backup/restore.ts";
 import { findTool, runTool } from "../../lib/pg/client-tools.ts";
 import { connect } from "../../lib/pg/db.ts";
-import { parseConnection, withDatabase } from "../../lib/pg/target.ts";
-import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
+import { withDatabase } from "../../lib/pg/target.ts";
+import { backupBenchSetup, median, secs } from "./face-swap-db.ts";
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const jobs = Number(process.env.BENCH_JOBS ?? 2);
-const db = await faceSwapDatabase();
-const conn = parseConnection(db.url);
-const dir = mkdtempSync(join(tmpdir(), "restore-bench-"));
-const env = { BACKUP_DIR: join(dir, "backups"), BACKUP_MIN_FREE_MB: "0" };
+const { db, conn, dir, env } = await backupBenchSetup("restore-bench-");
 
 const manifest = await createBackup(conn, { kind: "manual", env });
 const verified = await verifyBackup({ manifest, archivePresent: true }, env);

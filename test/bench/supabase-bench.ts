@@ -12,21 +12,24 @@
 // Methods are interleaved and repeated because this 2-core machine is shared: the table shows the
 // best of each and every value, with the load average before each run.
 
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { listTables, tableChecksums } from "../../lib/backup/row-checksums.ts";
 import { dropObjects, schemaObjects } from "../../lib/data/schema-copy.ts";
 import { formatBytes } from "../../lib/kit/format.ts";
 import { parseConnection } from "../../lib/pg/target.ts";
+import {
+	ROOT,
+	tsxCli,
+	withClient as withDb,
+} from "../support/field-checkout.ts";
 import { seedFaceSwap } from "../support/fixtures.ts";
 import { findPgBin, startLocalCluster } from "../support/postgres.ts";
 import { startSupabase } from "../support/supabase.ts";
+import { prismaMigrateDeploy } from "./face-swap-db.ts";
 
-const ROOT = new URL("../..", import.meta.url).pathname;
 const argv = process.argv.slice(2);
 const arg = (name: string) => {
 	const i = argv.indexOf(name);
@@ -47,15 +50,6 @@ interface Result {
 	detail?: string;
 	rows: string;
 }
-
-const require = createRequire(import.meta.url);
-const prismaCli = join(
-	require.resolve("prisma/package.json"),
-	"..",
-	"build",
-	"index.js",
-);
-const tsxCli = require.resolve("tsx/cli");
 
 function sh(
 	cmd: string,
@@ -90,19 +84,6 @@ const pgEnv = (url: string, prefix = "PG") => {
 		[`${prefix}DATABASE`]: u.pathname.slice(1),
 	};
 };
-
-async function withDb<T>(
-	url: string,
-	fn: (db: pg.Client) => Promise<T>,
-): Promise<T> {
-	const db = new pg.Client({ connectionString: url });
-	await db.connect();
-	try {
-		return await fn(db);
-	} finally {
-		await db.end();
-	}
-}
 
 async function emptyTarget(directUrl: string): Promise<void> {
 	await withDb(directUrl, async (db) => {
@@ -140,26 +121,7 @@ async function main() {
 	try {
 		const srcUrl = source.adminUrl.replace(/\/postgres$/, "/faceswap");
 		await withDb(source.adminUrl, (db) => db.query("create database faceswap"));
-		execFileSync(
-			process.execPath,
-			[
-				prismaCli,
-				"migrate",
-				"deploy",
-				"--config",
-				join(ROOT, "prisma", "prisma.config.ts"),
-			],
-			{
-				env: {
-					...process.env,
-					DATABASE_URL: srcUrl,
-					DIRECT_URL: srcUrl,
-					PRISMA_HIDE_UPDATE_MESSAGE: "1",
-					CHECKPOINT_DISABLE: "1",
-				},
-				stdio: "ignore",
-			},
-		);
+		prismaMigrateDeploy(srcUrl, { CHECKPOINT_DISABLE: "1" });
 		const t = performance.now();
 		const counts = await seedFaceSwap(srcUrl, { users });
 		const size = await withDb(srcUrl, async (db) => {

@@ -3,29 +3,21 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import {
-	cpSync,
-	existsSync,
-	mkdtempSync,
-	readdirSync,
-	readFileSync,
-	symlinkSync,
-} from "node:fs";
-import { createRequire } from "node:module";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, inject } from "vitest";
+import {
+	copyCheckout,
+	prismaCli,
+	ROOT,
+	tsxCli,
+	withClient,
+} from "./field-checkout.ts";
 import { seedFaceSwap } from "./fixtures.ts";
 
-export const ROOT = new URL("../..", import.meta.url).pathname;
-const tsxCli = createRequire(import.meta.url).resolve("tsx/cli");
-const prismaCli = join(
-	createRequire(import.meta.url).resolve("prisma/package.json"),
-	"..",
-	"build",
-	"index.js",
-);
+export { ROOT };
 
 export function adminUrl(): string {
 	return inject("adminUrl");
@@ -41,13 +33,7 @@ export async function admin<T>(
 	fn: (db: pg.Client) => Promise<T>,
 	url = adminUrl(),
 ): Promise<T> {
-	const db = new pg.Client({ connectionString: url });
-	await db.connect();
-	try {
-		return await fn(db);
-	} finally {
-		await db.end();
-	}
+	return withClient(url, fn);
 }
 
 /** A new, empty database for one test file (or one test); returns its connection string. */
@@ -177,19 +163,7 @@ export interface RunOptions {
  * change prisma/ or .env as it would in a real checkout.
  */
 export function copyRepository(): string {
-	const dir = mkdtempSync(join(tmpdir(), "runbook-repo-"));
-	for (const entry of [
-		"package.json",
-		"tsconfig.json",
-		"runbooks",
-		"lib",
-		"prisma",
-		".config",
-	]) {
-		cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
-	}
-	symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
-	return dir;
+	return copyCheckout("runbook-repo-");
 }
 
 /** A scratch directory for audit logs and the like, so tests never touch the repository's. */

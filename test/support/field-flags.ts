@@ -1,0 +1,14 @@
+// Flags the schema-change runbooks (add-required-field, change-column-type) take, for their tests,
+// the conventions' dry runs and the benchmarks alike (no vitest here: benchmarks import it too).
+
+/** The flags naming the column a schema-change runbook works on. */
+export function columnFlags(table: string, column: string, type: string) {
+	return ["--table", table, "--column", column, "--type", type];
+}
+
+/** generated_videos.thumbnail_path, filled from each row's id: the add-required-field example. */
+export const THUMBNAIL_FIELD = [
+	...columnFlags("generated_videos", "thumbnail_path", "text"),
+	"--backfill",
+	"'thumbs/' || id || '.jpg'",
+];
