@@ -7,7 +7,6 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
 import {
 	admin,
 	createSeededDatabase,
@@ -15,22 +14,21 @@ import {
 	dropDatabase,
 	runPrismaCli,
 	runRunbook,
-	scratchDir,
 } from "./support/harness.ts";
 import {
-	ADD_PREFERENCES_SQL,
-	ADD_RATING_SQL,
+	ADDED,
+	addedRepo,
 	deployRatingsAndUse,
-} from "./support/migration-fixtures.ts";
-
-const KEEP = "20241230000000_comprehensive_schema";
-const ADDED = "20250101000000_add_ratings_and_preferences";
-const MIGRATION = `${ADD_RATING_SQL}\n${ADD_PREFERENCES_SQL}`;
+	downArgs,
+	KEEP,
+	type MigrationsRepo,
+	runEnv,
+} from "./support/rollback-suite.ts";
 
 let url: string;
 let db: string;
 let env: Record<string, string>;
-let repo: ReturnType<typeof migrationsRepo>;
+let repo: MigrationsRepo;
 
 /** Per table: row count and a checksum of the rows without the added column. */
 async function contents(
@@ -54,18 +52,8 @@ async function contents(
 beforeAll(async () => {
 	url = await createSeededDatabase("rollback_down", 1000);
 	db = dbName(url);
-	repo = migrationsRepo(
-		{ [ADDED]: MIGRATION },
-		"Add video ratings and user preferences",
-	);
-	const dir = scratchDir();
-	env = {
-		DATABASE_URL: url,
-		PRISMA_MIGRATIONS_DIR: repo.dir,
-		BACKUP_DIR: join(dir, "backups"),
-		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		...GIT_ENV,
-	};
+	repo = addedRepo("Add video ratings and user preferences");
+	env = runEnv({ DATABASE_URL: url }, repo.dir);
 });
 
 afterAll(async () => {
@@ -97,18 +85,7 @@ describe("emergency-rollback.ts --mode down", () => {
 
 		const run = await runRunbook(
 			"emergency-rollback",
-			[
-				"--mode",
-				"down",
-				"--to",
-				KEEP,
-				"--yes",
-				"--confirm",
-				db,
-				"--git-revert",
-				repo.commit.slice(0, 10),
-				"--json",
-			],
+			[...downArgs(db), "--git-revert", repo.commit.slice(0, 10), "--json"],
 			{ env },
 		);
 		expect(run.code, run.stderr).toBe(0);
@@ -173,24 +150,14 @@ describe("emergency-rollback.ts --mode down", () => {
 	it("refuses --to a migration that is not in the folder (exit 2) and says so when nothing is after it (exit 0)", async () => {
 		const unknown = await runRunbook(
 			"emergency-rollback",
-			[
-				"--mode",
-				"down",
-				"--to",
-				"20991231000000_nope",
-				"--yes",
-				"--confirm",
-				db,
-			],
+			downArgs(db, "20991231000000_nope"),
 			{ env },
 		);
 		expect(unknown.code).toBe(2);
 		expect(unknown.stderr).toContain("there is no such migration");
-		const nothing = await runRunbook(
-			"emergency-rollback",
-			["--mode", "down", "--to", KEEP, "--yes", "--confirm", db],
-			{ env },
-		);
+		const nothing = await runRunbook("emergency-rollback", downArgs(db), {
+			env,
+		});
 		expect(nothing.code, nothing.stderr).toBe(0);
 		expect(nothing.stdout).toContain(
 			`nothing to roll back: ${KEEP} is the latest applied migration`,

@@ -3,7 +3,6 @@
 // --keep-new-rows (or the printed --put-back command, later) puts the new rows back in one
 // transaction, on real PostgreSQL with 20,000 users and 5,000 purchases.
 
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
@@ -14,19 +13,25 @@ import {
 	runbookPid,
 	runPrismaCli,
 	runRunbook,
-	scratchDir,
 } from "./support/harness.ts";
 import {
 	ADD_PREFERENCES_SQL,
 	ADD_RATING_SQL,
 	scratchDatabases,
 } from "./support/migration-fixtures.ts";
-
-const RATING = "20250101000000_add_video_rating";
-const PREFERENCES = "20250102000000_add_user_preferences";
+import {
+	countRows as count,
+	deployArgs,
+	downArgs,
+	type MigrationsRepo,
+	PREFERENCES,
+	RATING,
+	runEnv,
+	TWO_MIGRATIONS,
+} from "./support/rollback-suite.ts";
 
 let seeded: string;
-let repo: ReturnType<typeof migrationsRepo>;
+let repo: MigrationsRepo;
 const scratch = scratchDatabases();
 
 interface Case {
@@ -37,27 +42,14 @@ interface Case {
 	oldName: string;
 }
 
-const count = async (url: string, table: string) =>
-	Number(
-		(await admin((c) => c.query(`select count(*) as n from ${table}`), url))
-			.rows[0].n,
-	);
-
 /** A copy of the seeded database, deployed with two migrations, then a day of traffic. */
 async function deployedWithTraffic(prefix: string): Promise<Case> {
 	const url = await scratch.clone(seeded, prefix);
 	const db = dbName(url);
-	const dir = scratchDir();
-	const env = {
-		DATABASE_URL: url,
-		PRISMA_MIGRATIONS_DIR: repo.dir,
-		BACKUP_DIR: join(dir, "backups"),
-		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		...GIT_ENV,
-	};
+	const env = runEnv({ DATABASE_URL: url }, repo.dir);
 	const deploy = await runRunbook(
 		"deploy-production",
-		["--yes", "--confirm", db, "--monitor-seconds", "0", "--json"],
+		[...deployArgs(db), "--json"],
 		{ env },
 	);
 	expect(deploy.code, deploy.stderr).toBe(0);
@@ -273,36 +265,19 @@ describe("emergency-rollback.ts, the migration files of a commit that brought mo
 		const url = scratch.track(await createSeededDatabase("git_step", 200));
 		const r = migrationsRepo(
 			{
-				[RATING]: ADD_RATING_SQL,
-				[PREFERENCES]: ADD_PREFERENCES_SQL,
+				...TWO_MIGRATIONS,
 				[NICKNAME]: 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
 			},
 			"Add ratings, preferences and nicknames",
 		);
-		const dir = scratchDir();
-		const env = {
-			DATABASE_URL: url,
-			PRISMA_MIGRATIONS_DIR: r.dir,
-			BACKUP_DIR: join(dir, "backups"),
-			RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-			...GIT_ENV,
-		};
+		const env = runEnv({ DATABASE_URL: url }, r.dir);
 		const deployed = await runPrismaCli(["migrate", "deploy"], url, {
 			PRISMA_MIGRATIONS_DIR: r.dir,
 		});
 		expect(deployed.code, deployed.stderr).toBe(0);
 		const run = await runRunbook(
 			"emergency-rollback",
-			[
-				"--mode",
-				"down",
-				"--to",
-				PREFERENCES,
-				"--yes",
-				"--confirm",
-				dbName(url),
-				"--json",
-			],
+			[...downArgs(dbName(url), PREFERENCES), "--json"],
 			{ env },
 		);
 		expect(run.code, run.stderr).toBe(0);

@@ -6,15 +6,14 @@ import { cpSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Fault, runWithFault } from "./support/faults.ts";
-
+import * as h from "./support/harness.ts";
 import {
-	admin,
-	createSeededDatabase,
-	dbName,
-	dropDatabase,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
+	createBackup,
+	dayOfTraffic,
+	restoreArgs,
+	stateAmong,
+	USER_PREFERENCES,
+} from "./support/rollback-suite.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 let url: string;
@@ -26,13 +25,13 @@ let atBackup: Record<string, string>;
 
 const rollback = (
 	args: string[],
-	extra: Parameters<typeof runRunbook>[2] = {},
-) => runRunbook("emergency-rollback", args, { env, ...extra });
+	extra: Parameters<typeof h.runRunbook>[2] = {},
+) => h.runRunbook("emergency-rollback", args, { env, ...extra });
 
 /** Waits until no runbook session (the psql of a killed restore, say) is left on the database. */
 async function settle(): Promise<void> {
 	for (let i = 0; i < 200; i++) {
-		const rows = await admin(
+		const rows = await h.admin(
 			(c) =>
 				c.query(
 					"select 1 from pg_stat_activity where datname = $1 and application_name like 'runbook:%'",
@@ -47,50 +46,30 @@ async function settle(): Promise<void> {
 }
 
 /** What a deploy and some traffic leave behind: a new table, new rows, deleted rows. */
-async function diverge(): Promise<void> {
-	await admin(async (c) => {
-		await c.query(
-			"create table if not exists user_preferences (id text primary key, user_id text not null references users(id), theme text not null default 'light')",
-		);
-		await c.query(
-			"insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 25) i on conflict do nothing",
-		);
-		await c.query(
-			"insert into user_preferences (id, user_id) select 'pref-' || id, id from users where id like 'late%' on conflict do nothing",
-		);
-		await c.query(
-			"delete from purchases where id in (select id from purchases order by id limit 7)",
-		);
-	}, url);
-}
-
-const same = (a: Record<string, string>, b: Record<string, string>) =>
-	JSON.stringify(a) === JSON.stringify(b);
+const diverge = () => dayOfTraffic(url, USER_PREFERENCES);
 
 beforeAll(async () => {
-	url = await createSeededDatabase("rollback_kill", 1000);
-	db = dbName(url);
-	const dir = scratchDir();
+	url = await h.createSeededDatabase("rollback_kill", 1000);
+	db = h.dbName(url);
+	const dir = h.scratchDir();
 	env = {
 		DATABASE_URL: url,
 		BACKUP_DIR: join(dir, "backups"),
 		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
 	};
-	const backup = await runRunbook("backup", ["create", "--json"], { env });
-	expect(backup.code, backup.stderr).toBe(0);
-	backupId = JSON.parse(backup.stdout).backup.id;
+	backupId = (await createBackup(env)).id;
 	expect(backupId).toBeTruthy();
 	atBackup = await snapshotDatabase(url);
 });
 
 afterAll(async () => {
-	if (url) await dropDatabase(url);
+	if (url) await h.dropDatabase(url);
 });
 
 describe("emergency-rollback.ts --rehearse without --backup", () => {
 	it("takes the newest verified backup of any kind (here a manual one) and names its kind; restore mode still wants a pre-deploy one", async () => {
 		// A BACKUP_DIR holding only the manual backup of beforeAll.
-		const only = join(scratchDir(), "backups");
+		const only = join(h.scratchDir(), "backups");
 		mkdirSync(only);
 		for (const f of readdirSync(env.BACKUP_DIR).filter((f) =>
 			f.startsWith(backupId),
@@ -135,14 +114,7 @@ describe("emergency-rollback.ts, interrupted", () => {
 			{ pattern: /COMMIT: committing the restore/, delayMs: 0 },
 			{ fault: atStart(1500) },
 		];
-		const args = [
-			"--backup",
-			backupId,
-			"--yes",
-			"--confirm",
-			db,
-			"--skip-safety-backup",
-		];
+		const args = [...restoreArgs(backupId, db), "--skip-safety-backup"];
 		const seen: string[] = [];
 		for (const moment of moments) {
 			await diverge();
@@ -159,11 +131,7 @@ describe("emergency-rollback.ts, interrupted", () => {
 			expect(run.stdout).toMatch(/\[8\/15\] Restore atomically/);
 			await settle();
 			const now = await snapshotDatabase(url);
-			const state = same(now, old)
-				? "old"
-				: same(now, atBackup)
-					? "restored"
-					: "MIXED";
+			const state = stateAmong(now, { old, restored: atBackup });
 			const out = run.stdout + run.stderr;
 			seen.push(
 				`${"fault" in moment ? `step 8 +${moment.fault.offsetMs} ms` : `${moment.pattern.source}+${moment.delayMs}ms`}: ${state} (exit ${run.code})`,
@@ -195,7 +163,7 @@ describe("emergency-rollback.ts, interrupted", () => {
 		expect(run.stderr).toMatch(new RegExp(`${backupId} restores in \\d`));
 		expect(run.stderr).toContain("was not touched");
 		expect(await snapshotDatabase(url)).toEqual(before);
-		const left = await admin((c) =>
+		const left = await h.admin((c) =>
 			c.query(
 				"select datname from pg_database where datname like '%rehearse%'",
 			),
@@ -208,15 +176,11 @@ describe("emergency-rollback.ts, interrupted", () => {
 		await diverge();
 		// What a swap killed during its pg_restore leaves behind.
 		const leftover = `${db}_restore_20240101t000000z`;
-		await admin((c) => c.query(`create database "${leftover}"`));
+		await h.admin((c) => c.query(`create database "${leftover}"`));
 		const run = await rollback([
 			"--method",
 			"swap",
-			"--backup",
-			backupId,
-			"--yes",
-			"--confirm",
-			db,
+			...restoreArgs(backupId, db),
 			"--skip-safety-backup",
 			"--json",
 		]);
@@ -226,7 +190,7 @@ describe("emergency-rollback.ts, interrupted", () => {
 			`dropped ${leftover}, left by an interrupted swap restore`,
 		);
 		expect(await snapshotDatabase(url)).toEqual(atBackup);
-		const names = await admin((c) =>
+		const names = await h.admin((c) =>
 			c.query<{ datname: string }>(
 				"select datname from pg_database where datname like $1 order by 1",
 				[`${db}%`],
@@ -236,6 +200,6 @@ describe("emergency-rollback.ts, interrupted", () => {
 			[db, report.old_database].sort(),
 		);
 		expect(run.stderr).toContain(`DROP DATABASE "${report.old_database}"`);
-		await admin((c) => c.query(`drop database "${report.old_database}"`));
+		await h.admin((c) => c.query(`drop database "${report.old_database}"`));
 	});
 });

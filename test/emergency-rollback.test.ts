@@ -13,90 +13,60 @@ import {
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
+import { migrationsRepo } from "./support/git-fixtures.ts";
+import * as h from "./support/harness.ts";
 import {
-	admin,
-	createSeededDatabase,
-	dbName,
-	dropDatabase,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
-import {
-	ADD_PREFERENCES_SQL,
-	ADD_RATING_SQL,
-} from "./support/migration-fixtures.ts";
+	dayOfTraffic,
+	deployArgs,
+	type MigrationsRepo,
+	PREFERENCES,
+	RATING,
+	runEnv,
+	TWO_MIGRATIONS,
+	USER_PREFERENCES,
+} from "./support/rollback-suite.ts";
 import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
-
-const RATING = "20250101000000_add_video_rating";
-const PREFERENCES = "20250102000000_add_user_preferences";
-const EXTRA = {
-	[RATING]: ADD_RATING_SQL,
-	[PREFERENCES]: ADD_PREFERENCES_SQL,
-};
 
 let url: string;
 let db: string;
 let env: Record<string, string>;
 let backups: string;
 let audit: string;
-let repo: ReturnType<typeof migrationsRepo>;
+let repo: MigrationsRepo;
 /** The database as the pre-deploy backup holds it. */
 let atBackup: Record<string, string>;
 let preDeployId: string;
 
 const rollback = (
 	args: string[],
-	extra: Parameters<typeof runRunbook>[2] = {},
-) => runRunbook("emergency-rollback", args, { env, ...extra });
+	extra: Parameters<typeof h.runRunbook>[2] = {},
+) => h.runRunbook("emergency-rollback", args, { env, ...extra });
 
 const query = async <T extends Record<string, unknown>>(sql: string) =>
-	admin(async (c) => (await c.query<T>(sql)).rows, url);
+	h.admin(async (c) => (await c.query<T>(sql)).rows, url);
 
 /** What a deploy and a day of traffic would leave: the two migrations' objects and new rows. */
-async function diverge(): Promise<void> {
-	await admin(async (c) => {
-		await c.query(
-			`create table if not exists user_preferences (id text primary key, user_id text not null references users(id), theme text not null default 'light')`,
-		);
-		await c.query(
-			`insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 25) i on conflict do nothing`,
-		);
-		await c.query(
-			`insert into user_preferences (id, user_id) select 'pref-' || id, id from users where id like 'late%' on conflict do nothing`,
-		);
-		await c.query(
-			"delete from purchases where id in (select id from purchases order by id limit 7)",
-		);
-	}, url);
-}
+const diverge = () => dayOfTraffic(url, USER_PREFERENCES);
 
 beforeAll(async () => {
-	url = await createSeededDatabase("rollback", 1000);
-	db = dbName(url);
-	repo = migrationsRepo(EXTRA);
-	const dir = scratchDir();
-	backups = join(dir, "backups");
-	audit = join(dir, "audit.jsonl");
-	env = {
-		DATABASE_URL: url,
-		PRISMA_MIGRATIONS_DIR: repo.dir,
-		BACKUP_DIR: backups,
-		RUNBOOK_AUDIT_LOG: audit,
-		...GIT_ENV,
-	};
+	url = await h.createSeededDatabase("rollback", 1000);
+	db = h.dbName(url);
+	repo = migrationsRepo(TWO_MIGRATIONS);
+	env = runEnv({ DATABASE_URL: url }, repo.dir);
+	backups = env.BACKUP_DIR;
+	audit = env.RUNBOOK_AUDIT_LOG;
 	atBackup = await snapshotDatabase(url);
 });
 
 afterAll(async () => {
-	if (url) await dropDatabase(url);
+	if (url) await h.dropDatabase(url);
 });
 
 describe("emergency-rollback.ts", () => {
 	it("after deploy-production applied two migrations, restores the pre-deploy backup exactly and prints the git revert (exit 0)", async () => {
-		const deploy = await runRunbook(
+		const deploy = await h.runRunbook(
 			"deploy-production",
-			["--yes", "--confirm", db, "--monitor-seconds", "0", "--json"],
+			[...deployArgs(db), "--json"],
 			{ env },
 		);
 		expect(deploy.code, deploy.stderr).toBe(0);

@@ -5,32 +5,11 @@
 // (schemas, roles, event triggers, publication, default privileges) as it was, and a rerun
 // finishes with the state and API privileges an uninterrupted run leaves.
 
-import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-	describeFault,
-	expectStopped,
-	type Fault,
-	type FaultRun,
-	runWithFault,
-	settle,
-} from "./support/faults.ts";
-import { seedFaceSwap } from "./support/fixtures.ts";
-import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
-import {
-	admin,
-	type RunResult,
-	runPrismaCli,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
-import {
-	ADD_PREFERENCES_SQL,
-	ADD_RATING_SQL,
-	deployRatingsAndUse,
-} from "./support/migration-fixtures.ts";
+import { type Fault, runWithFault } from "./support/faults.ts";
+import { admin, runRunbook, scratchDir } from "./support/harness.ts";
+import * as suite from "./support/rollback-suite.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 import {
 	apiPrivileges,
@@ -39,31 +18,22 @@ import {
 	startSupabase,
 } from "./support/supabase.ts";
 
-const RUNBOOK = "emergency-rollback";
-const KEEP = "20241230000000_comprehensive_schema";
-const ADDED = "20250101000000_add_ratings_and_preferences";
-
-type Snapshot = Record<string, string>;
-
 let sb: SupabaseFixture;
-let repo: ReturnType<typeof migrationsRepo>;
+let repo: suite.MigrationsRepo;
 let backups: string;
 let backupId: string;
-let platform: Snapshot;
-let atBackup: Snapshot;
+let platform: suite.Snapshot;
+let atBackup: suite.Snapshot;
 let privilegesAtBackup: Record<string, boolean>;
-let beforeRestore: Snapshot;
-let beforeDown: Snapshot;
-let afterDown: Snapshot;
+let beforeRestore: suite.Snapshot;
+let beforeDown: suite.Snapshot;
+let afterDown: suite.Snapshot;
 let privilegesAfterDown: Record<string, boolean>;
 /** The databases each case is cloned from: after a day of traffic, and with the migration deployed. */
 let diverged: string;
 let deployed: string;
 let clones = 0;
 const outcomes: string[] = [];
-
-const same = (a: Snapshot, b: Snapshot) =>
-	JSON.stringify(a) === JSON.stringify(b);
 
 /** A copy of a database of the Supabase server, platform and all; returns its name. */
 async function clone(source: string, prefix: string): Promise<string> {
@@ -73,91 +43,43 @@ async function clone(source: string, prefix: string): Promise<string> {
 }
 
 function envFor(db: string) {
-	const audit = join(scratchDir(), "audit.jsonl");
 	const u = sb.urls(db);
-	return {
-		audit,
-		env: {
-			DATABASE_URL: u.pooler,
-			DIRECT_URL: u.direct,
-			BACKUP_DIR: backups,
-			RUNBOOK_AUDIT_LOG: audit,
-			// Hooks that take a moment, so that a kill at those steps lands inside them.
-			APP_STOP_CMD: "sleep 1",
-			APP_START_CMD: "sleep 1",
-			PRISMA_MIGRATIONS_DIR: repo.dir,
-			...GIT_ENV,
-		},
-	};
+	return suite.faultEnv(
+		{ DATABASE_URL: u.pooler, DIRECT_URL: u.direct },
+		backups,
+		repo.dir,
+	);
 }
-
-const restoreArgs = (db: string) => [
-	"--backup",
-	backupId,
-	"--yes",
-	"--confirm",
-	db,
-];
-const downArgs = (db: string) => [
-	"--mode",
-	"down",
-	"--to",
-	KEEP,
-	"--yes",
-	"--confirm",
-	db,
-];
 
 beforeAll(async () => {
 	sb = await startSupabase();
-	repo = migrationsRepo({
-		[ADDED]: `${ADD_RATING_SQL}\n${ADD_PREFERENCES_SQL}`,
-	});
+	repo = suite.addedRepo();
 	backups = join(scratchDir(), "backups");
 	const template = await clone("postgres", "frs_tpl");
 	const t = sb.urls(template);
-	const migrated = await runPrismaCli(["migrate", "deploy"], t.direct);
-	expect(migrated.code, migrated.stderr).toBe(0);
 	// Enough rows that the restore lasts well over the kills' delays.
-	await seedFaceSwap(t.direct, { users: 400 });
+	await suite.migrateAndSeed(t.direct, 400);
 	await admin(async (db) => {
 		await db.query("revoke all on users from anon");
 		await db.query("grant select (id, email) on users to anon");
 	}, t.direct);
-	const backup = await runRunbook("backup", ["create", "--json"], {
-		env: { ...envFor(template).env },
-	});
-	expect(backup.code, backup.stderr).toBe(0);
-	backupId = JSON.parse(backup.stdout).backup.id;
+	backupId = (await suite.createBackup(envFor(template).env)).id;
 	atBackup = await snapshotDatabase(t.admin);
 	privilegesAtBackup = await apiPrivileges(t.admin);
 	platform = await snapshotPlatform(t.admin);
 
 	// A day of traffic after the backup: a new table, new users, a deleted purchase.
 	diverged = await clone(template, "frs_div");
-	await admin(async (c) => {
-		await c.query(
-			"create table user_notes (id text primary key, user_id text not null references users(id), body text)",
-		);
-		await c.query(
-			"insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 25) i",
-		);
-		await c.query(
-			"insert into user_notes select 'n-' || id, id, 'hello' from users where id like 'late%'",
-		);
-		await c.query(
-			"delete from purchases where id in (select id from purchases order by id limit 7)",
-		);
-	}, sb.urls(diverged).direct);
+	await suite.dayOfTraffic(sb.urls(diverged).direct, suite.USER_NOTES);
 	beforeRestore = await snapshotDatabase(sb.urls(diverged).admin);
 	expect(beforeRestore).not.toEqual(atBackup);
 
 	// Down mode: the extra migration deployed, then used; and what an uninterrupted down run leaves.
 	deployed = await clone(template, "frs_dep");
-	await deployRatingsAndUse(sb.urls(deployed).direct, repo.dir);
+	await suite.deployRatingsAndUse(sb.urls(deployed).direct, repo.dir);
 	beforeDown = await snapshotDatabase(sb.urls(deployed).admin);
 	const ref = await clone(deployed, "frs_ref");
-	const down = await runRunbook(RUNBOOK, downArgs(ref), {
+	const down = await runRunbook(suite.RUNBOOK, suite.downArgs(ref), {
 		env: envFor(ref).env,
 	});
 	expect(down.code, down.stdout + down.stderr).toBe(0);
@@ -174,73 +96,61 @@ afterAll(async () => {
 		);
 });
 
-/**
- * A kill's outcome: a state from `allowed` (never a mix), the platform unchanged, the audit log
- * naming the step; then a rerun reaching `final`, with the API's privileges of an uninterrupted run.
- */
-async function checkKill(opts: {
-	db: string;
-	run: FaultRun;
-	fault: Fault;
-	audit: string;
-	allowed: Record<string, Snapshot>;
-	final: Snapshot;
-	privileges: Record<string, boolean>;
-	rerun: () => Promise<RunResult>;
-}): Promise<string> {
-	const { run, fault } = opts;
-	const url = sb.urls(opts.db).admin;
-	const what = `${describeFault(fault)}: exit ${run.code}\n${run.stdout.slice(-3000)}\n${run.stderr.slice(-2000)}`;
-	await settle(url);
-	const now = await snapshotDatabase(url);
-	const state =
-		Object.entries(opts.allowed).find(([, s]) => same(now, s))?.[0] ?? "MIXED";
-	expect(state, what).not.toBe("MIXED");
-	expect(await snapshotPlatform(url), what).toEqual(platform);
-	const stop = expectStopped(run, opts.audit, RUNBOOK, fault, what);
-	const again = await opts.rerun();
-	expect(
-		again.code,
-		`rerun after ${what}\n${again.stdout}\n${again.stderr}`,
-	).toBe(0);
-	expect(await snapshotDatabase(url)).toEqual(opts.final);
-	expect(await snapshotPlatform(url)).toEqual(platform);
-	expect(await apiPrivileges(url)).toEqual(opts.privileges);
-	expect(readdirSync(backups).filter((f) => f.startsWith(".partial-"))).toEqual(
-		[],
-	);
-	return `step ${fault.step} ${fault.kind}: stopped in step ${stop.stepNo}${stop.ended ? ` (${stop.status})` : ""}, exit ${run.code}, database ${state}`;
+/** emergency-rollback with `args` on `db`, killed by `fault`: the run, its audit log, and a rerun. */
+async function killed(db: string, args: string[], fault: Fault) {
+	const { env, audit } = envFor(db);
+	const run = await runWithFault(suite.RUNBOOK, args, fault, { env });
+	const rerun = () => runRunbook(suite.RUNBOOK, args, { env });
+	return { db, run, fault, audit, rerun };
 }
 
-const RESTORE_STEPS = [
-	{ step: 5, title: "Stop the app (APP_STOP_CMD)", offsetMs: 300 },
-	{ step: 6, title: "Safety backup of the current state", offsetMs: 100 },
-	{ step: 7, title: "Terminate the other sessions", offsetMs: 100 },
-	{ step: 8, title: "Restore atomically", offsetMs: 200 },
-	{ step: 12, title: "Migration files: what to revert in git", offsetMs: 100 },
-	{ step: 13, title: "Start the app (APP_START_CMD)", offsetMs: 300 },
-];
+/** What a kill may leave and its rerun must: the app's schema, and after the rerun the API's privileges. */
+type Outcome = Pick<suite.FaultCase, "allowed" | "final"> & {
+	privileges: Record<string, boolean>;
+};
+const restored = (): Outcome => ({
+	allowed: { before: beforeRestore, restored: atBackup },
+	final: atBackup,
+	privileges: privilegesAtBackup,
+});
+const rolledBack = (): Outcome => ({
+	allowed: { before: beforeDown },
+	final: afterDown,
+	privileges: privilegesAfterDown,
+});
+
+/**
+ * A kill's outcome (checkFault), and besides: the platform unchanged after the kill and after the
+ * rerun, and after the rerun the API's privileges of an uninterrupted run.
+ */
+async function checkKill(
+	{ db, ...kill }: Awaited<ReturnType<typeof killed>>,
+	{ privileges, ...expected }: Outcome,
+): Promise<string> {
+	const url = sb.urls(db).admin;
+	return suite.checkFault({
+		...kill,
+		...expected,
+		url,
+		backups,
+		afterFault: async (what) => {
+			expect(await snapshotPlatform(url), what).toEqual(platform);
+		},
+		afterRerun: async () => {
+			expect(await snapshotPlatform(url)).toEqual(platform);
+			expect(await apiPrivileges(url)).toEqual(privileges);
+		},
+	});
+}
 
 describe("emergency-rollback.ts on Supabase under SIGKILL (restore mode)", () => {
-	it.each(RESTORE_STEPS)(
+	it.each(suite.RESTORE_STEPS)(
 		"SIGKILL at step $step ($title): the app's schema wholly as before or wholly restored, the platform untouched; rerun restores",
 		async ({ step, offsetMs }) => {
 			const db = await clone(diverged, `frs_kill_${step}`);
-			const { env, audit } = envFor(db);
 			const fault: Fault = { kind: "SIGKILL", step, offsetMs };
-			const run = await runWithFault(RUNBOOK, restoreArgs(db), fault, { env });
-			outcomes.push(
-				await checkKill({
-					db,
-					run,
-					fault,
-					audit,
-					allowed: { before: beforeRestore, restored: atBackup },
-					final: atBackup,
-					privileges: privilegesAtBackup,
-					rerun: () => runRunbook(RUNBOOK, restoreArgs(db), { env }),
-				}),
-			);
+			const kill = await killed(db, suite.restoreArgs(backupId, db), fault);
+			outcomes.push(await checkKill(kill, restored()));
 		},
 		// A killed run, its rerun and their verifications: over 200 s each on a loaded 2-core machine.
 		600_000,
@@ -250,33 +160,13 @@ describe("emergency-rollback.ts on Supabase under SIGKILL (restore mode)", () =>
 describe("emergency-rollback.ts on Supabase under SIGKILL (--mode down, step 10)", () => {
 	it("SIGKILL while the down SQL's transaction waits for its lock: nothing applied; rerun rolls back", async () => {
 		const db = await clone(deployed, "frs_down");
-		const { env, audit } = envFor(db);
-		// A reader holding user_preferences keeps step 10's transaction waiting on its lock.
-		const holder = new pg.Client({ connectionString: sb.urls(db).direct });
-		holder.on("error", () => {});
-		await holder.connect();
-		await holder.query("begin");
-		await holder.query("select count(*) from user_preferences");
 		const fault: Fault = { kind: "SIGKILL", step: 10, offsetMs: 300 };
-		let run: FaultRun;
-		try {
-			run = await runWithFault(RUNBOOK, downArgs(db), fault, { env });
-		} finally {
-			await holder.query("rollback").catch(() => {});
-			await holder.end().catch(() => {});
-		}
-		expect(run.stdout).toContain("[10/15] Apply the down SQL");
-		outcomes.push(
-			await checkKill({
-				db,
-				run,
-				fault,
-				audit,
-				allowed: { before: beforeDown },
-				final: afterDown,
-				privileges: privilegesAfterDown,
-				rerun: () => runRunbook(RUNBOOK, downArgs(db), { env }),
-			}),
+		// A reader holding user_preferences keeps step 10's transaction waiting on its lock.
+		const kill = await suite.whilePreferencesHeld(sb.urls(db).direct, () =>
+			killed(db, suite.downArgs(db), fault),
 		);
+		const { run } = kill;
+		expect(run.stdout).toContain("[10/15] Apply the down SQL");
+		outcomes.push(await checkKill(kill, rolledBack()));
 	}, 600_000);
 });

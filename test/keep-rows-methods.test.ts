@@ -2,35 +2,27 @@
 // builds its own (postgres not a superuser, the app behind pgbouncer in transaction mode): the rows
 // written since the backup come back in both, the restored schema wins.
 
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
-import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
 import {
 	admin,
 	createSeededDatabase,
 	dbName,
-	runPrismaCli,
 	runRunbook,
-	scratchDir,
 } from "./support/harness.ts";
+import { scratchDatabases } from "./support/migration-fixtures.ts";
 import {
-	ADD_PREFERENCES_SQL,
-	ADD_RATING_SQL,
-	scratchDatabases,
-} from "./support/migration-fixtures.ts";
+	addedRepo,
+	countRows as count,
+	deployArgs,
+	type MigrationsRepo,
+	migrateAndSeed,
+	runEnv,
+} from "./support/rollback-suite.ts";
 import { type SupabaseFixture, startSupabase } from "./support/supabase.ts";
 
-const ADDED = "20250101000000_add_ratings_and_preferences";
 const scratch = scratchDatabases();
-let repo: ReturnType<typeof migrationsRepo>;
+let repo: MigrationsRepo;
 let sb: SupabaseFixture | undefined;
-
-const count = async (url: string, table: string) =>
-	Number(
-		(await admin((c) => c.query(`select count(*) as n from ${table}`), url))
-			.rows[0].n,
-	);
 
 const prefsTable = async (url: string) =>
 	(
@@ -41,16 +33,7 @@ const prefsTable = async (url: string) =>
 	).rows[0].t;
 
 /** Environment of one case: its own backups and audit log, the two-migration repository. */
-function caseEnv(urls: Record<string, string>): Record<string, string> {
-	const dir = scratchDir();
-	return {
-		...urls,
-		PRISMA_MIGRATIONS_DIR: repo.dir,
-		BACKUP_DIR: join(dir, "backups"),
-		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		...GIT_ENV,
-	};
-}
+const caseEnv = (urls: Record<string, string>) => runEnv(urls, repo.dir);
 
 /** Deploys the migrations, then users sign up and pay (through `writeUrl`). */
 async function deployThenTraffic(
@@ -58,11 +41,7 @@ async function deployThenTraffic(
 	db: string,
 	writeUrl: string,
 ): Promise<void> {
-	const deploy = await runRunbook(
-		"deploy-production",
-		["--yes", "--confirm", db, "--monitor-seconds", "0"],
-		{ env },
-	);
+	const deploy = await runRunbook("deploy-production", deployArgs(db), { env });
 	expect(deploy.code, deploy.stdout + deploy.stderr).toBe(0);
 	await admin(async (c) => {
 		await c.query(
@@ -81,9 +60,7 @@ async function deployThenTraffic(
 }
 
 beforeAll(() => {
-	repo = migrationsRepo({
-		[ADDED]: `${ADD_RATING_SQL}\n${ADD_PREFERENCES_SQL}`,
-	});
+	repo = addedRepo();
 });
 
 afterAll(async () => {
@@ -115,9 +92,7 @@ describe("--keep-new-rows with each restore method and on Supabase", {
 
 	it("on Supabase as postgres, the app behind the pooler: the 9 users and 4 purchases written through the pooler are back after the restore (exit 0)", async () => {
 		sb = await startSupabase();
-		const migrated = await runPrismaCli(["migrate", "deploy"], sb.directUrl);
-		expect(migrated.code, migrated.stderr).toBe(0);
-		await seedFaceSwap(sb.directUrl, { users: 50 });
+		await migrateAndSeed(sb.directUrl, 50);
 		const env = caseEnv({
 			DATABASE_URL: sb.poolerUrl,
 			DIRECT_URL: sb.directUrl,

@@ -10,7 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rerunCommand } from "../lib/kit/rerun.ts";
 import { stoppedAt } from "./support/faults.ts";
-import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
+import { GIT_ENV } from "./support/git-fixtures.ts";
 import {
 	copyRepository,
 	createSeededDatabase,
@@ -20,12 +20,12 @@ import {
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
+import { scratchDatabases } from "./support/migration-fixtures.ts";
 import {
-	ADD_PREFERENCES_SQL,
-	ADD_RATING_SQL,
+	addedRepo,
 	deployRatingsAndUse,
-	scratchDatabases,
-} from "./support/migration-fixtures.ts";
+	KEEP,
+} from "./support/rollback-suite.ts";
 
 const dbs = scratchDatabases();
 let seeded: string;
@@ -34,10 +34,7 @@ let migrations: string;
 
 beforeAll(async () => {
 	seeded = dbs.track(await createSeededDatabase("resume_advice", 20));
-	const repo = migrationsRepo({
-		"20250101000000_add_ratings_and_preferences": `${ADD_RATING_SQL}\n${ADD_PREFERENCES_SQL}`,
-	});
-	migrations = repo.dir;
+	migrations = addedRepo().dir;
 	deployed = await dbs.clone(seeded, "resume_advice_dep");
 	await deployRatingsAndUse(deployed, migrations);
 }, 120_000);
@@ -112,7 +109,7 @@ const CASES: Case[] = [
 			"--mode",
 			"down",
 			"--to",
-			"20241230000000_comprehensive_schema",
+			KEEP,
 			"--lock-timeout",
 			"60s",
 			"--yes",

@@ -8,20 +8,15 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
-import { GIT_ENV, migrationsRepo } from "./support/git-fixtures.ts";
-import {
-	admin,
-	type RunResult,
-	runPrismaCli,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
-import {
-	ADD_PREFERENCES_SQL,
-	ADD_RATING_SQL,
-} from "./support/migration-fixtures.ts";
+import { admin, type RunResult, runRunbook } from "./support/harness.ts";
 import { findPgBin } from "./support/postgres.ts";
+import {
+	addedRepo,
+	deployArgs,
+	downArgs,
+	migrateAndSeed,
+	runEnv,
+} from "./support/rollback-suite.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 import {
 	apiPrivileges,
@@ -30,13 +25,10 @@ import {
 	startSupabase,
 } from "./support/supabase.ts";
 
-const KEEP = "20241230000000_comprehensive_schema";
-const ADDED = "20250101000000_add_ratings_and_preferences";
-
-let sb: SupabaseFixture;
-let repo: ReturnType<typeof migrationsRepo>;
+/** The environment of every run: the app behind the pooler, one backups folder and audit log. */
+let env: Record<string, string>;
 let backups: string;
-let audit: string;
+let sb: SupabaseFixture;
 
 /** The app's tables: rows and checksums of public, from snapshotDatabase. */
 const appRows = async (url: string) =>
@@ -46,17 +38,7 @@ const appRows = async (url: string) =>
 		),
 	);
 
-const env = () => ({
-	DATABASE_URL: sb.poolerUrl,
-	DIRECT_URL: sb.directUrl,
-	BACKUP_DIR: backups,
-	RUNBOOK_AUDIT_LOG: audit,
-	PRISMA_MIGRATIONS_DIR: repo.dir,
-	...GIT_ENV,
-});
-
-const run = (name: string, args: string[]) =>
-	runRunbook(name, args, { env: env() });
+const run = (name: string, args: string[]) => runRunbook(name, args, { env });
 
 const out = (r: RunResult) => `exit ${r.code}\n${r.stdout}\n${r.stderr}`;
 
@@ -95,11 +77,12 @@ function outsideApp(toc: string): string[] {
 		);
 }
 
+/** The pooler's URL as pg takes it: without the ?pgbouncer=true that is for Prisma. */
+const plainPoolerUrl = () => sb.poolerUrl.replace("?pgbouncer=true", "");
+
 /** Reads and writes through the pooler, as the app and as the API's roles. */
 async function throughPooler(): Promise<void> {
-	const db = new pg.Client({
-		connectionString: sb.poolerUrl.replace("?pgbouncer=true", ""),
-	});
+	const db = new pg.Client({ connectionString: plainPoolerUrl() });
 	await db.connect();
 	try {
 		const { rows } = await db.query("select count(*)::int as n from users");
@@ -119,9 +102,7 @@ async function throughPooler(): Promise<void> {
 
 beforeAll(async () => {
 	sb = await startSupabase();
-	const migrated = await runPrismaCli(["migrate", "deploy"], sb.directUrl);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(sb.directUrl, { users: 200 });
+	await migrateAndSeed(sb.directUrl, 200);
 	// What a project tightens for its API: anon may read two columns of users, not purchases.
 	await admin(async (db) => {
 		await db.query("revoke all on users from anon");
@@ -129,12 +110,11 @@ beforeAll(async () => {
 		await db.query("revoke all on purchases from anon");
 		await db.query("revoke insert, delete on purchases from authenticated");
 	}, sb.directUrl);
-	repo = migrationsRepo({
-		[ADDED]: `${ADD_RATING_SQL}\n${ADD_PREFERENCES_SQL}`,
-	});
-	const dir = scratchDir();
-	backups = join(dir, "backups");
-	audit = join(dir, "audit.jsonl");
+	env = runEnv(
+		{ DATABASE_URL: sb.poolerUrl, DIRECT_URL: sb.directUrl },
+		addedRepo().dir,
+	);
+	backups = env.BACKUP_DIR;
 }, 180_000);
 
 afterAll(async () => {
@@ -152,11 +132,7 @@ describe("emergency rollback on Supabase as postgres", () => {
 		);
 
 		const deploy = await run("deploy-production", [
-			"--yes",
-			"--confirm",
-			"postgres",
-			"--monitor-seconds",
-			"0",
+			...deployArgs("postgres"),
 			"--json",
 		]);
 		expect(deploy.code, out(deploy)).toBe(0);
@@ -169,20 +145,17 @@ describe("emergency rollback on Supabase as postgres", () => {
 		expect(outsideApp(listing(backupId))).toEqual([]);
 
 		// A day of traffic through the pooler, on what the migration added too.
-		await admin(
-			async (db) => {
-				await db.query(
-					"update generated_videos set rating = 4 where status = 'COMPLETED'",
-				);
-				await db.query(
-					"insert into user_preferences (id, user_id) select 'p-' || id, id from users order by id limit 20",
-				);
-				await db.query(
-					"insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 15) i",
-				);
-			},
-			sb.poolerUrl.replace("?pgbouncer=true", ""),
-		);
+		await admin(async (db) => {
+			await db.query(
+				"update generated_videos set rating = 4 where status = 'COMPLETED'",
+			);
+			await db.query(
+				"insert into user_preferences (id, user_id) select 'p-' || id, id from users order by id limit 20",
+			);
+			await db.query(
+				"insert into users (id, email, updated_at) select 'late' || i, 'late' || i || '@example.com', now() from generate_series(1, 15) i",
+			);
+		}, plainPoolerUrl());
 		expect(await appRows(sb.adminUrl)).not.toEqual(rowsBefore);
 
 		// The platform's event triggers fire on the restore's DDL: PostgREST would hear NOTIFY pgrst.
@@ -237,26 +210,12 @@ describe("emergency rollback on Supabase as postgres", () => {
 	});
 
 	it("--mode down --to <migration>: exit 0, the migration's objects gone, every other row kept, platform and API privileges unchanged", async () => {
-		const deploy = await run("deploy-production", [
-			"--yes",
-			"--confirm",
-			"postgres",
-			"--monitor-seconds",
-			"0",
-		]);
+		const deploy = await run("deploy-production", deployArgs("postgres"));
 		expect(deploy.code, out(deploy)).toBe(0);
 		const rowsBefore = await appRows(sb.adminUrl);
 		const platformBefore = await snapshotPlatform(sb.adminUrl);
 		const privilegesBefore = await apiPrivileges(sb.adminUrl);
-		const r = await run("emergency-rollback", [
-			"--mode",
-			"down",
-			"--to",
-			KEEP,
-			"--yes",
-			"--confirm",
-			"postgres",
-		]);
+		const r = await run("emergency-rollback", downArgs("postgres"));
 		expect(r.code, out(r)).toBe(0);
 		const rows = await appRows(sb.adminUrl);
 		expect(rows["rows public.user_preferences"]).toBeUndefined();
