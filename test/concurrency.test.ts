@@ -227,21 +227,23 @@ async function makeGroup(prefix: string, c: Case): Promise<Group> {
 	const local = proxy.url(url);
 	const start =
 		c.envStart === "local"
-			? [`DATABASE_URL="${local}"`, `DIRECT_URL="${url}"`]
-			: [`DATABASE_URL="${g.sbPooler}"`, `DIRECT_URL="${g.sbDirect}"`];
+			? { DATABASE_URL: local, DIRECT_URL: url }
+			: { DATABASE_URL: g.sbPooler, DIRECT_URL: g.sbDirect };
 	writeFileSync(
 		g.envFile,
 		[
 			"# Face Swap",
-			...start,
+			...assignments(start),
 			"NEXTAUTH_URL=http://localhost:3000",
 			"",
 			// LOCAL_DATABASE_URL goes through the holding proxy (passing everything unless told to
 			// hold): switch-db-env's probe uses it; every runbook's lock uses the direct URLs.
-			`LOCAL_DATABASE_URL="${local}"`,
-			`LOCAL_DIRECT_URL="${url}"`,
-			`REMOTE_DATABASE_URL="${g.sbPooler}"`,
-			`REMOTE_DIRECT_URL="${g.sbDirect}"`,
+			...assignments({
+				LOCAL_DATABASE_URL: local,
+				LOCAL_DIRECT_URL: url,
+				REMOTE_DATABASE_URL: g.sbPooler,
+				REMOTE_DIRECT_URL: g.sbDirect,
+			}),
 			"",
 		].join("\n"),
 		{ mode: 0o600 },
@@ -249,6 +251,10 @@ async function makeGroup(prefix: string, c: Case): Promise<Group> {
 	await c.prepare?.(g);
 	return g;
 }
+
+/** .env lines setting each variable to its value, quoted. */
+const assignments = (vars: Record<string, string>) =>
+	Object.entries(vars).map(([name, value]) => `${name}="${value}"`);
 
 function envFor(g: Group, c?: Case): Record<string, string> {
 	return {
@@ -277,11 +283,17 @@ function run(
 	});
 }
 
-function backupIds(g: Group): string[] {
+/** The manifests of the backups in the group's BACKUP_DIR (none before its first backup). */
+function manifestsOf(g: Group) {
 	if (!existsSync(g.backups)) return [];
 	return readdirSync(g.backups)
 		.filter((f) => f.endsWith(".json"))
-		.map((f) => JSON.parse(readFileSync(join(g.backups, f), "utf8")).id)
+		.map((f) => JSON.parse(readFileSync(join(g.backups, f), "utf8")));
+}
+
+function backupIds(g: Group): string[] {
+	return manifestsOf(g)
+		.map((m) => m.id)
 		.sort();
 }
 
@@ -357,24 +369,21 @@ const sha = (text: string) => createHash("sha256").update(text).digest("hex");
 /** What a run leaves: both databases, the backups' manifests, .env and prisma/, normalised. */
 async function result(g: Group, c: Case): Promise<unknown> {
 	const norm = (s: string) => s.split(g.db).join("<db>");
-	const manifests = existsSync(g.backups)
-		? readdirSync(g.backups)
-				.filter((f) => f.endsWith(".json"))
-				.map((f) => {
-					const m = JSON.parse(readFileSync(join(g.backups, f), "utf8"));
-					return norm(
-						JSON.stringify({
-							kind: m.kind,
-							format: m.format,
-							target: m.target,
-							latest_migration: m.latest_migration,
-							row_counts: m.row_counts,
-							verified: Boolean(m.verified_at),
-						}),
-					);
-				})
-				.sort()
-		: [];
+	const manifests = manifestsOf(g)
+		.map(
+			({ kind, format, target, latest_migration, row_counts, verified_at }) =>
+				norm(
+					JSON.stringify({
+						kind,
+						format,
+						target,
+						latest_migration,
+						row_counts,
+						verified: Boolean(verified_at),
+					}),
+				),
+		)
+		.sort();
 	const migrationsDir = join(g.repo, "prisma", "migrations");
 	return {
 		local: await dbResult(g.url, c.volatile),

@@ -231,6 +231,10 @@ async function migrateUnderFault(
 
 const SIGNALS = ["SIGKILL", "SIGINT"] as const;
 
+/** Each step, once under each signal. */
+const underEachSignal = <T extends object>(steps: T[]) =>
+	steps.flatMap((s) => SIGNALS.map((kind) => ({ ...s, kind })));
+
 describe("migrate-to-supabase.ts under faults", () => {
 	// Step 2 clears a partial copy: it runs only when an earlier run stopped while copying.
 	it.each(SIGNALS)(
@@ -261,14 +265,13 @@ describe("migrate-to-supabase.ts under faults", () => {
 		},
 	);
 
-	const STEPS = [
+	const cases = underEachSignal([
 		{ step: 3, title: "create the extensions", offsetMs: 50 },
 		{ step: 4, title: "copy (pg_dump | pg_restore)", offsetMs: 150 },
 		{ step: 5, title: "reset sequences", offsetMs: 50 },
 		{ step: 7, title: "switch .env", offsetMs: 0 },
 		{ step: 8, title: "VERIFY_CMD", offsetMs: 300 },
-	];
-	const cases = STEPS.flatMap((s) => SIGNALS.map((kind) => ({ ...s, kind })));
+	]);
 	it.each(cases)(
 		"$kind at step $step ($title): target empty or wholly copied, .env original or switched; rerun ends as an uninterrupted run",
 		async ({ step, kind, offsetMs }) => {
