@@ -35,21 +35,23 @@ import {
 import net from "node:net";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
 import {
 	admin,
 	copyRepository,
-	createDatabase,
 	dropDatabase,
-	type RunResult,
-	runPrismaCli,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { cloneDatabase, rewind } from "./support/migration-fixtures.ts";
+import { rewind, scratchDatabases } from "./support/migration-fixtures.ts";
 import { findPgBin } from "./support/postgres.ts";
 import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
-import { type SupabaseFixture, startSupabase } from "./support/supabase.ts";
+import {
+	cliArgs,
+	deployAndSeed,
+	type RunResult,
+	type SupabaseFixture,
+	startSupabaseWithLocal,
+} from "./support/supabase-suite.ts";
 
 /** One copy of everything a run works on: the database, its Supabase target, files. */
 interface Group {
@@ -150,42 +152,31 @@ const CASES: Case[] = [
 	},
 	{
 		name: "backfill",
-		args: () => [
-			"--table",
-			"generated_videos",
-			"--set",
-			"processing_ms = 0",
-			"--where",
-			VIDEOS_WHERE,
-			"--batch-size",
-			"10",
-			"--target-batch-ms",
-			"0",
-			"--sleep-ms",
-			"150",
-			"--yes",
-		],
+		args: () =>
+			cliArgs({
+				table: "generated_videos",
+				set: "processing_ms = 0",
+				where: VIDEOS_WHERE,
+				"batch-size": "10",
+				"target-batch-ms": "0",
+				"sleep-ms": "150",
+				yes: true,
+			}),
 		pause: { header: BATCHES },
 	},
 	{
 		name: "add-required-field",
-		args: () => [
-			"--table",
-			"generated_videos",
-			"--column",
-			"thumbnail_path",
-			"--type",
-			"text",
-			"--backfill",
-			"'thumbs/' || id || '.jpg'",
-			"--batch-size",
-			"20",
-			"--target-batch-ms",
-			"0",
-			"--sleep-ms",
-			"100",
-			"--yes",
-		],
+		args: () =>
+			cliArgs({
+				table: "generated_videos",
+				column: "thumbnail_path",
+				type: "text",
+				backfill: "'thumbs/' || id || '.jpg'",
+				"batch-size": "20",
+				"target-batch-ms": "0",
+				"sleep-ms": "100",
+				yes: true,
+			}),
 		pause: { header: BATCHES },
 	},
 ];
@@ -193,64 +184,39 @@ const CASES: Case[] = [
 let template: string;
 let sb: SupabaseFixture;
 let proxy: HoldingProxy;
-const databases: string[] = [];
+/** The databases cloned from the template, dropped together at the end. */
+const databases = scratchDatabases();
 
 beforeAll(async () => {
-	[sb, template] = await Promise.all([
-		startSupabase(),
-		createDatabase("conc_tpl"),
-	]);
-	const deployed = await runPrismaCli(["migrate", "deploy"], template);
-	expect(deployed.code, deployed.stderr).toBe(0);
-	await seedFaceSwap(template, { users: 100 });
-	// The platform's database as a template for one Supabase target per group. The pooler keeps an
-	// idle server connection to it from the fixture's start-up check: end it, or CREATE DATABASE
-	// ... TEMPLATE refuses.
-	await admin(
-		async (db) => {
-			await db.query(
-				"select pg_terminate_backend(pid) from pg_stat_activity where datname = 'postgres' and pid <> pg_backend_pid()",
-			);
-			await db.query(
-				"create database sb_template template postgres owner postgres",
-			);
-		},
-		withDb(sb.adminUrl, "template1"),
-	);
+	[sb, template] = await startSupabaseWithLocal("conc_tpl");
+	await deployAndSeed(template, 100);
+	// The platform's database as a template for one Supabase target per group (the fixture's
+	// clone ends the pooler's idle connection to it first, or CREATE DATABASE ... TEMPLATE refuses).
+	await sb.cloneDatabase("sb_template");
 	proxy = await startProxy(Number(new URL(template).port));
 }, 180_000);
 
 afterAll(async () => {
 	await proxy?.close();
 	await sb?.stop();
-	for (const url of databases) await dropDatabase(url).catch(() => {});
+	await databases.dropAll();
 	if (template) await dropDatabase(template);
 });
 
-function withDb(url: string, db: string): string {
-	const u = new URL(url);
-	u.pathname = `/${db}`;
-	return u.toString();
-}
-
 async function makeGroup(prefix: string, c: Case): Promise<Group> {
-	const url = await cloneDatabase(template, prefix);
-	databases.push(url);
+	const url = await databases.clone(template, prefix);
 	const db = new URL(url).pathname.slice(1);
-	await admin(
-		(a) =>
-			a.query(`create database "${db}" template sb_template owner postgres`),
-		withDb(sb.adminUrl, "template1"),
-	);
+	await sb.cloneDatabase(db, "sb_template");
+	const sbUrls = sb.urls(db);
 	const dir = scratchDir();
 	const envDir = join(dir, "app");
 	mkdirSync(envDir);
 	const g: Group = {
 		db,
 		url,
-		sbDirect: withDb(sb.directUrl, db),
-		sbPooler: withDb(sb.poolerUrl, db),
-		sbAdmin: withDb(sb.adminUrl, db),
+		sbDirect: sbUrls.direct,
+		sbPooler: sbUrls.pooler,
+		sbAdmin: sbUrls.admin,
 		repo: copyRepository(),
 		backups: join(dir, "backups"),
 		envDir,
@@ -261,21 +227,23 @@ async function makeGroup(prefix: string, c: Case): Promise<Group> {
 	const local = proxy.url(url);
 	const start =
 		c.envStart === "local"
-			? [`DATABASE_URL="${local}"`, `DIRECT_URL="${url}"`]
-			: [`DATABASE_URL="${g.sbPooler}"`, `DIRECT_URL="${g.sbDirect}"`];
+			? { DATABASE_URL: local, DIRECT_URL: url }
+			: { DATABASE_URL: g.sbPooler, DIRECT_URL: g.sbDirect };
 	writeFileSync(
 		g.envFile,
 		[
 			"# Face Swap",
-			...start,
+			...assignments(start),
 			"NEXTAUTH_URL=http://localhost:3000",
 			"",
 			// LOCAL_DATABASE_URL goes through the holding proxy (passing everything unless told to
 			// hold): switch-db-env's probe uses it; every runbook's lock uses the direct URLs.
-			`LOCAL_DATABASE_URL="${local}"`,
-			`LOCAL_DIRECT_URL="${url}"`,
-			`REMOTE_DATABASE_URL="${g.sbPooler}"`,
-			`REMOTE_DIRECT_URL="${g.sbDirect}"`,
+			...assignments({
+				LOCAL_DATABASE_URL: local,
+				LOCAL_DIRECT_URL: url,
+				REMOTE_DATABASE_URL: g.sbPooler,
+				REMOTE_DIRECT_URL: g.sbDirect,
+			}),
 			"",
 		].join("\n"),
 		{ mode: 0o600 },
@@ -283,6 +251,10 @@ async function makeGroup(prefix: string, c: Case): Promise<Group> {
 	await c.prepare?.(g);
 	return g;
 }
+
+/** .env lines setting each variable to its value, quoted. */
+const assignments = (vars: Record<string, string>) =>
+	Object.entries(vars).map(([name, value]) => `${name}="${value}"`);
 
 function envFor(g: Group, c?: Case): Record<string, string> {
 	return {
@@ -311,11 +283,17 @@ function run(
 	});
 }
 
-function backupIds(g: Group): string[] {
+/** The manifests of the backups in the group's BACKUP_DIR (none before its first backup). */
+function manifestsOf(g: Group) {
 	if (!existsSync(g.backups)) return [];
 	return readdirSync(g.backups)
 		.filter((f) => f.endsWith(".json"))
-		.map((f) => JSON.parse(readFileSync(join(g.backups, f), "utf8")).id)
+		.map((f) => JSON.parse(readFileSync(join(g.backups, f), "utf8")));
+}
+
+function backupIds(g: Group): string[] {
+	return manifestsOf(g)
+		.map((m) => m.id)
 		.sort();
 }
 
@@ -391,24 +369,21 @@ const sha = (text: string) => createHash("sha256").update(text).digest("hex");
 /** What a run leaves: both databases, the backups' manifests, .env and prisma/, normalised. */
 async function result(g: Group, c: Case): Promise<unknown> {
 	const norm = (s: string) => s.split(g.db).join("<db>");
-	const manifests = existsSync(g.backups)
-		? readdirSync(g.backups)
-				.filter((f) => f.endsWith(".json"))
-				.map((f) => {
-					const m = JSON.parse(readFileSync(join(g.backups, f), "utf8"));
-					return norm(
-						JSON.stringify({
-							kind: m.kind,
-							format: m.format,
-							target: m.target,
-							latest_migration: m.latest_migration,
-							row_counts: m.row_counts,
-							verified: Boolean(m.verified_at),
-						}),
-					);
-				})
-				.sort()
-		: [];
+	const manifests = manifestsOf(g)
+		.map(
+			({ kind, format, target, latest_migration, row_counts, verified_at }) =>
+				norm(
+					JSON.stringify({
+						kind,
+						format,
+						target,
+						latest_migration,
+						row_counts,
+						verified: Boolean(verified_at),
+					}),
+				),
+		)
+		.sort();
 	const migrationsDir = join(g.repo, "prisma", "migrations");
 	return {
 		local: await dbResult(g.url, c.volatile),

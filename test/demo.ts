@@ -6,12 +6,21 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import pg from "pg";
 import { seedFaceSwap } from "./support/fixtures.ts";
 import { GIT_ENV } from "./support/git-fixtures.ts";
 import { copyRepository, scratchDir } from "./support/harness.ts";
 import { startPostgres } from "./support/postgres.ts";
-import { type SupabaseFixture, startSupabase } from "./support/supabase.ts";
+import {
+	execAs,
+	type SupabaseFixture,
+	startSupabase,
+} from "./support/supabase.ts";
+import {
+	cliArgs,
+	profilesEnv,
+	USER_PREFERENCES_MODEL,
+	withPreferencesRelation,
+} from "./support/supabase-suite.ts";
 
 const tsxCli = createRequire(import.meta.url).resolve("tsx/cli");
 const users = Number(process.env.DEMO_USERS ?? 5000);
@@ -38,25 +47,12 @@ try {
 	const url = new URL(server.adminUrl);
 	url.pathname = "/faceswap";
 	const databaseUrl = url.toString();
-	const sql = async (text: string) => {
-		const db = new pg.Client({ connectionString: databaseUrl });
-		await db.connect();
-		try {
-			await db.query(text);
-		} finally {
-			await db.end();
-		}
-	};
+	const sql = (text: string) => execAs(databaseUrl, text);
 
 	banner(
 		`Throw-away PostgreSQL (${server.kind}) at ${admin.hostname}:${admin.port}; loading the Face Swap schema`,
 	);
-	{
-		const db = new pg.Client({ connectionString: server.adminUrl });
-		await db.connect();
-		await db.query("create database faceswap");
-		await db.end();
-	}
+	await execAs(server.adminUrl, "create database faceswap");
 	// A developer's checkout: dev-migrate writes into its prisma/ folder, not into this repository's.
 	const repo = copyRepository();
 	const work = scratchDir();
@@ -118,22 +114,18 @@ try {
 	};
 	const restoreArgs = ["--yes", "--confirm", "faceswap", "--git-revert"];
 	const downArgs = ["--mode", "down", "--yes", "--confirm", "faceswap"];
-	const deployArgs = [
-		"--yes",
-		"--confirm",
-		"faceswap",
-		"--monitor-seconds",
-		"0",
-	];
+	const deployArgs = cliArgs({
+		yes: true,
+		confirm: "faceswap",
+		"monitor-seconds": "0",
+	});
 	const envFile = join(repo, ".env");
 	const supabaseRollback = ["--yes", "--env-file", envFile];
-	const supabaseRestore = [
-		"--yes",
-		"--confirm",
-		"postgres",
-		"--env-file",
-		envFile,
-	];
+	const supabaseRestore = cliArgs({
+		yes: true,
+		confirm: "postgres",
+		"env-file": envFile,
+	});
 	/** The newest backup in BACKUP_DIR. */
 	const newestBackup = () =>
 		readdirSync(env.BACKUP_DIR as string)
@@ -160,26 +152,8 @@ try {
 			expect: 0,
 			before: () => {
 				const path = join(repo, "prisma", "schema.prisma");
-				const schema = readFileSync(path, "utf8").replace(
-					"  purchases       Purchase[]\n\n  @@index([role])",
-					"  purchases       Purchase[]\n  preferences     UserPreferences?\n\n  @@index([role])",
-				);
-				writeFileSync(
-					path,
-					`${schema}
-model UserPreferences {
-  id            String  @id @default(cuid())
-  userId        String  @unique
-  theme         String  @default("light")
-  language      String  @default("en")
-  notifications Boolean @default(true)
-
-  user User @relation(fields: [userId], references: [id], onDelete: Cascade)
-
-  @@map("user_preferences")
-}
-`,
-				);
+				const schema = withPreferencesRelation(readFileSync(path, "utf8"));
+				writeFileSync(path, `${schema}${USER_PREFERENCES_MODEL}`);
 			},
 			after: async () => {
 				banner(
@@ -258,32 +232,25 @@ model UserPreferences {
 			title:
 				"A large-table backfill in keyset batches (the seed's OFFSET loop skipped half the rows)",
 			runbook: "backfill",
-			args: [
-				"--table",
-				"generated_videos",
-				"--set",
-				"quality = '720p'",
-				"--where",
-				"quality = '480p'",
-				"--yes",
-			],
+			args: cliArgs({
+				table: "generated_videos",
+				set: "quality = '720p'",
+				where: "quality = '480p'",
+				yes: true,
+			}),
 			expect: 0,
 		},
 		{
 			title:
 				"A required column on a busy table, without downtime, kept in Prisma's history",
 			runbook: "add-required-field",
-			args: [
-				"--table",
-				"generated_videos",
-				"--column",
-				"priority",
-				"--type",
-				"integer",
-				"--default",
-				"0",
-				"--yes",
-			],
+			args: cliArgs({
+				table: "generated_videos",
+				column: "priority",
+				type: "integer",
+				default: "0",
+				yes: true,
+			}),
 			expect: 0,
 		},
 		{
@@ -374,17 +341,11 @@ model UserPreferences {
 				supabase = await startSupabase();
 				writeFileSync(
 					envFile,
-					[
-						"# Face Swap",
-						`DATABASE_URL="${databaseUrl}"`,
-						"NEXTAUTH_URL=http://localhost:3000",
-						"",
+					profilesEnv(
+						databaseUrl,
+						supabase,
 						"# Database profiles (switch-db-env)",
-						`LOCAL_DATABASE_URL="${databaseUrl}"`,
-						`REMOTE_DATABASE_URL="${supabase.poolerUrl}"`,
-						`REMOTE_DIRECT_URL="${supabase.directUrl}"`,
-						"",
-					].join("\n"),
+					),
 					{ mode: 0o600 },
 				);
 			},

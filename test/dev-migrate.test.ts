@@ -5,7 +5,6 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-	admin,
 	copyRepository,
 	createDatabase,
 	dropDatabase,
@@ -13,29 +12,17 @@ import {
 	scratchDir,
 } from "./support/harness.ts";
 import { snapshotFiles } from "./support/snapshot.ts";
-
-const USER_PREFERENCES = `
-model UserPreferences {
-  id            String  @id @default(cuid())
-  userId        String  @unique
-  theme         String  @default("light")
-  language      String  @default("en")
-  notifications Boolean @default(true)
-
-  user User @relation(fields: [userId], references: [id], onDelete: Cascade)
-
-  @@map("user_preferences")
-}
-`;
+import {
+	query,
+	USER_PREFERENCES_MODEL,
+	withPreferencesRelation,
+} from "./support/supabase-suite.ts";
 
 function addUserPreferences(repo: string): void {
 	const path = join(repo, "prisma", "schema.prisma");
-	const schema = readFileSync(path, "utf8").replace(
-		"  purchases       Purchase[]\n\n  @@index([role])",
-		"  purchases       Purchase[]\n  preferences     UserPreferences?\n\n  @@index([role])",
-	);
+	const schema = withPreferencesRelation(readFileSync(path, "utf8"));
 	expect(schema).toContain("preferences     UserPreferences?");
-	writeFileSync(path, schema + USER_PREFERENCES);
+	writeFileSync(path, schema + USER_PREFERENCES_MODEL);
 }
 
 let repo: string;
@@ -86,12 +73,9 @@ describe("dev-migrate.ts", () => {
 		);
 		expect(run.code).toBe(3);
 		expect(run.stderr).toContain("marked production");
-		const tables = await admin(
-			(db) =>
-				db.query(
-					"select count(*)::int as n from pg_tables where schemaname = 'public'",
-				),
+		const tables = await query(
 			url,
+			"select count(*)::int as n from pg_tables where schemaname = 'public'",
 		);
 		expect(tables.rows[0].n).toBe(0);
 	});
@@ -134,12 +118,9 @@ describe("dev-migrate.ts", () => {
 			`${created[0]}/migration.sql: no unsafe statements found`,
 		);
 		expect(run.stdout).toContain("Database schema is up to date!");
-		const applied = await admin(
-			(db) =>
-				db.query(
-					"select migration_name from _prisma_migrations where finished_at is not null order by 1",
-				),
+		const applied = await query(
 			url,
+			"select migration_name from _prisma_migrations where finished_at is not null order by 1",
 		);
 		expect(applied.rows.map((r) => r.migration_name)).toContain(created[0]);
 		const steps = readFileSync(audit, "utf8")
@@ -174,12 +155,9 @@ describe("dev-migrate.ts", () => {
 		);
 		expect(run.stdout).toContain("runbooks/add-required-field.ts");
 		expect(run.stdout).toContain("--create-only: edit the SQL");
-		const columns = await admin(
-			(db) =>
-				db.query(
-					"select column_name from information_schema.columns where table_name = 'user_preferences'",
-				),
+		const columns = await query(
 			url,
+			"select column_name from information_schema.columns where table_name = 'user_preferences'",
 		);
 		expect(columns.rows.map((r) => r.column_name)).not.toContain("timezone");
 	});

@@ -6,40 +6,29 @@
 // the switched file, the audit log names the step; a rerun ends as an uninterrupted run does,
 // without doubled rows.
 
-import {
-	existsSync,
-	mkdtempSync,
-	readdirSync,
-	readFileSync,
-	writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Fault, FaultRun } from "./support/faults.ts";
 import {
 	describeFault,
 	expectStopped,
-	type Fault,
-	type FaultRun,
 	runWithFault,
 	settle,
 } from "./support/faults.ts";
-import { seedFaceSwap } from "./support/fixtures.ts";
-import {
-	admin,
-	createDatabase,
-	dropDatabase,
-	type RunResult,
-	runPrismaCli,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
+import { admin, dropDatabase, runRunbook } from "./support/harness.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 import {
+	envBackupsIn,
+	envDir,
+	newAuditLog,
+	prepareMoveSource,
+	profilesEnv,
+	type RunResult,
 	type SupabaseFixture,
 	snapshotPlatform,
-	startSupabase,
-} from "./support/supabase.ts";
+	startSupabaseWithLocal,
+} from "./support/supabase-suite.ts";
 
 type Snapshot = Record<string, string>;
 
@@ -92,12 +81,16 @@ const settleBoth = () =>
 		settle(sb.adminUrl, { busyOnly: true }),
 	]);
 
-/** A directory holding the app's .env with both profiles; returns its path and an audit log. */
-function app(): { dir: string; file: string; audit: string } {
-	const dir = mkdtempSync(join(tmpdir(), "faults-sb-"));
-	const file = join(dir, ".env");
-	writeFileSync(file, original, { mode: 0o640 });
-	return { dir, file, audit: join(scratchDir(), "audit.jsonl") };
+/** A directory holding the app's .env with both profiles, and an audit log for the run. */
+interface App {
+	dir: string;
+	file: string;
+	audit: string;
+}
+
+function app(): App {
+	const { dir, file } = envDir("faults-sb-", original);
+	return { dir, file, audit: newAuditLog() };
 }
 
 const migrateArgs = (file: string) => [
@@ -126,23 +119,11 @@ async function terminateTarget(): Promise<number> {
 const readEnv = (file: string) => readFileSync(file, "utf8");
 
 beforeAll(async () => {
-	[sb, src] = await Promise.all([startSupabase(), createDatabase("fsb_src")]);
-	const deploy = await runPrismaCli(["migrate", "deploy"], src);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	// Enough rows that the copy step lasts well over the faults' delays.
-	await seedFaceSwap(src, { users: 600 });
-	// An extension the project lacks, so that step 3 has something to create.
-	await admin((db) => db.query("create extension pg_trgm"), src);
-	original = [
-		"# Face Swap",
-		`DATABASE_URL="${src}"`,
-		"NEXTAUTH_URL=http://localhost:3000",
-		"",
-		`LOCAL_DATABASE_URL="${src}"`,
-		`REMOTE_DATABASE_URL="${sb.poolerUrl}"`,
-		`REMOTE_DIRECT_URL="${sb.directUrl}"`,
-		"",
-	].join("\n");
+	[sb, src] = await startSupabaseWithLocal("fsb_src");
+	// Enough rows that the copy step lasts well over the faults' delays; with an extension the
+	// project lacks, so that step 3 has something to create.
+	await prepareMoveSource(src, 600);
+	original = profilesEnv(src, sb);
 	srcBefore = await snapshotDatabase(src);
 	platformBefore = await snapshotPlatform(sb.adminUrl);
 	targetEmpty = await targetState();
@@ -170,16 +151,15 @@ afterAll(async () => {
 /** The checks every fault must pass; returns a line for the outcome table. */
 async function checkFault(opts: {
 	runbook: string;
+	app: App;
 	run: FaultRun;
 	fault: Fault;
-	audit: string;
-	file: string;
-	dir: string;
+	rerun: () => Promise<RunResult>;
 	allowedTarget: Record<string, Snapshot>;
 	finalTarget: Snapshot;
-	rerun: () => Promise<RunResult>;
 }): Promise<string> {
-	const { run, fault, audit } = opts;
+	const { run, fault } = opts;
+	const { dir, file, audit } = opts.app;
 	const what = `${opts.runbook} ${describeFault(fault)}: exit ${run.code}\n${run.stdout.slice(-3000)}\n${run.stderr.slice(-2000)}`;
 	await settleBoth();
 
@@ -191,16 +171,14 @@ async function checkFault(opts: {
 	expect(state, what).not.toBe("MIXED");
 	expect(await snapshotDatabase(src), what).toEqual(srcBefore);
 	expect(await snapshotPlatform(sb.adminUrl), what).toEqual(platformBefore);
-	const env = readEnv(opts.file);
+	const env = readEnv(file);
 	const envState =
 		env === original ? "original" : env === switched ? "switched" : "MIXED";
 	expect(envState, what).not.toBe("MIXED");
-	const envBackups = readdirSync(opts.dir).filter((f) =>
-		f.startsWith(".env.backup-"),
-	);
+	const envBackups = envBackupsIn(dir);
 	if (envState === "switched") {
 		expect(envBackups, what).toHaveLength(1);
-		expect(readEnv(join(opts.dir, envBackups[0])), what).toBe(original);
+		expect(readEnv(join(dir, envBackups[0])), what).toBe(original);
 	}
 
 	// 2. The audit log says where it stopped (the run may also have finished before the signal, as
@@ -214,7 +192,7 @@ async function checkFault(opts: {
 		`rerun after ${what}\n${again.stdout}\n${again.stderr}`,
 	).toBe(0);
 	expect(await targetState()).toEqual(opts.finalTarget);
-	expect(readEnv(opts.file)).toBe(switched);
+	expect(readEnv(file)).toBe(switched);
 	expect(await snapshotDatabase(src)).toEqual(srcBefore);
 	expect(await snapshotPlatform(sb.adminUrl)).toEqual(platformBefore);
 	return `${opts.runbook} | step ${fault.step} | ${fault.kind} | stopped in step ${stop.stepNo}${stop.ended ? ` (${stop.status})` : ""}, exit ${run.code}, target ${state}, .env ${envState}; rerun exit 0`;
@@ -228,31 +206,34 @@ async function migrateUnderFault(
 	fault: Fault,
 	allowedTarget: Record<string, Snapshot>,
 ): Promise<FaultRun> {
-	const { dir, file, audit } = app();
-	const opts = { env: migrateEnv(audit) };
+	const appEnv = app();
+	const opts = { env: migrateEnv(appEnv.audit) };
 	const run = await runWithFault(
 		"migrate-to-supabase",
-		migrateArgs(file),
+		migrateArgs(appEnv.file),
 		fault,
 		opts,
 	);
 	outcomes.push(
 		await checkFault({
 			runbook: "migrate-to-supabase",
+			app: appEnv,
 			run,
 			fault,
-			audit,
-			file,
-			dir,
+			rerun: () =>
+				runRunbook("migrate-to-supabase", migrateArgs(appEnv.file), opts),
 			allowedTarget,
 			finalTarget: targetCopied,
-			rerun: () => runRunbook("migrate-to-supabase", migrateArgs(file), opts),
 		}),
 	);
 	return run;
 }
 
 const SIGNALS = ["SIGKILL", "SIGINT"] as const;
+
+/** Each step, once under each signal. */
+const underEachSignal = <T extends object>(steps: T[]) =>
+	steps.flatMap((s) => SIGNALS.map((kind) => ({ ...s, kind })));
 
 describe("migrate-to-supabase.ts under faults", () => {
 	// Step 2 clears a partial copy: it runs only when an earlier run stopped while copying.
@@ -284,14 +265,13 @@ describe("migrate-to-supabase.ts under faults", () => {
 		},
 	);
 
-	const STEPS = [
+	const cases = underEachSignal([
 		{ step: 3, title: "create the extensions", offsetMs: 50 },
 		{ step: 4, title: "copy (pg_dump | pg_restore)", offsetMs: 150 },
 		{ step: 5, title: "reset sequences", offsetMs: 50 },
 		{ step: 7, title: "switch .env", offsetMs: 0 },
 		{ step: 8, title: "VERIFY_CMD", offsetMs: 300 },
-	];
-	const cases = STEPS.flatMap((s) => SIGNALS.map((kind) => ({ ...s, kind })));
+	]);
 	it.each(cases)(
 		"$kind at step $step ($title): target empty or wholly copied, .env original or switched; rerun ends as an uninterrupted run",
 		async ({ step, kind, offsetMs }) => {
@@ -325,7 +305,8 @@ describe("switch-db-env.ts under faults", () => {
 	it.each(SIGNALS)(
 		"%s at step 3 (rewrite .env): .env byte for byte the original or the switched file; rerun switches",
 		async (kind) => {
-			const { dir, file, audit } = app();
+			const appEnv = app();
+			const { file, audit } = appEnv;
 			const fault: Fault = { kind, step: 3, offsetMs: 0 };
 			const run = await runWithFault(
 				"switch-db-env",
@@ -337,17 +318,15 @@ describe("switch-db-env.ts under faults", () => {
 			outcomes.push(
 				await checkFault({
 					runbook: "switch-db-env",
+					app: appEnv,
 					run,
 					fault,
-					audit,
-					file,
-					dir,
-					allowedTarget: { unchanged: target },
-					finalTarget: target,
 					rerun: () =>
 						runRunbook("switch-db-env", ["remote", "--env-file", file], {
 							env: { RUNBOOK_AUDIT_LOG: audit },
 						}),
+					allowedTarget: { unchanged: target },
+					finalTarget: target,
 				}),
 			);
 			expect(existsSync(file)).toBe(true);

@@ -2,35 +2,24 @@
 // `extensions`, a real pgbouncer in transaction mode as the pooler): the Face Swap database with
 // realistic data is copied, verified and the app's .env (in a temporary directory) switched.
 
-import {
-	existsSync,
-	mkdtempSync,
-	readdirSync,
-	readFileSync,
-	statSync,
-	writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "dotenv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
-import {
-	admin,
-	adminUrl,
-	createDatabase,
-	dropDatabase,
-	type RunResult,
-	runPrismaCli,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
+import { admin, dropDatabase, runRunbook } from "./support/harness.ts";
 import { snapshotDatabase, snapshotFiles } from "./support/snapshot.ts";
 import {
+	envBackupsIn,
+	envDir,
+	expectNoSecrets,
+	newAuditLog,
+	prepareMoveSource,
+	profilesEnv,
+	query,
 	type SupabaseFixture,
 	snapshotPlatform,
-	startSupabase,
-} from "./support/supabase.ts";
+	startSupabaseWithLocal,
+} from "./support/supabase-suite.ts";
 
 let sb: SupabaseFixture;
 let src: string;
@@ -38,38 +27,21 @@ let dir: string;
 let envFile: string;
 let original: string;
 let platformBefore: Record<string, string>;
-const audit = join(scratchDir(), "audit.jsonl");
+const audit = newAuditLog();
 
 beforeAll(async () => {
-	[sb, src] = await Promise.all([startSupabase(), createDatabase("sb_source")]);
-	const deploy = await runPrismaCli(["migrate", "deploy"], src);
-	expect(deploy.code, deploy.stderr).toBe(0);
-	await seedFaceSwap(src, { users: 1000 });
-	// An extension the app's database has and the project lacks: created in `extensions`.
-	await admin((db) => db.query("create extension pg_trgm"), src);
+	[sb, src] = await startSupabaseWithLocal("sb_source");
+	// With an extension the app's database has and the project lacks: created in `extensions`.
+	await prepareMoveSource(src, 1000);
 	platformBefore = await snapshotPlatform(sb.adminUrl);
-	dir = mkdtempSync(join(tmpdir(), "migrate-sb-"));
-	envFile = join(dir, ".env");
-	original = [
-		"# Face Swap",
-		`DATABASE_URL="${src}"`,
-		"NEXTAUTH_URL=http://localhost:3000",
-		"",
-		"# Database profiles",
-		`LOCAL_DATABASE_URL="${src}"`,
-		`REMOTE_DATABASE_URL="${sb.poolerUrl}"`,
-		`REMOTE_DIRECT_URL="${sb.directUrl}"`,
-		"",
-	].join("\n");
-	writeFileSync(envFile, original, { mode: 0o640 });
+	original = profilesEnv(src, sb, "# Database profiles");
+	({ dir, file: envFile } = envDir("migrate-sb-", original));
 });
 
 afterAll(async () => {
 	await sb?.stop();
 	await dropDatabase(src);
 });
-
-const secrets = () => [sb.password, new URL(adminUrl()).password];
 
 function migrate(
 	args: string[],
@@ -83,14 +55,6 @@ function migrate(
 			watchChildren: opts.watch,
 		},
 	);
-}
-
-function expectNoSecrets(r: RunResult): void {
-	for (const s of secrets()) {
-		expect(r.stdout).not.toContain(s);
-		expect(r.stderr).not.toContain(s);
-		for (const argv of r.childArgv) expect(argv).not.toContain(s);
-	}
 }
 
 /** Every table of public: its row count and an md5 of its rows in order, computed independently. */
@@ -109,12 +73,9 @@ const migrationsOf = (url: string) =>
 	}, url);
 
 const targetPublic = () =>
-	admin(
-		(db) =>
-			db.query(
-				"select count(*)::int as n from pg_class where relnamespace = 'public'::regnamespace",
-			),
+	query(
 		sb.adminUrl,
+		"select count(*)::int as n from pg_class where relnamespace = 'public'::regnamespace",
 	).then((r) => r.rows[0].n as number);
 
 describe("migrate-to-supabase.ts", () => {
@@ -133,7 +94,7 @@ describe("migrate-to-supabase.ts", () => {
 			expect(r.stderr).toContain("REMOTE_DIRECT_URL");
 			expect(r.stderr).toContain("DIRECT_URL");
 			expect(r.stderr).toContain("goes through a transaction pooler");
-			expectNoSecrets(r);
+			expectNoSecrets(r, sb, { childArgv: true });
 		}
 		expect(await targetPublic()).toBe(0);
 	});
@@ -155,7 +116,7 @@ describe("migrate-to-supabase.ts", () => {
 			'create extension if not exists "pg_trgm" with schema "extensions";',
 		);
 		expect(r.stdout).toContain("DATABASE_URL: set to REMOTE_DATABASE_URL");
-		expectNoSecrets(r);
+		expectNoSecrets(r, sb, { childArgv: true });
 		expect(await snapshotDatabase(src)).toEqual(srcBefore);
 		expect(await snapshotDatabase(sb.adminUrl)).toEqual(tgtBefore);
 		expect(snapshotFiles([dir])).toEqual(filesBefore);
@@ -168,7 +129,7 @@ describe("migrate-to-supabase.ts", () => {
 			env: { VERIFY_CMD: `printf '%s' "$DATABASE_URL" > ${verifyOut}` },
 		});
 		expect(r.code, r.stdout + r.stderr).toBe(0);
-		expectNoSecrets(r);
+		expectNoSecrets(r, sb, { childArgv: true });
 		expect(r.stdout).toContain("9 tables equal");
 
 		// The rows, checked independently of the runbook.
@@ -180,21 +141,15 @@ describe("migrate-to-supabase.ts", () => {
 
 		// The platform: roles, schemas, their tables and rows, as before; the extension in `extensions`.
 		expect(await snapshotPlatform(sb.adminUrl)).toEqual(platformBefore);
-		const ext = await admin(
-			(db) =>
-				db.query(
-					"select extnamespace::regnamespace::text as s from pg_extension where extname = 'pg_trgm'",
-				),
+		const ext = await query(
 			sb.adminUrl,
+			"select extnamespace::regnamespace::text as s from pg_extension where extname = 'pg_trgm'",
 		);
 		expect(ext.rows).toEqual([{ s: "extensions" }]);
 		// Owned by the project's postgres role (no owners copied), with the platform's default grants.
-		const owners = await admin(
-			(db) =>
-				db.query(
-					"select distinct pg_get_userbyid(relowner) as o from pg_class where relnamespace = 'public'::regnamespace",
-				),
+		const owners = await query(
 			sb.adminUrl,
+			"select distinct pg_get_userbyid(relowner) as o from pg_class where relnamespace = 'public'::regnamespace",
 		);
 		expect(owners.rows).toEqual([{ o: "postgres" }]);
 
@@ -207,9 +162,7 @@ describe("migrate-to-supabase.ts", () => {
 			t.split("\n").filter((l) => !/^(DATABASE_URL|DIRECT_URL)=/.test(l));
 		expect(others(text)).toEqual(others(original));
 		expect(statSync(envFile).mode & 0o777).toBe(0o640);
-		const backups = readdirSync(dir).filter((f) =>
-			f.startsWith(".env.backup-"),
-		);
+		const backups = envBackupsIn(dir);
 		expect(backups).toHaveLength(1);
 		expect(readFileSync(join(dir, backups[0]), "utf8")).toBe(original);
 		expect(statSync(join(dir, backups[0])).mode & 0o777).toBe(0o600);
@@ -241,7 +194,7 @@ describe("migrate-to-supabase.ts", () => {
 			{ watch: true },
 		);
 		expect(r.code, r.stdout + r.stderr).toBe(0);
-		expectNoSecrets(r);
+		expectNoSecrets(r, sb, { childArgv: true });
 		expect(
 			r.childArgv.some((a) =>
 				a.includes('copy "public"."generated_videos" to stdout'),

@@ -5,21 +5,19 @@
 
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedFaceSwap } from "./support/fixtures.ts";
-import {
-	admin,
-	copyRepository,
-	type RunResult,
-	runPrismaCli,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
+import { copyRepository, runRunbook, scratchDir } from "./support/harness.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 import {
+	type CliOptions,
+	cliArgs,
+	deployAndSeed,
+	newAuditLog,
+	query,
+	type RunResult,
 	type SupabaseFixture,
 	snapshotPlatform,
 	startSupabase,
-} from "./support/supabase.ts";
+} from "./support/supabase-suite.ts";
 
 let sb: SupabaseFixture;
 let repo: string;
@@ -40,13 +38,28 @@ const out = (r: RunResult) => `exit ${r.code}\n${r.stdout}\n${r.stderr}`;
 const run = (name: string, args: string[], extra?: Record<string, string>) =>
 	runRunbook(name, args, { env: env(extra), root: repo });
 
+/**
+ * Runs `name` on generated_videos with `options` and --yes, expecting exit 0; then `sql` on the
+ * database, as the admin.
+ */
+async function runOnVideosThenQuery(
+	name: string,
+	options: CliOptions,
+	sql: string,
+) {
+	const r = await run(
+		name,
+		cliArgs({ table: "generated_videos", ...options, yes: true }),
+	);
+	expect(r.code, out(r)).toBe(0);
+	return query(sb.adminUrl, sql);
+}
+
 beforeAll(async () => {
 	sb = await startSupabase();
-	const migrated = await runPrismaCli(["migrate", "deploy"], sb.directUrl);
-	expect(migrated.code, migrated.stderr).toBe(0);
-	await seedFaceSwap(sb.directUrl, { users: 200 });
+	await deployAndSeed(sb.directUrl, 200);
 	repo = copyRepository();
-	audit = join(scratchDir(), "audit.jsonl");
+	audit = newAuditLog();
 	platformBefore = await snapshotPlatform(sb.adminUrl);
 }, 180_000);
 
@@ -78,56 +91,34 @@ describe("the runbooks on Supabase as postgres", () => {
 	});
 
 	it("deploy-production with nothing to deploy: exit 0, a verified backup of the app's objects", async () => {
-		const r = await run("deploy-production", [
-			"--yes",
-			"--confirm",
-			"postgres",
-			"--monitor-seconds",
-			"0",
-		]);
+		const r = await run(
+			"deploy-production",
+			cliArgs({ yes: true, confirm: "postgres", "monitor-seconds": "0" }),
+		);
 		expect(r.code, out(r)).toBe(0);
 	});
 
 	it("add-required-field: exit 0, the column added, filled and NOT NULL through migrations", async () => {
-		const r = await run("add-required-field", [
-			"--table",
-			"generated_videos",
-			"--column",
-			"thumbnail_path",
-			"--type",
-			"text",
-			"--backfill",
-			"'thumbs/' || id || '.jpg'",
-			"--yes",
-		]);
-		expect(r.code, out(r)).toBe(0);
-		const col = await admin(
-			(db) =>
-				db.query(
-					"select attnotnull from pg_attribute where attrelid = 'public.generated_videos'::regclass and attname = 'thumbnail_path'",
-				),
-			sb.adminUrl,
+		const col = await runOnVideosThenQuery(
+			"add-required-field",
+			{
+				column: "thumbnail_path",
+				type: "text",
+				backfill: "'thumbs/' || id || '.jpg'",
+			},
+			"select attnotnull from pg_attribute where attrelid = 'public.generated_videos'::regclass and attname = 'thumbnail_path'",
 		);
 		expect(col.rows).toEqual([{ attnotnull: true }]);
 	});
 
 	it("backfill: exit 0, every matching row set, in batches", async () => {
-		const r = await run("backfill", [
-			"--table",
-			"generated_videos",
-			"--set",
-			"output_path = 'out/' || id || '.mp4'",
-			"--where",
-			"output_path IS NULL",
-			"--yes",
-		]);
-		expect(r.code, out(r)).toBe(0);
-		const left = await admin(
-			(db) =>
-				db.query(
-					"select count(*)::int as n from generated_videos where output_path is null",
-				),
-			sb.adminUrl,
+		const left = await runOnVideosThenQuery(
+			"backfill",
+			{
+				set: "output_path = 'out/' || id || '.mp4'",
+				where: "output_path IS NULL",
+			},
+			"select count(*)::int as n from generated_videos where output_path is null",
 		);
 		expect(left.rows[0].n).toBe(0);
 	});

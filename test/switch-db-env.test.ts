@@ -2,48 +2,35 @@
 // checkout whose .env holds both profiles, the remote one being a Supabase-shaped server behind a
 // real pgbouncer. Every .env lives in a temporary directory, never the repository's own.
 
-import {
-	mkdtempSync,
-	readdirSync,
-	readFileSync,
-	statSync,
-	writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "dotenv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADDED_MARK, rewriteUrls } from "../lib/config/env-file.ts";
-import {
-	adminUrl,
-	copyRepository,
-	createDatabase,
-	dropDatabase,
-	type RunResult,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
+import { copyRepository, dropDatabase, runRunbook } from "./support/harness.ts";
 import { freePort } from "./support/postgres.ts";
-import { type SupabaseFixture, startSupabase } from "./support/supabase.ts";
+import {
+	envDir,
+	expectNoSecrets,
+	newAuditLog,
+	type SupabaseFixture,
+	startSupabaseWithLocal,
+	tempDir,
+} from "./support/supabase-suite.ts";
 
 let sb: SupabaseFixture;
 let localUrl: string;
 let audit: string;
 
 beforeAll(async () => {
-	[sb, localUrl] = await Promise.all([
-		startSupabase(),
-		createDatabase("switch_local"),
-	]);
-	audit = join(scratchDir(), "audit.jsonl");
+	[sb, localUrl] = await startSupabaseWithLocal("switch_local");
+	audit = newAuditLog();
 });
 
 afterAll(async () => {
 	await sb?.stop();
 	await dropDatabase(localUrl);
 });
-
-const secrets = () => [sb.password, new URL(adminUrl()).password];
 
 /** An app's .env with comments, blanks, quoting styles and both profiles. */
 function envText(
@@ -68,12 +55,8 @@ function envText(
 	].join(eol);
 }
 
-function envDir(text: string, mode = 0o640): { dir: string; file: string } {
-	const dir = mkdtempSync(join(tmpdir(), "switch-env-"));
-	const file = join(dir, ".env");
-	writeFileSync(file, text, { mode });
-	return { dir, file };
-}
+/** A temporary directory holding `.env` with `text`. */
+const appDir = (text: string) => envDir("switch-env-", text);
 
 const run = (args: string[], file: string) =>
 	runRunbook("switch-db-env", [...args, "--env-file", file], {
@@ -82,13 +65,6 @@ const run = (args: string[], file: string) =>
 
 const backups = (dir: string) =>
 	readdirSync(dir).filter((f) => f.startsWith(".env.backup-"));
-
-function expectNoSecrets(r: RunResult): void {
-	for (const s of secrets()) {
-		expect(r.stdout).not.toContain(s);
-		expect(r.stderr).not.toContain(s);
-	}
-}
 
 describe("switch-db-env.ts", () => {
 	it("switches remote then local as an executable in a checkout: only DATABASE_URL/DIRECT_URL change, backup 0600, original restored byte for byte", async () => {
@@ -103,7 +79,7 @@ describe("switch-db-env.ts", () => {
 			env: { RUNBOOK_AUDIT_LOG: audit },
 		});
 		expect(remote.code, remote.stdout + remote.stderr).toBe(0);
-		expectNoSecrets(remote);
+		expectNoSecrets(remote, sb);
 		const switched = readFileSync(file, "utf8");
 		const values = parse(switched);
 		expect(values.DATABASE_URL).toBe(sb.poolerUrl);
@@ -131,7 +107,7 @@ describe("switch-db-env.ts", () => {
 		expect(status.stdout).toMatch(
 			/DATABASE_URL = REMOTE_DATABASE_URL postgres@127\.0\.0\.1:\d+\/postgres \(pooler\): answers/,
 		);
-		expectNoSecrets(status);
+		expectNoSecrets(status, sb);
 
 		const local = await runRunbook("switch-db-env", ["local"], {
 			root: repo,
@@ -146,7 +122,7 @@ describe("switch-db-env.ts", () => {
 
 	it("keeps CRLF line endings and restores them exactly", async () => {
 		const original = envText({ eol: "\r\n" });
-		const { file } = envDir(original);
+		const { file } = appDir(original);
 		expect((await run(["remote"], file)).code).toBe(0);
 		const switched = readFileSync(file, "utf8");
 		expect(
@@ -164,7 +140,7 @@ describe("switch-db-env.ts", () => {
 			remoteApp: `${dead}?pgbouncer=true`,
 			remoteDirect: dead,
 		});
-		const { dir, file } = envDir(original);
+		const { dir, file } = appDir(original);
 		const refused = await run(["remote"], file);
 		expect(refused.code, refused.stdout + refused.stderr).toBe(3);
 		expect(refused.stderr).toContain(
@@ -183,14 +159,14 @@ describe("switch-db-env.ts", () => {
 
 	it("refuses a pooler URL as REMOTE_DIRECT_URL, naming DIRECT_URL", async () => {
 		const original = envText({ remoteDirect: sb.poolerUrl });
-		const { dir, file } = envDir(original);
+		const { dir, file } = appDir(original);
 		const r = await run(["remote"], file);
 		expect(r.code).toBe(3);
 		expect(r.stderr).toContain("REMOTE_DIRECT_URL");
 		expect(r.stderr).toContain("it becomes DIRECT_URL");
 		expect(readFileSync(file, "utf8")).toBe(original);
 		expect(backups(dir)).toEqual([]);
-		expectNoSecrets(r);
+		expectNoSecrets(r, sb);
 	});
 
 	it("refuses to drop a DATABASE_URL that no profile records, unless --force", async () => {
@@ -199,7 +175,7 @@ describe("switch-db-env.ts", () => {
 			`DATABASE_URL="${localUrl}"`,
 			`DATABASE_URL="${other}"`,
 		);
-		const { file } = envDir(original);
+		const { file } = appDir(original);
 		const r = await run(["remote"], file);
 		expect(r.code).toBe(3);
 		expect(r.stderr).toContain("which no profile records");
@@ -208,7 +184,7 @@ describe("switch-db-env.ts", () => {
 
 	it("status and switching work when .env has no DATABASE_URL, or a dead one", async () => {
 		const original = envText().replace(`DATABASE_URL="${localUrl}"\n`, "");
-		const { file } = envDir(original);
+		const { file } = appDir(original);
 		const status = await run(["status"], file);
 		expect(status.code, status.stdout + status.stderr).toBe(1);
 		expect(status.stdout).toContain("DATABASE_URL is not set in .env");
@@ -226,7 +202,7 @@ describe("switch-db-env.ts", () => {
 		const port = await freePort();
 		const dead = `postgresql://postgres:nope@127.0.0.1:${port}/faceswap`;
 		const deadEnv = envText().split(localUrl).join(dead);
-		const d = envDir(deadEnv);
+		const d = appDir(deadEnv);
 		const deadStatus = await run(["status"], d.file);
 		expect(deadStatus.code).toBe(1);
 		expect(deadStatus.stdout).toContain("active profile: local");
@@ -236,7 +212,7 @@ describe("switch-db-env.ts", () => {
 
 	it("changes nothing under --dry-run", async () => {
 		const original = envText();
-		const { dir, file } = envDir(original);
+		const { dir, file } = appDir(original);
 		const r = await run(["remote", "--dry-run"], file);
 		expect(r.code, r.stdout + r.stderr).toBe(0);
 		expect(r.stdout).toContain("DATABASE_URL: set to REMOTE_DATABASE_URL");
@@ -246,7 +222,7 @@ describe("switch-db-env.ts", () => {
 
 	it("exits 2 with a plain message when there is no .env to switch", async () => {
 		// (A missing --env-file path is caught by Node 20 itself, which scans argv for --env-file: exit 9.)
-		const cwd = mkdtempSync(join(tmpdir(), "switch-env-"));
+		const cwd = tempDir("switch-env-");
 		const r = await runRunbook("switch-db-env", ["remote"], {
 			cwd,
 			env: {
@@ -260,7 +236,7 @@ describe("switch-db-env.ts", () => {
 			`There is no environment file at ${join(cwd, ".env")}.`,
 		);
 		expect(readdirSync(cwd)).toEqual([]);
-		expectNoSecrets(r);
+		expectNoSecrets(r, sb);
 	});
 });
 

@@ -62,13 +62,13 @@ export const FIXTURE_PLATFORM_SCHEMAS = [
 	"pgbouncer",
 	"vault",
 ];
+/** The roles Supabase's API (PostgREST) runs queries as. */
+export const API_ROLES = ["anon", "authenticated", "service_role"];
 export const FIXTURE_ROLES = [
 	"postgres",
 	"supabase_admin",
 	"authenticator",
-	"anon",
-	"authenticated",
-	"service_role",
+	...API_ROLES,
 	"supabase_auth_admin",
 	"supabase_storage_admin",
 	"supabase_replication_admin",
@@ -84,9 +84,6 @@ export const FIXTURE_EVENT_TRIGGERS = [
 	"pgrst_ddl_watch",
 	"pgrst_drop_watch",
 ];
-/** The roles Supabase's API (PostgREST) runs queries as. */
-export const API_ROLES = ["anon", "authenticated", "service_role"];
-
 const API = "anon, authenticated, service_role";
 const ALL_API = `postgres, ${API}`;
 
@@ -224,6 +221,28 @@ revoke all on function pgbouncer.get_auth(text) from public;
 grant execute on function pgbouncer.get_auth(text) to pgbouncer;
 `;
 
+/**
+ * An event trigger of the platform's extension-grant kind: `trigger` fires `on` an event (and tag),
+ * and its function extensions.`fn` does `action` when `objects` (a query over what the event
+ * touched) finds a row.
+ */
+function eventTriggerSql(
+	trigger: string,
+	on: string,
+	fn: string,
+	objects: string,
+	action: string,
+): string {
+	return `create function extensions.${fn}() returns event_trigger language plpgsql as $$
+begin
+  if exists (${objects}) then
+    ${action};
+  end if;
+end $$;
+create event trigger ${trigger} on ${on}
+  execute procedure extensions.${fn}();`;
+}
+
 /** The migrations' objects of one database (run as supabase_admin), the demotion's grants first. */
 const migrationsDatabaseSql = (database: string) => `
 grant all on database ${pgIdent(database)} to postgres;
@@ -296,38 +315,10 @@ alter default privileges in schema graphql_public grant all on functions to ${AL
 alter default privileges in schema graphql_public grant all on sequences to ${ALL_API};
 
 -- Extension-grant triggers: when pg_graphql, pg_cron or pg_net arrive, grant the project their objects.
-create function extensions.grant_pg_graphql_access() returns event_trigger language plpgsql as $$
-begin
-  if exists (select from pg_event_trigger_ddl_commands() ev join pg_proc p on ev.objid = p.oid where p.proname = 'resolve') then
-    grant usage on schema graphql to ${ALL_API};
-  end if;
-end $$;
-create event trigger issue_pg_graphql_access on ddl_command_end when tag in ('CREATE FUNCTION')
-  execute procedure extensions.grant_pg_graphql_access();
-create function extensions.set_graphql_placeholder() returns event_trigger language plpgsql as $$
-begin
-  if exists (select from pg_event_trigger_dropped_objects() ev where ev.schema_name = 'graphql_public') then
-    raise notice 'graphql placeholder would be restored';
-  end if;
-end $$;
-create event trigger issue_graphql_placeholder on sql_drop when tag in ('DROP EXTENSION')
-  execute procedure extensions.set_graphql_placeholder();
-create function extensions.grant_pg_cron_access() returns event_trigger language plpgsql as $$
-begin
-  if exists (select from pg_event_trigger_ddl_commands() ev join pg_extension e on ev.objid = e.oid where e.extname = 'pg_cron') then
-    grant usage on schema cron to postgres with grant option;
-  end if;
-end $$;
-create event trigger issue_pg_cron_access on ddl_command_end when tag in ('CREATE EXTENSION')
-  execute procedure extensions.grant_pg_cron_access();
-create function extensions.grant_pg_net_access() returns event_trigger language plpgsql as $$
-begin
-  if exists (select from pg_event_trigger_ddl_commands() ev join pg_extension e on ev.objid = e.oid where e.extname = 'pg_net') then
-    grant usage on schema net to ${ALL_API};
-  end if;
-end $$;
-create event trigger issue_pg_net_access on ddl_command_end when tag in ('CREATE EXTENSION')
-  execute procedure extensions.grant_pg_net_access();
+${eventTriggerSql("issue_pg_graphql_access", "ddl_command_end when tag in ('CREATE FUNCTION')", "grant_pg_graphql_access", "select from pg_event_trigger_ddl_commands() ev join pg_proc p on ev.objid = p.oid where p.proname = 'resolve'", `grant usage on schema graphql to ${ALL_API}`)}
+${eventTriggerSql("issue_graphql_placeholder", "sql_drop when tag in ('DROP EXTENSION')", "set_graphql_placeholder", "select from pg_event_trigger_dropped_objects() ev where ev.schema_name = 'graphql_public'", "raise notice 'graphql placeholder would be restored'")}
+${eventTriggerSql("issue_pg_cron_access", "ddl_command_end when tag in ('CREATE EXTENSION')", "grant_pg_cron_access", "select from pg_event_trigger_ddl_commands() ev join pg_extension e on ev.objid = e.oid where e.extname = 'pg_cron'", "grant usage on schema cron to postgres with grant option")}
+${eventTriggerSql("issue_pg_net_access", "ddl_command_end when tag in ('CREATE EXTENSION')", "grant_pg_net_access", "select from pg_event_trigger_ddl_commands() ev join pg_extension e on ev.objid = e.oid where e.extname = 'pg_net'", `grant usage on schema net to ${ALL_API}`)}
 
 -- vault: secrets the project keeps (supabase_vault's table and view, without the extension).
 create schema if not exists vault;
@@ -369,7 +360,8 @@ function withDatabase(url: string, database: string, user?: string): string {
 	return u.toString();
 }
 
-async function execAs(url: string, sql: string): Promise<void> {
+/** Runs `sql` (one or more statements) on `url`, on a connection of its own. */
+export async function execAs(url: string, sql: string): Promise<void> {
 	const db = new pg.Client({ connectionString: url });
 	await db.connect();
 	try {
