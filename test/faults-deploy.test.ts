@@ -15,12 +15,17 @@ import {
 	listBackups,
 	verifyBackup,
 } from "../lib/backup/archive.ts";
-import { faultCases, runInterrupted } from "./support/deploy-faults.ts";
+import {
+	faultCases,
+	killAndInterrupt,
+	runInterrupted,
+} from "./support/deploy-faults.ts";
 import {
 	confirmedDeploy,
 	copiedDatabase,
 	queryRows,
 	runbookEnv,
+	snapshotWithout,
 } from "./support/deploy-suite.ts";
 import { type Fault, settle } from "./support/faults.ts";
 import { admin, createSeededDatabase, runRunbook } from "./support/harness.ts";
@@ -104,12 +109,9 @@ describe("backup.ts create, interrupted", () => {
 	});
 
 	const faults: Fault[] = [
-		{ kind: "SIGKILL", step: 2, offsetMs: 150 },
-		{ kind: "SIGINT", step: 2, offsetMs: 150 },
-		{ kind: "SIGKILL", step: 3, offsetMs: 100 },
-		{ kind: "SIGINT", step: 3, offsetMs: 100 },
-		{ kind: "SIGKILL", step: 5, offsetMs: 100 },
-		{ kind: "SIGINT", step: 5, offsetMs: 100 },
+		...killAndInterrupt(2, 150),
+		...killAndInterrupt(3, 100),
+		...killAndInterrupt(5, 100),
 		// pg_dump's and the snapshot's sessions, mid-dump.
 		{ kind: "terminate", step: 2, offsetMs: 150, database: "" },
 	];
@@ -196,6 +198,15 @@ const MIGRATION_SQL = [
 ].join("\n");
 
 describe("deploy-production.ts, interrupted", () => {
+	// Faults in the pre-deploy backup (step 2) and in the migration (step 4).
+	const faults: Fault[] = [
+		...killAndInterrupt(2, 150),
+		// Step 4 is mostly Prisma starting up (a second or two here): 2.5 s lands the fault while the
+		// migration runs (it sleeps 1.5 s inside its transaction), or just after it committed.
+		...killAndInterrupt(4, 2500),
+		{ kind: "terminate", step: 4, offsetMs: 2500, database: "" },
+	];
+
 	let migrations: string;
 	/** The database before and after an uninterrupted deploy, without _prisma_migrations. */
 	let before: Snapshot;
@@ -205,11 +216,8 @@ describe("deploy-production.ts, interrupted", () => {
 
 	// _prisma_migrations rows carry random ids and timestamps (and a rolled-back row stays after a
 	// resolved interruption): compared separately, as the finished migrations' names and checksums.
-	const withoutHistory = async (url: string) => {
-		const s = await snapshotDatabase(url);
-		delete s["rows public._prisma_migrations"];
-		return s;
-	};
+	const withoutHistory = (url: string) =>
+		snapshotWithout(url, "rows public._prisma_migrations");
 	const history = async (url: string) =>
 		(
 			await queryRows<{ m: string }>(
@@ -224,6 +232,13 @@ describe("deploy-production.ts, interrupted", () => {
 				"select migration_name from _prisma_migrations where finished_at is null and rolled_back_at is null",
 			)
 		).map((r) => r.migration_name);
+
+	/** Whether the database is as before or as after the migration, or "MIXED" (partly applied). */
+	async function migrationState(url: string) {
+		const now = await withoutHistory(url);
+		if (same(now, before)) return "before";
+		return same(now, after) ? "after" : "MIXED";
+	}
 
 	const caseEnv = (url: string) =>
 		runbookEnv(url, { PRISMA_MIGRATIONS_DIR: migrations });
@@ -243,16 +258,6 @@ describe("deploy-production.ts, interrupted", () => {
 		expect(referenceHistory.some((m) => m.startsWith(MIGRATION))).toBe(true);
 	});
 
-	const faults: Fault[] = [
-		{ kind: "SIGKILL", step: 2, offsetMs: 150 },
-		{ kind: "SIGINT", step: 2, offsetMs: 150 },
-		// Step 4 is mostly Prisma starting up (a second or two here): 2.5 s lands the fault while the
-		// migration runs (it sleeps 1.5 s inside its transaction), or just after it committed.
-		{ kind: "SIGKILL", step: 4, offsetMs: 2500 },
-		{ kind: "SIGINT", step: 4, offsetMs: 2500 },
-		{ kind: "terminate", step: 4, offsetMs: 2500, database: "" },
-	];
-
 	it.each(faultCases(faults))(
 		"%s: wholly before or wholly after, the audit log says where, a rerun ends as an uninterrupted deploy",
 		async (_, f) => {
@@ -269,12 +274,7 @@ describe("deploy-production.ts, interrupted", () => {
 			await settle(url, { all: true });
 
 			// 1. The migration is in wholly or not at all, and its history row says which.
-			const now = await withoutHistory(url);
-			const state = same(now, before)
-				? "before"
-				: same(now, after)
-					? "after"
-					: "MIXED";
+			const state = await migrationState(url);
 			expect(state, out).not.toBe("MIXED");
 			const finished = (await history(url)).some((m) =>
 				m.startsWith(MIGRATION),

@@ -9,8 +9,16 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { faultCases, runInterrupted } from "./support/deploy-faults.ts";
-import { copiedDatabase, queryRows as sql } from "./support/deploy-suite.ts";
+import {
+	faultCases,
+	killAndInterrupt,
+	runInterrupted,
+} from "./support/deploy-faults.ts";
+import {
+	copiedDatabase,
+	snapshotWithout,
+	queryRows as sql,
+} from "./support/deploy-suite.ts";
 import { type Fault, settle } from "./support/faults.ts";
 import {
 	copyRepository,
@@ -18,7 +26,6 @@ import {
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { snapshotDatabase } from "./support/snapshot.ts";
 
 const template = copiedDatabase(() =>
 	createSeededDatabase("faults_large_tpl", 150),
@@ -29,12 +36,12 @@ const template = copiedDatabase(() =>
  * backfill checkpoint rows (batch counts, times) and _prisma_migrations rows (random ids, times,
  * and timestamped names; compared separately by `history`).
  */
-async function snapshot(url: string): Promise<Record<string, string>> {
-	const s = await snapshotDatabase(url);
-	delete s["rows runbooks.backfill_checkpoints"];
-	delete s["rows public._prisma_migrations"];
-	return s;
-}
+const snapshot = (url: string) =>
+	snapshotWithout(
+		url,
+		"rows runbooks.backfill_checkpoints",
+		"rows public._prisma_migrations",
+	);
 
 /** Finished migrations as name without its timestamp, and checksum. */
 const history = async (url: string) =>
@@ -107,8 +114,7 @@ describe("backfill.ts, interrupted", () => {
 	});
 
 	const faults: Fault[] = [
-		{ kind: "SIGKILL", step: 3, offsetMs: 300 },
-		{ kind: "SIGINT", step: 3, offsetMs: 300 },
+		...killAndInterrupt(3, 300),
 		{ kind: "terminate", step: 3, offsetMs: 300, database: "" },
 	];
 
@@ -262,10 +268,9 @@ describe("add-required-field.ts, interrupted", () => {
 		);
 	});
 
-	const faults: Fault[] = [2, 3, 4, 5, 6].flatMap((step): Fault[] => [
-		{ kind: "SIGKILL", step, offsetMs: step === 3 ? 250 : 100 },
-		{ kind: "SIGINT", step, offsetMs: step === 3 ? 250 : 100 },
-	]);
+	const faults: Fault[] = [2, 3, 4, 5, 6].flatMap((step) =>
+		killAndInterrupt(step, step === 3 ? 250 : 100),
+	);
 	faults.push({ kind: "terminate", step: 3, offsetMs: 250, database: "" });
 
 	it.each(faultCases(faults))(

@@ -11,6 +11,12 @@ import {
 } from "./faults.ts";
 import type { RunOptions } from "./harness.ts";
 
+/** A kill (SIGKILL) and an interrupt (SIGINT) `offsetMs` after step `step` started. */
+export const killAndInterrupt = (step: number, offsetMs: number): Fault[] => [
+	{ kind: "SIGKILL", step, offsetMs },
+	{ kind: "SIGINT", step, offsetMs },
+];
+
 /** it.each's rows: the fault's description (the test name's %s) and the fault. */
 export const faultCases = (faults: Fault[]) =>
 	faults.map((f) => [describeFault(f), f] as const);

@@ -8,6 +8,7 @@ import pg from "pg";
 import { afterAll, beforeAll } from "vitest";
 import { admin, dbName, dropDatabase, scratchDir } from "./harness.ts";
 import { scratchDatabases } from "./migration-fixtures.ts";
+import { snapshotDatabase } from "./snapshot.ts";
 
 /**
  * A database made by `make` before the file's tests, which its tests copy (`clone`): the copies
@@ -25,7 +26,7 @@ export function copiedDatabase(make: () => Promise<string>) {
 	});
 	afterAll(async () => {
 		await dbs.dropAll();
-		await dropDatabase(base.url);
+		if (base.url) await dropDatabase(base.url);
 	});
 	return base;
 }
@@ -39,6 +40,16 @@ export function runbookEnv(url: string, extra: Record<string, string> = {}) {
 		BACKUP_DIR: join(dir, "backups"),
 		...extra,
 	};
+}
+
+/** snapshotDatabase without the given entries (what differs between two runs ending alike). */
+export async function snapshotWithout(
+	url: string,
+	...keys: string[]
+): Promise<Record<string, string>> {
+	const s = await snapshotDatabase(url);
+	for (const k of keys) delete s[k];
+	return s;
 }
 
 /** deploy-production's arguments without a terminal: --yes, confirmed by the database's name. */
