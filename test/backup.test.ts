@@ -5,18 +5,20 @@
 import {
 	chmodSync,
 	existsSync,
-	mkdtempSync,
 	readdirSync,
 	readFileSync,
 	statSync,
 	writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { findTool } from "../lib/pg/client-tools.ts";
-
+import {
+	backupFiles,
+	runbookEnv,
+	session,
+	sleep,
+} from "./support/deploy-suite.ts";
 import {
 	admin,
 	createDatabase,
@@ -29,15 +31,7 @@ import {
 let url: string;
 const extraDbs: string[] = [];
 
-function setup(extra: Record<string, string> = {}) {
-	const dir = scratchDir();
-	return {
-		DATABASE_URL: url,
-		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		BACKUP_DIR: join(dir, "backups"),
-		...extra,
-	};
-}
+const setup = (extra: Record<string, string> = {}) => runbookEnv(url, extra);
 
 const backup = (
 	args: string[],
@@ -46,11 +40,9 @@ const backup = (
 ) => runRunbook("backup", args, { env, ...opts });
 
 const manifests = (dir: string) =>
-	(existsSync(dir) ? readdirSync(dir) : [])
+	backupFiles(dir)
 		.filter((f) => f.endsWith(".json"))
 		.map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")));
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Restores an archive into a new database and counts its rows per table. */
 async function restoredCounts(
@@ -99,9 +91,7 @@ describe("backup.ts", () => {
 		const env = setup();
 		const password = new URL(url).password;
 		// A writer inserting sessions throughout the dump.
-		const writer = new pg.Client({ connectionString: url });
-		writer.on("error", () => {});
-		await writer.connect();
+		const writer = await session(url);
 		let writing = true;
 		let inserted = 0;
 		const writes = (async () => {
@@ -279,7 +269,7 @@ describe("backup.ts", () => {
 	});
 
 	it("refuses before dumping when pg_dump is older than the server, when BACKUP_DIR lacks room, or through a pooler (exit 3)", async () => {
-		const fake = mkdtempSync(join(tmpdir(), "old-pg-"));
+		const fake = scratchDir();
 		const real = await findTool("pg_dump");
 		writeFileSync(
 			join(fake, "pg_dump"),
@@ -316,9 +306,7 @@ describe("backup.ts", () => {
 	it("leaves nothing that looks like a backup when the dump is killed, and cleans up on the next run", async () => {
 		const env = setup();
 		// Hold a lock so pg_dump waits (on --lock-wait-timeout) mid-way, then kill the whole run.
-		const holder = new pg.Client({ connectionString: url });
-		holder.on("error", () => {});
-		await holder.connect();
+		const holder = await session(url);
 		await holder.query("begin");
 		await holder.query("lock table purchases in access exclusive mode");
 		let killed: Awaited<ReturnType<typeof runRunbook>>;

@@ -5,48 +5,32 @@
 // meanwhile refuses (exit 3); a holder older than --max-holder-age is refused up front.
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type pg from "pg";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
-	admin,
-	createSeededDatabase,
-	dbName,
-	dropDatabase,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
-import {
-	migrationsWith,
-	scratchDatabases,
-} from "./support/migration-fixtures.ts";
+	backendPid,
+	backupFiles,
+	confirmedDeploy,
+	copiedDatabase,
+	queryRows,
+	runbookEnv,
+	session,
+	sleep,
+} from "./support/deploy-suite.ts";
+import { createSeededDatabase, dbName, runRunbook } from "./support/harness.ts";
+import { migrationsWith } from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
 const MIGRATION = "20250105000000_add_user_nickname";
 const LOCK_TIMEOUT_MS = 1000;
 
-let base: string;
+const base = copiedDatabase(() => createSeededDatabase("deploy_safety", 1000));
 let url: string;
 let migrations: string;
-const dbs = scratchDatabases();
 
-function env(dir = scratchDir()) {
-	return {
-		DATABASE_URL: url,
-		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		BACKUP_DIR: join(dir, "backups"),
-		PRISMA_MIGRATIONS_DIR: migrations,
-	};
-}
+const env = () => runbookEnv(url, { PRISMA_MIGRATIONS_DIR: migrations });
 
-async function client(app: string): Promise<pg.Client> {
-	const c = new pg.Client({ connectionString: url, application_name: app });
-	c.on("error", () => {});
-	await c.connect();
-	return c;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const client = (app: string): Promise<pg.Client> => session(url, app);
 
 async function until(
 	what: string,
@@ -60,51 +44,40 @@ async function until(
 	}
 }
 
-const rolledBackRows = () =>
-	admin(
-		async (db) =>
-			Number(
-				(
-					await db.query<{ n: string }>(
-						"select count(*) as n from _prisma_migrations where migration_name = $1 and rolled_back_at is not null",
-						[MIGRATION],
-					)
-				).rows[0].n,
-			),
-		url,
+const rolledBackRows = async () =>
+	Number(
+		(
+			await queryRows<{ n: string }>(
+				url,
+				"select count(*) as n from _prisma_migrations where migration_name = $1 and rolled_back_at is not null",
+				[MIGRATION],
+			)
+		)[0].n,
+	);
+
+/** MIGRATION's rows in _prisma_migrations of the database `on` (one per attempt). */
+const migrationRows = (on: string) =>
+	queryRows(
+		on,
+		"select finished_at, rolled_back_at from _prisma_migrations where migration_name = $1",
+		[MIGRATION],
 	);
 
 beforeAll(async () => {
-	base = await createSeededDatabase("deploy_safety", 1000);
-	url = await dbs.clone(base, "deploy_locks");
+	url = await base.clone("deploy_locks");
 	migrations = migrationsWith({
 		[MIGRATION]: 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
 	});
 });
 
-afterAll(async () => {
-	await dbs.dropAll();
-	await dropDatabase(base);
-});
-
-const backupFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
-const query = (u: string, sql: string) =>
-	admin(async (db) => (await db.query(sql)).rows, u);
-
 describe("deploy-production.ts lint", () => {
 	it("refuses dropping a column of a table with rows (exit 3), naming the rows, with squawk's finding explained, nothing changed and no backup; --allow proceeds", async () => {
-		const url = await dbs.clone(base, "deploy_unsafe");
+		const url = await base.clone("deploy_unsafe");
 		const name = "20250101000000_drop_session_expires";
 		const dir = migrationsWith({
 			[name]: 'ALTER TABLE "sessions" DROP COLUMN "expires";\n',
 		});
-		const dir2 = scratchDir();
-		const env = {
-			DATABASE_URL: url,
-			RUNBOOK_AUDIT_LOG: join(dir2, "audit.jsonl"),
-			BACKUP_DIR: join(dir2, "backups"),
-			PRISMA_MIGRATIONS_DIR: dir,
-		};
+		const env = runbookEnv(url, { PRISMA_MIGRATIONS_DIR: dir });
 		const { BACKUP_DIR: backups, RUNBOOK_AUDIT_LOG: audit } = env;
 		const snapshot = async () => {
 			const s = await snapshotDatabase(url);
@@ -112,18 +85,9 @@ describe("deploy-production.ts lint", () => {
 			return s;
 		};
 		const deploy = (extra: string[] = []) =>
-			runRunbook(
-				"deploy-production",
-				[
-					"--yes",
-					"--confirm",
-					new URL(url).pathname.slice(1),
-					"--monitor-seconds",
-					"1",
-					...extra,
-				],
-				{ env },
-			);
+			runRunbook("deploy-production", confirmedDeploy(url, "1", ...extra), {
+				env,
+			});
 		const before = await snapshot();
 
 		const refused = await deploy();
@@ -150,7 +114,7 @@ describe("deploy-production.ts lint", () => {
 		expect(allowed.stdout).toContain(
 			"~ allowed: removing a column [ban-drop-column]",
 		);
-		const cols = await query(
+		const cols = await queryRows(
 			url,
 			"select 1 from information_schema.columns where table_name = 'sessions' and column_name = 'expires'",
 		);
@@ -188,16 +152,13 @@ describe("deploy-production.ts with a held lock", () => {
 
 	it("gives up within the lock timeout while reads go on, names the blocker, refuses a second deploy, and succeeds once the holder ends", async () => {
 		const ids = (
-			await admin(
-				(db) =>
-					db.query<{ id: string }>("select id from users order by id limit 50"),
+			await queryRows<{ id: string }>(
 				url,
+				"select id from users order by id limit 50",
 			)
-		).rows.map((r) => r.id);
+		).map((r) => r.id);
 		const holder = await client("nightly-report");
-		const holderPid = (
-			await holder.query<{ pid: number }>("select pg_backend_pid() as pid")
-		).rows[0].pid;
+		const holderPid = await backendPid(holder);
 		await holder.query("begin");
 		await holder.query("select count(*) from users");
 
@@ -239,10 +200,8 @@ describe("deploy-production.ts with a held lock", () => {
 			await until("a lock timeout", async () => (await rolledBackRows()) >= 1);
 			second = await runRunbook(
 				"deploy-production",
-				["--yes", "--confirm", dbName(url), "--monitor-seconds", "0"],
-				{
-					env: env(),
-				},
+				confirmedDeploy(url, "0"),
+				{ env: env() },
 			);
 			await until(
 				"a second lock timeout",
@@ -289,16 +248,7 @@ describe("deploy-production.ts with a held lock", () => {
 		expect(waits.length).toBeGreaterThan(20);
 		expect(Math.max(...waits)).toBeLessThan(LOCK_TIMEOUT_MS + 1000);
 		// Each timed-out attempt was marked rolled back; the migration is applied exactly once.
-		const rows = await admin(
-			async (db) =>
-				(
-					await db.query(
-						"select finished_at, rolled_back_at from _prisma_migrations where migration_name = $1",
-						[MIGRATION],
-					)
-				).rows,
-			url,
-		);
+		const rows = await migrationRows(url);
 		expect(rows.filter((r) => r.finished_at && !r.rolled_back_at)).toHaveLength(
 			1,
 		);
@@ -311,16 +261,10 @@ describe("deploy-production.ts with a held lock", () => {
 	});
 
 	it("Ctrl-C while the migration waits for its lock: exit 130, its session cancelled at once, the migration marked rolled back", async () => {
-		const u = await dbs.clone(base, "deploy_ctrlc");
-		const holder = new pg.Client({
-			connectionString: u,
-			application_name: "long-report",
-		});
-		holder.on("error", () => {});
-		await holder.connect();
+		const u = await base.clone("deploy_ctrlc");
+		const holder = await session(u, "long-report");
 		await holder.query("begin");
 		await holder.query("select count(*) from users");
-		const d = scratchDir();
 		let run: Awaited<ReturnType<typeof runRunbook>>;
 		try {
 			run = await runRunbook(
@@ -333,12 +277,7 @@ describe("deploy-production.ts with a held lock", () => {
 					"45s",
 				],
 				{
-					env: {
-						DATABASE_URL: u,
-						RUNBOOK_AUDIT_LOG: join(d, "audit.jsonl"),
-						BACKUP_DIR: join(d, "backups"),
-						PRISMA_MIGRATIONS_DIR: migrations,
-					},
+					env: runbookEnv(u, { PRISMA_MIGRATIONS_DIR: migrations }),
 					signalOn: {
 						pattern:
 							/waiting up to 45s for a lock on users held by pid \d+ \("long-report"\)/,
@@ -348,7 +287,7 @@ describe("deploy-production.ts with a held lock", () => {
 			);
 			// The holder is still open, yet nothing waits on users any more: the ALTER was cancelled.
 			const started = performance.now();
-			await admin((db) => db.query("select * from users limit 1"), u);
+			await queryRows(u, "select * from users limit 1");
 			expect(performance.now() - started).toBeLessThan(1000);
 		} finally {
 			await holder.query("rollback");
@@ -361,27 +300,13 @@ describe("deploy-production.ts with a held lock", () => {
 		expect(run.stderr).toContain(
 			"npx tsx runbooks/emergency-rollback.ts --backup ",
 		);
-		const rows = await admin(
-			async (db) =>
-				(
-					await db.query(
-						"select finished_at, rolled_back_at from _prisma_migrations where migration_name = $1",
-						[MIGRATION],
-					)
-				).rows,
-			u,
-		);
+		const rows = await migrationRows(u);
 		expect(rows).toEqual([
 			{ finished_at: null, rolled_back_at: expect.any(Date) },
 		]);
-		const engine = await admin(
-			async (db) =>
-				(
-					await db.query(
-						"select pid from pg_stat_activity where application_name = 'runbook:deploy-production:prisma'",
-					)
-				).rows,
+		const engine = await queryRows(
 			u,
+			"select pid from pg_stat_activity where application_name = 'runbook:deploy-production:prisma'",
 		);
 		expect(engine).toEqual([]);
 	});

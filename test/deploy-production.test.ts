@@ -2,21 +2,19 @@
 // CLI and pg_dump: a database two migrations behind brought up to date, unsafe and failing
 // migrations, the dry run, nothing pending, and each refusal.
 
-import {
-	existsSync,
-	readdirSync,
-	readFileSync,
-	statSync,
-	writeFileSync,
-} from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-
+import { describe, expect, it } from "vitest";
 import {
-	admin,
+	backupFiles,
+	confirmedDeploy,
+	copiedDatabase,
+	queryRows,
+	runbookEnv,
+} from "./support/deploy-suite.ts";
+import {
 	createSeededDatabase,
 	dbName,
-	dropDatabase,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
@@ -24,24 +22,14 @@ import {
 	migrationsWith,
 	repoMigrationNames,
 	rewind,
-	scratchDatabases,
 } from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
-let base: string;
-const dbs = scratchDatabases();
-
-/** A copy of the seeded, fully migrated base database. */
-const clone = (prefix: string) => dbs.clone(base, prefix);
+/** The seeded, fully migrated base database the tests copy. */
+const base = copiedDatabase(() => createSeededDatabase("deploy_base", 1000));
 
 function setup(url: string, extra: Record<string, string> = {}) {
-	const dir = scratchDir();
-	const env = {
-		DATABASE_URL: url,
-		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		BACKUP_DIR: join(dir, "backups"),
-		...extra,
-	};
+	const env = runbookEnv(url, extra);
 	return { env, audit: env.RUNBOOK_AUDIT_LOG, backups: env.BACKUP_DIR };
 }
 
@@ -51,20 +39,10 @@ const deploy = (
 	extra: string[] = [],
 	watchChildren = false,
 ) =>
-	runRunbook(
-		"deploy-production",
-		["--yes", "--confirm", dbName(url), "--monitor-seconds", "1", ...extra],
-		{
-			env,
-			watchChildren,
-		},
-	);
-
-const query = <T extends Record<string, unknown>>(
-	url: string,
-	sql: string,
-	params: unknown[] = [],
-) => admin(async (db) => (await db.query<T>(sql, params)).rows, url);
+	runRunbook("deploy-production", confirmedDeploy(url, "1", ...extra), {
+		env,
+		watchChildren,
+	});
 
 /** Catalog and data, without the server-wide database count (other test files create databases). */
 async function snapshot(url: string, except: string[] = []) {
@@ -75,20 +53,9 @@ async function snapshot(url: string, except: string[] = []) {
 	return s;
 }
 
-const backupFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
-
-beforeAll(async () => {
-	base = await createSeededDatabase("deploy_base", 1000);
-});
-
-afterAll(async () => {
-	await dbs.dropAll();
-	await dropDatabase(base);
-});
-
 describe("deploy-production.ts", () => {
 	it("brings a database two migrations behind up to date, with a verified backup and a full audit trail (exit 0)", async () => {
-		const url = await clone("deploy_behind");
+		const url = await base.clone("deploy_behind");
 		const behind = await rewind(url, 2);
 		expect(behind).toEqual(repoMigrationNames().slice(-2));
 		const { env, audit, backups } = setup(url);
@@ -115,7 +82,7 @@ describe("deploy-production.ts", () => {
 		expect(run.stderr).toContain(report.rollback_command);
 
 		// Both applied, and the database is what the migrations build.
-		const rows = await query<{ migration_name: string }>(
+		const rows = await queryRows<{ migration_name: string }>(
 			url,
 			"select migration_name from _prisma_migrations where finished_at is not null and rolled_back_at is null order by migration_name",
 		);
@@ -172,7 +139,7 @@ describe("deploy-production.ts", () => {
 	});
 
 	it("stops at a failing migration with exit 1, says what applied and failed, prints the rollback command, and changes nothing else", async () => {
-		const url = await clone("deploy_bad");
+		const url = await base.clone("deploy_bad");
 		const name = "20250102000000_bad_sql";
 		const dir = migrationsWith({
 			[name]:
@@ -200,7 +167,7 @@ describe("deploy-production.ts", () => {
 		);
 		// The migration's first statement was rolled back with it; nothing else changed.
 		expect(await snapshot(url, ["_prisma_migrations"])).toEqual(before);
-		const failed = await query<{ n: string }>(
+		const failed = await queryRows<{ n: string }>(
 			url,
 			"select count(*) as n from _prisma_migrations where migration_name = $1 and finished_at is null and rolled_back_at is null",
 			[name],
@@ -220,7 +187,7 @@ describe("deploy-production.ts", () => {
 	});
 
 	it("a verify that fails after the apply says what is applied and resumes with validate.ts, which a rerun of the deploy would not do", async () => {
-		const url = await clone("deploy_verify");
+		const url = await base.clone("deploy_verify");
 		const name = "20250102000000_add_nickname";
 		const dir = migrationsWith({
 			[name]: 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
@@ -252,12 +219,13 @@ describe("deploy-production.ts", () => {
 	});
 
 	it("--dry-run prints every pending migration's SQL and lint findings and changes nothing (no backup, no audit log)", async () => {
-		const url = await clone("deploy_dry");
+		const url = await base.clone("deploy_dry");
+		const addNickname = 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;';
+		const shortenQuality =
+			'ALTER TABLE "generated_videos" ALTER COLUMN "quality" SET DATA TYPE VARCHAR(8);';
 		const dir = migrationsWith({
-			"20250103000000_add_nickname":
-				'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
-			"20250104000000_shorten_quality":
-				'ALTER TABLE "generated_videos" ALTER COLUMN "quality" SET DATA TYPE VARCHAR(8);\n',
+			"20250103000000_add_nickname": `${addNickname}\n`,
+			"20250104000000_shorten_quality": `${shortenQuality}\n`,
 		});
 		const { env, backups, audit } = setup(url, { PRISMA_MIGRATIONS_DIR: dir });
 		const before = await snapshot(url);
@@ -267,12 +235,8 @@ describe("deploy-production.ts", () => {
 			{ env },
 		);
 		expect(run.code, run.stdout + run.stderr).toBe(0);
-		expect(run.stdout).toContain(
-			'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;',
-		);
-		expect(run.stdout).toContain(
-			'ALTER TABLE "generated_videos" ALTER COLUMN "quality" SET DATA TYPE VARCHAR(8);',
-		);
+		expect(run.stdout).toContain(addNickname);
+		expect(run.stdout).toContain(shortenQuality);
 		expect(run.stdout).toContain(
 			"20250103000000_add_nickname/migration.sql: no unsafe statements found",
 		);
@@ -287,7 +251,7 @@ describe("deploy-production.ts", () => {
 	});
 
 	it("says so and exits 0 without a backup when nothing is pending", async () => {
-		const url = await clone("deploy_nothing");
+		const url = await base.clone("deploy_nothing");
 		const { env, backups } = setup(url);
 		const run = await deploy(url, env);
 		expect(run.code, run.stderr).toBe(0);
@@ -298,7 +262,7 @@ describe("deploy-production.ts", () => {
 	});
 
 	it("refuses a transaction pooler, --yes without --confirm and a run without a terminal (exit 3), applying nothing", async () => {
-		const url = await clone("deploy_refusals");
+		const url = await base.clone("deploy_refusals");
 		await rewind(url, 1);
 		const before = await snapshot(url);
 

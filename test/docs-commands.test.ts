@@ -24,7 +24,7 @@ import {
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { cloneDatabase, rewind } from "./support/migration-fixtures.ts";
+import { rewind, scratchDatabases } from "./support/migration-fixtures.ts";
 
 /**
  * Placeholders the docs use, and what the test puts in their place. `faceswap` and `faceswap_dev`
@@ -231,7 +231,8 @@ let remote: string;
 let repo: string;
 let backupsTemplate: string;
 let templateBackupId: string;
-const made: string[] = [];
+/** The prepared copies of the template. */
+const copies = scratchDatabases();
 
 beforeAll(async () => {
 	[template, remote] = await Promise.all([
@@ -271,7 +272,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-	for (const url of made) await dropDatabase(url).catch(() => {});
+	await copies.dropAll();
 	if (template) await dropDatabase(template);
 	if (remote) await dropDatabase(remote);
 });
@@ -324,15 +325,17 @@ describe("the commands shown in the docs", () => {
 		};
 		copyBackups(env.BACKUP_DIR, p.db);
 		const envFile = join(dir, ".env");
+		const envFileUrls = {
+			DATABASE_URL: p.url,
+			LOCAL_DATABASE_URL: p.url,
+			REMOTE_DATABASE_URL: remote,
+			REMOTE_DIRECT_URL: remote,
+		};
 		writeFileSync(
 			envFile,
-			[
-				`DATABASE_URL="${p.url}"`,
-				`LOCAL_DATABASE_URL="${p.url}"`,
-				`REMOTE_DATABASE_URL="${remote}"`,
-				`REMOTE_DIRECT_URL="${remote}"`,
-				"",
-			].join("\n"),
+			Object.entries(envFileUrls)
+				.map(([k, v]) => `${k}="${v}"\n`)
+				.join(""),
 			{ mode: 0o600 },
 		);
 		const profiles = name === "switch-db-env" || name === "migrate-to-supabase";
@@ -382,8 +385,7 @@ function copyBackups(dir: string, db: string): void {
 
 /** A fresh copy of the seeded database, in the state the command needs. */
 async function prepare(c: DocCommand): Promise<Prepared> {
-	const url = await cloneDatabase(template, "docs");
-	made.push(url);
+	const url = await copies.clone(template, "docs");
 	const db = new URL(url).pathname.slice(1);
 	if (/--resolve-applied/.test(c.text)) {
 		// A failed migration whose changes were then completed by hand: objects there, row failed.

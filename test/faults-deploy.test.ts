@@ -9,50 +9,36 @@
 import { createHash, randomUUID } from "node:crypto";
 import { cpSync, existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
 	type BackupManifest,
 	listBackups,
 	verifyBackup,
 } from "../lib/backup/archive.ts";
 import {
-	describeFault,
-	expectStopped,
-	type Fault,
-	onDatabase,
-	runWithFault,
-	settle,
-} from "./support/faults.ts";
-
+	faultCases,
+	killAndInterrupt,
+	runInterrupted,
+} from "./support/deploy-faults.ts";
 import {
-	admin,
-	createSeededDatabase,
-	dbName,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
-import {
-	migrationsWith,
-	scratchDatabases,
-} from "./support/migration-fixtures.ts";
+	confirmedDeploy,
+	copiedDatabase,
+	queryRows,
+	runbookEnv,
+	snapshotWithout,
+} from "./support/deploy-suite.ts";
+import { type Fault, settle } from "./support/faults.ts";
+import { admin, createSeededDatabase, runRunbook } from "./support/harness.ts";
+import { migrationsWith } from "./support/migration-fixtures.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
-let template: string;
-const dbs = scratchDatabases();
-
-const clone = (prefix: string) => dbs.clone(template, prefix);
+const template = copiedDatabase(() =>
+	createSeededDatabase("faults_deploy_tpl", 150),
+);
 
 type Snapshot = Record<string, string>;
 const same = (a: Snapshot, b: Snapshot) =>
 	JSON.stringify(a) === JSON.stringify(b);
-
-beforeAll(async () => {
-	template = dbs.track(await createSeededDatabase("faults_deploy_tpl", 150));
-});
-
-afterAll(async () => {
-	await dbs.dropAll();
-});
 
 // ---------------------------------------------------------------------------------------------
 // backup.ts create --keep 1: steps 2 (dump), 3 (verify: records verified_at) and 5 (prune).
@@ -96,26 +82,17 @@ describe("backup.ts create, interrupted", () => {
 			.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
 
 	function caseEnv() {
-		const dir = scratchDir();
-		const backups = join(dir, "backups");
-		cpSync(seededDir, backups, { recursive: true });
-		return {
-			DATABASE_URL: url,
-			BACKUP_DIR: backups,
-			RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		};
+		const env = runbookEnv(url);
+		cpSync(seededDir, env.BACKUP_DIR, { recursive: true });
+		return env;
 	}
 
 	beforeAll(async () => {
-		url = await clone("faults_backup");
-		const dir = scratchDir();
-		seededDir = join(dir, "backups");
+		url = await template.clone("faults_backup");
+		const seeding = runbookEnv(url);
+		seededDir = seeding.BACKUP_DIR;
 		const first = await runRunbook("backup", ["create", "--json"], {
-			env: {
-				DATABASE_URL: url,
-				BACKUP_DIR: seededDir,
-				RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-			},
+			env: seeding,
 		});
 		expect(first.code, first.stderr).toBe(0);
 		seededId = JSON.parse(first.stdout).backup.id;
@@ -132,31 +109,26 @@ describe("backup.ts create, interrupted", () => {
 	});
 
 	const faults: Fault[] = [
-		{ kind: "SIGKILL", step: 2, offsetMs: 150 },
-		{ kind: "SIGINT", step: 2, offsetMs: 150 },
-		{ kind: "SIGKILL", step: 3, offsetMs: 100 },
-		{ kind: "SIGINT", step: 3, offsetMs: 100 },
-		{ kind: "SIGKILL", step: 5, offsetMs: 100 },
-		{ kind: "SIGINT", step: 5, offsetMs: 100 },
+		...killAndInterrupt(2, 150),
+		...killAndInterrupt(3, 100),
+		...killAndInterrupt(5, 100),
 		// pg_dump's and the snapshot's sessions, mid-dump.
 		{ kind: "terminate", step: 2, offsetMs: 150, database: "" },
 	];
 
-	it.each(faults.map((f) => [describeFault(f), f] as const))(
+	it.each(faultCases(faults))(
 		"%s: no half-written backup counts, the audit log says where, a rerun ends as an uninterrupted run",
 		async (_, f) => {
-			const fault = onDatabase(f, url);
 			const env = caseEnv();
 			const before = readBackups(env.BACKUP_DIR);
-			const run = await runWithFault(
+			const { out } = await runInterrupted(
 				"backup",
 				["create", "--keep", "1"],
-				fault,
+				f,
+				url,
+				5,
 				{ env },
 			);
-			const out = run.stdout + run.stderr;
-			expect(out).toMatch(new RegExp(`\\[${fault.step}/5\\] `));
-			expectStopped(run, env.RUNBOOK_AUDIT_LOG, "backup", fault);
 			await settle(url, { all: true });
 
 			// 1. The database is untouched; every manifest left names a complete archive (its sha256
@@ -226,6 +198,15 @@ const MIGRATION_SQL = [
 ].join("\n");
 
 describe("deploy-production.ts, interrupted", () => {
+	// Faults in the pre-deploy backup (step 2) and in the migration (step 4).
+	const faults: Fault[] = [
+		...killAndInterrupt(2, 150),
+		// Step 4 is mostly Prisma starting up (a second or two here): 2.5 s lands the fault while the
+		// migration runs (it sleeps 1.5 s inside its transaction), or just after it committed.
+		...killAndInterrupt(4, 2500),
+		{ kind: "terminate", step: 4, offsetMs: 2500, database: "" },
+	];
+
 	let migrations: string;
 	/** The database before and after an uninterrupted deploy, without _prisma_migrations. */
 	let before: Snapshot;
@@ -235,52 +216,37 @@ describe("deploy-production.ts, interrupted", () => {
 
 	// _prisma_migrations rows carry random ids and timestamps (and a rolled-back row stays after a
 	// resolved interruption): compared separately, as the finished migrations' names and checksums.
-	const withoutHistory = async (url: string) => {
-		const s = await snapshotDatabase(url);
-		delete s["rows public._prisma_migrations"];
-		return s;
-	};
-	const history = (url: string) =>
-		admin(
-			async (c) =>
-				(
-					await c.query<{ m: string }>(
-						"select migration_name || ' ' || checksum as m from _prisma_migrations where finished_at is not null and rolled_back_at is null order by 1",
-					)
-				).rows.map((r) => r.m),
-			url,
-		);
-	const openRows = (url: string) =>
-		admin(
-			async (c) =>
-				(
-					await c.query<{ migration_name: string }>(
-						"select migration_name from _prisma_migrations where finished_at is null and rolled_back_at is null",
-					)
-				).rows.map((r) => r.migration_name),
-			url,
-		);
+	const withoutHistory = (url: string) =>
+		snapshotWithout(url, "rows public._prisma_migrations");
+	const history = async (url: string) =>
+		(
+			await queryRows<{ m: string }>(
+				url,
+				"select migration_name || ' ' || checksum as m from _prisma_migrations where finished_at is not null and rolled_back_at is null order by 1",
+			)
+		).map((r) => r.m);
+	const openRows = async (url: string) =>
+		(
+			await queryRows<{ migration_name: string }>(
+				url,
+				"select migration_name from _prisma_migrations where finished_at is null and rolled_back_at is null",
+			)
+		).map((r) => r.migration_name);
 
-	function caseEnv(url: string) {
-		const dir = scratchDir();
-		return {
-			DATABASE_URL: url,
-			BACKUP_DIR: join(dir, "backups"),
-			RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-			PRISMA_MIGRATIONS_DIR: migrations,
-		};
+	/** Whether the database is as before or as after the migration, or "MIXED" (partly applied). */
+	async function migrationState(url: string) {
+		const now = await withoutHistory(url);
+		if (same(now, before)) return "before";
+		return same(now, after) ? "after" : "MIXED";
 	}
-	const deployArgs = (url: string) => [
-		"--yes",
-		"--confirm",
-		dbName(url),
-		"--monitor-seconds",
-		"0",
-	];
+
+	const caseEnv = (url: string) =>
+		runbookEnv(url, { PRISMA_MIGRATIONS_DIR: migrations });
+	const deployArgs = (url: string) => confirmedDeploy(url, "0");
 
 	beforeAll(async () => {
 		migrations = migrationsWith({ [MIGRATION]: MIGRATION_SQL });
-		const url = await clone("faults_deploy_ref");
+		const url = await template.clone("faults_deploy_ref");
 		before = await withoutHistory(url);
 		const ref = await runRunbook("deploy-production", deployArgs(url), {
 			env: caseEnv(url),
@@ -292,40 +258,23 @@ describe("deploy-production.ts, interrupted", () => {
 		expect(referenceHistory.some((m) => m.startsWith(MIGRATION))).toBe(true);
 	});
 
-	const faults: Fault[] = [
-		{ kind: "SIGKILL", step: 2, offsetMs: 150 },
-		{ kind: "SIGINT", step: 2, offsetMs: 150 },
-		// Step 4 is mostly Prisma starting up (a second or two here): 2.5 s lands the fault while the
-		// migration runs (it sleeps 1.5 s inside its transaction), or just after it committed.
-		{ kind: "SIGKILL", step: 4, offsetMs: 2500 },
-		{ kind: "SIGINT", step: 4, offsetMs: 2500 },
-		{ kind: "terminate", step: 4, offsetMs: 2500, database: "" },
-	];
-
-	it.each(faults.map((f) => [describeFault(f), f] as const))(
+	it.each(faultCases(faults))(
 		"%s: wholly before or wholly after, the audit log says where, a rerun ends as an uninterrupted deploy",
 		async (_, f) => {
-			const url = await clone("faults_deploy");
-			const fault = onDatabase(f, url);
+			const url = await template.clone("faults_deploy");
 			const env = caseEnv(url);
-			const run = await runWithFault(
+			const { out } = await runInterrupted(
 				"deploy-production",
 				deployArgs(url),
-				fault,
+				f,
+				url,
+				8,
 				{ env },
 			);
-			const out = run.stdout + run.stderr;
-			expect(out).toMatch(new RegExp(`\\[${fault.step}/8\\] `));
-			expectStopped(run, env.RUNBOOK_AUDIT_LOG, "deploy-production", fault);
 			await settle(url, { all: true });
 
 			// 1. The migration is in wholly or not at all, and its history row says which.
-			const now = await withoutHistory(url);
-			const state = same(now, before)
-				? "before"
-				: same(now, after)
-					? "after"
-					: "MIXED";
+			const state = await migrationState(url);
 			expect(state, out).not.toBe("MIXED");
 			const finished = (await history(url)).some((m) =>
 				m.startsWith(MIGRATION),
@@ -403,7 +352,7 @@ describe("deploy-production.ts, interrupted", () => {
 	);
 	it("a migration that committed but was never recorded (killed in between): the next deploy says its changes are in and how to mark it applied", async () => {
 		// The state a kill between the migration's COMMIT and Prisma's finished_at update leaves.
-		const url = await clone("faults_deploy_unrecorded");
+		const url = await template.clone("faults_deploy_unrecorded");
 		const env = caseEnv(url);
 		const sql = readFileSync(
 			join(migrations, MIGRATION, "migration.sql"),

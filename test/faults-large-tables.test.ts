@@ -8,48 +8,40 @@
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
-	describeFault,
-	expectStopped,
-	type Fault,
-	onDatabase,
-	runWithFault,
-	settle,
-} from "./support/faults.ts";
-
+	faultCases,
+	killAndInterrupt,
+	runInterrupted,
+} from "./support/deploy-faults.ts";
 import {
-	admin,
+	copiedDatabase,
+	snapshotWithout,
+	queryRows as sql,
+} from "./support/deploy-suite.ts";
+import { type Fault, settle } from "./support/faults.ts";
+import {
 	copyRepository,
 	createSeededDatabase,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
-import { scratchDatabases } from "./support/migration-fixtures.ts";
-import { snapshotDatabase } from "./support/snapshot.ts";
 
-let template: string;
-const dbs = scratchDatabases();
-
-const clone = (prefix: string) => dbs.clone(template, prefix);
-
-const sql = async <T extends Record<string, unknown>>(
-	url: string,
-	text: string,
-	values: unknown[] = [],
-) => admin(async (c) => (await c.query<T>(text, values)).rows, url);
+const template = copiedDatabase(() =>
+	createSeededDatabase("faults_large_tpl", 150),
+);
 
 /**
  * Snapshot without what legitimately differs between two runs that end in the same state: the
  * backfill checkpoint rows (batch counts, times) and _prisma_migrations rows (random ids, times,
  * and timestamped names; compared separately by `history`).
  */
-async function snapshot(url: string): Promise<Record<string, string>> {
-	const s = await snapshotDatabase(url);
-	delete s["rows runbooks.backfill_checkpoints"];
-	delete s["rows public._prisma_migrations"];
-	return s;
-}
+const snapshot = (url: string) =>
+	snapshotWithout(
+		url,
+		"rows runbooks.backfill_checkpoints",
+		"rows public._prisma_migrations",
+	);
 
 /** Finished migrations as name without its timestamp, and checksum. */
 const history = async (url: string) =>
@@ -69,14 +61,6 @@ const otherColumns = async (url: string, drop: string[]) =>
 			[drop],
 		)
 	)[0];
-
-beforeAll(async () => {
-	template = dbs.track(await createSeededDatabase("faults_large_tpl", 150));
-});
-
-afterAll(async () => {
-	await dbs.dropAll();
-});
 
 // ---------------------------------------------------------------------------------------------
 // backfill.ts: step 3 (the batches) sets two columns of generated_videos' unfinished jobs, in
@@ -119,32 +103,30 @@ describe("backfill.ts, interrupted", () => {
 	});
 
 	beforeAll(async () => {
-		original = await rows(template);
-		const url = await clone("faults_bf_ref");
+		original = await rows(template.url);
+		const url = await template.clone("faults_bf_ref");
 		const ref = await runRunbook("backfill", ARGS, { env: env(url) });
 		expect(ref.code, ref.stdout + ref.stderr).toBe(0);
 		reference = await snapshot(url);
 		expect(reference["rows public.generated_videos"]).not.toBe(
-			(await snapshot(template))["rows public.generated_videos"],
+			(await snapshot(template.url))["rows public.generated_videos"],
 		);
 	});
 
 	const faults: Fault[] = [
-		{ kind: "SIGKILL", step: 3, offsetMs: 300 },
-		{ kind: "SIGINT", step: 3, offsetMs: 300 },
+		...killAndInterrupt(3, 300),
 		{ kind: "terminate", step: 3, offsetMs: 300, database: "" },
 	];
 
-	it.each(faults.map((f) => [describeFault(f), f] as const))(
+	it.each(faultCases(faults))(
 		"%s: every row wholly old or wholly new, the audit log says where, --resume ends as an uninterrupted run",
 		async (_, f) => {
-			const url = await clone("faults_bf");
-			const fault = onDatabase(f, url);
+			const url = await template.clone("faults_bf");
 			const e = env(url);
-			const run = await runWithFault("backfill", ARGS, fault, { env: e });
-			const out = run.stdout + run.stderr;
-			expect(out).toMatch(/\[3\/4\] /);
-			expectStopped(run, e.RUNBOOK_AUDIT_LOG, "backfill", fault);
+			// Every fault here is aimed at step 3 of 4.
+			const { run, out } = await runInterrupted("backfill", ARGS, f, url, 4, {
+				env: e,
+			});
 			// Every batch before the fault committed: the resume line names --resume.
 			if (run.code === 130 || run.code === 1)
 				expect(run.stderr).toMatch(/To resume, run: .*--resume/);
@@ -171,7 +153,7 @@ describe("backfill.ts, interrupted", () => {
 			}
 			// The other tables are untouched.
 			const s = await snapshot(url);
-			const t = await snapshot(template);
+			const t = await snapshot(template.url);
 			for (const k of Object.keys(t).filter(
 				(k) => k.startsWith("rows ") && !k.includes("generated_videos"),
 			))
@@ -265,8 +247,8 @@ describe("add-required-field.ts, interrupted", () => {
 	}
 
 	beforeAll(async () => {
-		originalRows = await otherColumns(template, []);
-		const url = await clone("faults_arf_ref");
+		originalRows = await otherColumns(template.url, []);
+		const url = await template.clone("faults_arf_ref");
 		const { repo, env } = setup(url);
 		originalSchema = schemaOf(repo);
 		const ref = await runRunbook("add-required-field", ARGS, {
@@ -286,25 +268,24 @@ describe("add-required-field.ts, interrupted", () => {
 		);
 	});
 
-	const faults: Fault[] = [2, 3, 4, 5, 6].flatMap((step): Fault[] => [
-		{ kind: "SIGKILL", step, offsetMs: step === 3 ? 250 : 100 },
-		{ kind: "SIGINT", step, offsetMs: step === 3 ? 250 : 100 },
-	]);
+	const faults: Fault[] = [2, 3, 4, 5, 6].flatMap((step) =>
+		killAndInterrupt(step, step === 3 ? 250 : 100),
+	);
 	faults.push({ kind: "terminate", step: 3, offsetMs: 250, database: "" });
 
-	it.each(faults.map((f) => [describeFault(f), f] as const))(
+	it.each(faultCases(faults))(
 		"%s: each migration applied and recorded together or not at all, rows wholly old or new, a rerun ends as an uninterrupted run",
 		async (_, f) => {
-			const url = await clone("faults_arf");
-			const fault = onDatabase(f, url);
+			const url = await template.clone("faults_arf");
 			const { repo, env } = setup(url);
-			const run = await runWithFault("add-required-field", ARGS, fault, {
-				env,
-				root: repo,
-			});
-			const out = run.stdout + run.stderr;
-			expect(out).toMatch(new RegExp(`\\[${fault.step}/7\\] `));
-			expectStopped(run, env.RUNBOOK_AUDIT_LOG, "add-required-field", fault);
+			const { out } = await runInterrupted(
+				"add-required-field",
+				ARGS,
+				f,
+				url,
+				7,
+				{ env, root: repo },
+			);
 			await settle(url, { all: true });
 
 			// 1. What _prisma_migrations records is exactly what the catalog holds.

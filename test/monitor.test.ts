@@ -1,75 +1,54 @@
 // monitor.ts as an operator runs it, against real sessions that really block each other.
 
-import { join } from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { connect } from "../lib/pg/db.ts";
 import { ownPid } from "../lib/pg/sessions.ts";
 import { checkSignalTarget, signalSession } from "../lib/pg/signal.ts";
 import { parseConnection } from "../lib/pg/target.ts";
 import {
+	activityOf,
+	backendPid,
+	session as openSession,
+	sleep,
+} from "./support/deploy-suite.ts";
+import {
 	admin,
 	createDatabase,
-	dropDatabase,
+	dbName,
+	fileDatabase,
 	runRunbook,
-	scratchDir,
 } from "./support/harness.ts";
 
-let url: string;
-let dbName: string;
-let audit: string;
-const env = (extra: Record<string, string> = {}) => ({
-	DATABASE_URL: url,
-	RUNBOOK_AUDIT_LOG: audit,
-	...extra,
-});
-
-beforeAll(async () => {
-	url = await createDatabase("monitor");
-	dbName = new URL(url).pathname.slice(1);
-	audit = join(scratchDir(), "audit.jsonl");
+/** A database of its own with a table of 500 users. */
+async function usersDatabase(): Promise<string> {
+	const url = await createDatabase("monitor");
 	await admin(async (db) => {
-		await db.query(
+		for (const statement of [
 			"create table users (id int primary key, name text not null)",
-		);
-		await db.query(
 			"insert into users select g, 'user ' || g from generate_series(1, 500) g",
-		);
+		])
+			await db.query(statement);
 	}, url);
-});
+	return url;
+}
 
-afterAll(async () => {
-	await dropDatabase(url);
-});
+const database = fileDatabase(usersDatabase);
+const { env } = database;
 
 async function session(
 	name: string,
 ): Promise<{ client: pg.Client; pid: number }> {
-	const client = new pg.Client({
-		connectionString: url,
-		application_name: name,
-	});
-	client.on("error", () => {});
-	await client.connect();
-	const { rows } = await client.query<{ pid: number }>(
-		"select pg_backend_pid() as pid",
-	);
-	return { client, pid: rows[0].pid };
+	const client = await openSession(database.url, name);
+	return { client, pid: await backendPid(client) };
 }
 
 /** Waits until the session waits for a lock (polling pg_stat_activity, not a fixed sleep). */
 async function waitingForLock(pid: number): Promise<void> {
 	for (let i = 0; i < 200; i++) {
-		const { rows } = await admin(
-			(db) =>
-				db.query(
-					"select wait_event_type from pg_stat_activity where pid = $1",
-					[pid],
-				),
-			url,
-		);
-		if (rows[0]?.wait_event_type === "Lock") return;
-		await new Promise((r) => setTimeout(r, 50));
+		const row = await activityOf(database.url, pid, "wait_event_type");
+		if (row?.wait_event_type === "Lock") return;
+		await sleep(50);
 	}
 	throw new Error(`pid ${pid} never waited for a lock`);
 }
@@ -78,7 +57,7 @@ const alive = async (pid: number) =>
 	(
 		await admin(
 			(db) => db.query("select 1 from pg_stat_activity where pid = $1", [pid]),
-			url,
+			database.url,
 		)
 	).rowCount === 1;
 
@@ -120,7 +99,7 @@ describe("monitor.ts", () => {
 				(n: Node) => n.pid === a.pid,
 			);
 			expect(root, JSON.stringify(report.activity.tree)).toBeDefined();
-			expect(root.database).toBe(dbName);
+			expect(root.database).toBe(dbName(database.url));
 			expect(root.state).toBe("idle in transaction");
 			expect(root.waitingMs).toBeNull();
 			expect(root.holds).toContain("AccessShareLock on users");
@@ -213,7 +192,7 @@ describe("monitor.ts", () => {
 
 			// A session of another database is not this target's to signal.
 			const other = new pg.Client({
-				connectionString: new URL("/postgres", url).toString(),
+				connectionString: new URL("/postgres", database.url).toString(),
 			});
 			await other.connect();
 			const otherPid = (await other.query("select pg_backend_pid() as pid"))
@@ -234,7 +213,7 @@ describe("monitor.ts", () => {
 					String(victim.pid),
 					"--yes",
 					"--confirm",
-					dbName,
+					dbName(database.url),
 					"--json",
 				],
 				{
@@ -254,7 +233,7 @@ describe("monitor.ts", () => {
 	});
 
 	it("refuses to cancel or terminate its own session (exit 3)", async () => {
-		const db = await connect(parseConnection(url), "runbook:monitor");
+		const db = await connect(parseConnection(database.url), "runbook:monitor");
 		try {
 			const own = await ownPid(db);
 			for (const kind of ["cancel", "terminate"] as const) {

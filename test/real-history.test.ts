@@ -7,24 +7,23 @@
 import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
-	admin,
-	createDatabase,
-	dbName,
-	ROOT,
-	runRunbook,
-	scratchDir,
-} from "./support/harness.ts";
-import { scratchDatabases } from "./support/migration-fixtures.ts";
+	backendPid,
+	confirmedDeploy,
+	copiedDatabase,
+	queryRows,
+	runbookEnv,
+	session,
+} from "./support/deploy-suite.ts";
+import { createDatabase, ROOT, runRunbook } from "./support/harness.ts";
 
 const FIXTURE = join(ROOT, "test", "fixtures", "pascal-history");
 const INDEX_MIGRATION = "20240201000000_user_email_idx";
 const INDEX = 'public."User_email_idx"';
 
-const dbs = scratchDatabases();
-let deployed: string;
+/** An empty database, deployed by the first test; the others take copies of it. */
+const deployed = copiedDatabase(() => createDatabase("pascal_history"));
 
 /** The fixture's migrations plus extra ones (folder name -> migration.sql). */
 function history(extra: Record<string, string> = {}): string {
@@ -37,16 +36,11 @@ function history(extra: Record<string, string> = {}): string {
 	return dir;
 }
 
-function env(url: string, migrations: string) {
-	const dir = scratchDir();
-	return {
-		DATABASE_URL: url,
-		RUNBOOK_AUDIT_LOG: join(dir, "audit.jsonl"),
-		BACKUP_DIR: join(dir, "backups"),
+const env = (url: string, migrations: string) =>
+	runbookEnv(url, {
 		PRISMA_MIGRATIONS_DIR: migrations,
 		PRISMA_SCHEMA: join(FIXTURE, "schema.prisma"),
-	};
-}
+	});
 
 const deploy = (
 	url: string,
@@ -54,26 +48,14 @@ const deploy = (
 	extra: string[] = [],
 	opts = {},
 ) =>
-	runRunbook(
-		"deploy-production",
-		["--yes", "--confirm", dbName(url), "--monitor-seconds", "0", ...extra],
-		{ env: env(url, migrations), ...opts },
-	);
-
-const query = <T extends pg.QueryResultRow>(url: string, sql: string) =>
-	admin(async (db) => (await db.query<T>(sql)).rows, url);
-
-beforeAll(async () => {
-	deployed = dbs.track(await createDatabase("pascal_history"));
-});
-
-afterAll(async () => {
-	await dbs.dropAll();
-});
+	runRunbook("deploy-production", confirmedDeploy(url, "0", ...extra), {
+		env: env(url, migrations),
+		...opts,
+	});
 
 describe("a real-world history (PascalCase, enums, drops, foreign keys)", () => {
 	it("deploys on an empty database with no --allow, findings as notes, and validate is healthy", async () => {
-		const run = await deploy(deployed, history());
+		const run = await deploy(deployed.url, history());
 		expect(run.code, run.stdout + run.stderr).toBe(0);
 		expect(run.stdout).toContain(
 			"fresh install: no _prisma_migrations and no tables",
@@ -85,15 +67,15 @@ describe("a real-world history (PascalCase, enums, drops, foreign keys)", () => 
 		expect(run.stdout).not.toContain("✗ unsafe");
 		expect(run.stdout).toContain("applied 22 migration(s)");
 		const validate = await runRunbook("validate", ["--json"], {
-			env: env(deployed, history()),
+			env: env(deployed.url, history()),
 		});
 		expect(validate.code, validate.stdout + validate.stderr).toBe(0);
 		expect(JSON.parse(validate.stdout)).toMatchObject({ healthy: true });
 	});
 
 	it("with rows in some tables, refuses a further migration only for findings on tables with rows, naming the rows", async () => {
-		const url = await dbs.clone(deployed, "pascal_rows");
-		await query(
+		const url = await deployed.clone("pascal_rows");
+		await queryRows(
 			url,
 			`insert into "User" (email, name) values ('a@example.com', 'A'), ('b@example.com', 'B');
 			 insert into "Team" (name) values ('T');`,
@@ -150,23 +132,20 @@ ALTER TABLE "Field" ADD CONSTRAINT "Field_team_fkey" FOREIGN KEY ("page") REFERE
 describe("CREATE INDEX CONCURRENTLY with --lock-timeout 1s while an older transaction stays open", () => {
 	const indexSql = `CREATE INDEX CONCURRENTLY "User_email_idx" ON "User" ("email");\n`;
 	const migrations = () => history({ [INDEX_MIGRATION]: indexSql });
+	/** A short lock timeout, and a build that gives up after 3 s. */
+	const TIMEOUTS = ["--lock-timeout", "1s", "--concurrent-timeout", "3s"];
 	const indexes = (url: string) =>
-		query<{ name: string; valid: boolean }>(
+		queryRows<{ name: string; valid: boolean }>(
 			url,
 			`select indexrelid::regclass::text as name, indisvalid as valid from pg_index where indexrelid = to_regclass('${INDEX}')`,
 		);
 
 	/** A session that read another table and keeps its transaction open for `ms`. */
 	async function holder(url: string, ms: number) {
-		const c = new pg.Client({
-			connectionString: url,
-			application_name: "nightly-report",
-		});
-		c.on("error", () => {});
-		await c.connect();
+		const c = await session(url, "nightly-report");
 		await c.query("begin");
 		await c.query('select count(*) from "Team"');
-		const pid = (await c.query("select pg_backend_pid() as pid")).rows[0].pid;
+		const pid = await backendPid(c);
 		const done = c
 			.query(`select pg_sleep(${ms / 1000})`)
 			.then(() => c.query("commit"))
@@ -174,24 +153,35 @@ describe("CREATE INDEX CONCURRENTLY with --lock-timeout 1s while an older transa
 			.finally(() => c.end());
 		// Closing the socket is not enough: a backend in pg_sleep reads no input until it wakes.
 		const end = () =>
-			query(url, `select pg_terminate_backend(${pid})`)
+			queryRows(url, `select pg_terminate_backend(${pid})`)
 				.then(() => done)
 				.catch(() => {});
 		return { done, end };
 	}
 
-	it("times out within --concurrent-timeout, drops the INVALID index it left, names the blocker, and succeeds once the holder ends", async () => {
-		const url = await dbs.clone(deployed, "cic_timeout");
-		// Open from before the deploy starts (its lint, backup and confirmation take 15-40 s on a
-		// loaded machine); it ends once the first attempt has timed out and its index was dropped.
-		const h = await holder(url, 120_000);
+	/** Runs `test` on a copy of the deployed database while a holder is open on it (for at most `ms`). */
+	async function withHolder(
+		prefix: string,
+		ms: number,
+		test: (url: string, h: Awaited<ReturnType<typeof holder>>) => Promise<void>,
+	) {
+		const url = await deployed.clone(prefix);
+		const h = await holder(url, ms);
 		try {
-			const run = await deploy(
-				url,
-				migrations(),
-				["--lock-timeout", "1s", "--concurrent-timeout", "3s"],
-				{ onMatch: { pattern: /dropped it \(DROP INDEX/, run: () => h.end() } },
-			);
+			await test(url, h);
+		} finally {
+			await h.end();
+		}
+	}
+
+	it("times out within --concurrent-timeout, drops the INVALID index it left, names the blocker, and succeeds once the holder ends", () =>
+		// The holder is open from before the deploy starts (its lint, backup and confirmation take
+		// 15-40 s on a loaded machine); it ends once the first attempt has timed out and its index
+		// was dropped.
+		withHolder("cic_timeout", 120_000, async (url, h) => {
+			const run = await deploy(url, migrations(), TIMEOUTS, {
+				onMatch: { pattern: /dropped it \(DROP INDEX/, run: () => h.end() },
+			});
 			expect(run.code, run.stdout + run.stderr).toBe(0);
 			expect(run.stdout + run.stderr).toMatch(
 				/waiting for pid \d+ \("nightly-report"\)/,
@@ -205,21 +195,16 @@ describe("CREATE INDEX CONCURRENTLY with --lock-timeout 1s while an older transa
 			expect(await indexes(url)).toEqual([
 				{ name: '"User_email_idx"', valid: true },
 			]);
-		} finally {
-			await h.end();
-		}
-	});
+		}));
 
-	it("cancelled by an operator: exit 1, the INVALID index dropped, and the text says none of it stays", async () => {
-		const url = await dbs.clone(deployed, "cic_cancel");
-		const h = await holder(url, 60_000);
-		try {
+	it("cancelled by an operator: exit 1, the INVALID index dropped, and the text says none of it stays", () =>
+		withHolder("cic_cancel", 60_000, async (url) => {
 			const run = await deploy(url, migrations(), ["--lock-timeout", "1s"], {
 				onMatch: {
 					pattern: /CREATE INDEX CONCURRENTLY: waiting/,
 					delayMs: 500,
 					run: () =>
-						query(
+						queryRows(
 							url,
 							"select pg_cancel_backend(pid) from pg_stat_activity where application_name = 'runbook:deploy-production:prisma' and query ilike 'CREATE INDEX%'",
 						),
@@ -233,32 +218,22 @@ describe("CREATE INDEX CONCURRENTLY with --lock-timeout 1s while an older transa
 				`the INVALID index it left (${INDEX}) was dropped, so none of it is in the database; it is marked rolled back`,
 			);
 			expect(await indexes(url)).toEqual([]);
-		} finally {
-			await h.end();
-		}
-	});
+		}));
 
-	it("the runbook killed mid-build: the rerun says what the database holds and how to resolve it", async () => {
-		const url = await dbs.clone(deployed, "cic_kill");
-		const h = await holder(url, 60_000);
-		try {
-			const killed = await deploy(
-				url,
-				migrations(),
-				["--lock-timeout", "1s", "--concurrent-timeout", "3s"],
-				{
-					signalOn: {
-						pattern: /CREATE INDEX CONCURRENTLY: waiting/,
-						signal: "SIGKILL",
-					},
+	it("the runbook killed mid-build: the rerun says what the database holds and how to resolve it", () =>
+		withHolder("cic_kill", 60_000, async (url) => {
+			const killed = await deploy(url, migrations(), TIMEOUTS, {
+				signalOn: {
+					pattern: /CREATE INDEX CONCURRENTLY: waiting/,
+					signal: "SIGKILL",
 				},
-			);
+			});
 			expect(killed.code).not.toBe(0);
 			// The server session gives up at --concurrent-timeout, leaving its index INVALID.
 			const end = Date.now() + 15_000;
 			while (
 				(
-					await query<{ n: string }>(
+					await queryRows<{ n: string }>(
 						url,
 						"select count(*) as n from pg_stat_activity where application_name = 'runbook:deploy-production:prisma'",
 					)
@@ -277,15 +252,12 @@ describe("CREATE INDEX CONCURRENTLY with --lock-timeout 1s while an older transa
 			expect(await indexes(url)).toEqual([
 				{ name: '"User_email_idx"', valid: false },
 			]);
-		} finally {
-			await h.end();
-		}
-	});
+		}));
 });
 
 describe("a migration whose second statement fails", () => {
 	it("exits 1, none of it stays, and the text says so", async () => {
-		const url = await dbs.clone(deployed, "second_fails");
+		const url = await deployed.clone("second_fails");
 		const run = await deploy(
 			url,
 			history({
@@ -297,7 +269,7 @@ describe("a migration whose second statement fails", () => {
 			"Failed: 20240401000000_two. PostgreSQL rolled its transaction back, so none of it is in the database",
 		);
 		expect(
-			await query(
+			await queryRows(
 				url,
 				"select 1 from information_schema.columns where table_name = 'Team' and column_name = 'motto'",
 			),

@@ -5,13 +5,19 @@
 import { cpSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { readLocalMigrations } from "../lib/migrations/history.ts";
+import {
+	activityOf,
+	backendPid,
+	session,
+	sleep,
+} from "./support/deploy-suite.ts";
 import { seedFaceSwap } from "./support/fixtures.ts";
 import {
-	admin,
 	createDatabase,
-	dropDatabase,
+	dbName,
+	fileDatabase,
 	ROOT,
 	runPrismaCli,
 	runRunbook,
@@ -19,31 +25,26 @@ import {
 } from "./support/harness.ts";
 import { snapshotDatabase } from "./support/snapshot.ts";
 
-let url: string;
-let dbName: string;
-let audit: string;
-const env = (extra: Record<string, string> = {}) => ({
-	DATABASE_URL: url,
-	RUNBOOK_AUDIT_LOG: audit,
-	...extra,
-});
-const sql = (text: string, values: unknown[] = []) =>
-	admin((db) => db.query(text, values), url);
-
-const LAST = "20241230000000_comprehensive_schema";
-
-beforeAll(async () => {
-	url = await createDatabase("troubleshoot");
-	dbName = new URL(url).pathname.slice(1);
-	audit = join(scratchDir(), "audit.jsonl");
+/** A database of its own, migrated by the real Prisma CLI and seeded with 200 users. */
+const database = fileDatabase(async () => {
+	const url = await createDatabase("troubleshoot");
 	const deploy = await runPrismaCli(["migrate", "deploy"], url);
 	expect(deploy.code, deploy.stderr).toBe(0);
 	await seedFaceSwap(url, { users: 200 });
+	return url;
 });
+const { env, sql } = database;
 
-afterAll(async () => {
-	await dropDatabase(url);
-});
+const LAST = "20241230000000_comprehensive_schema";
+
+/** LAST's rows in _prisma_migrations (the given columns), oldest first. */
+const rowsOfLast = async (columns: string) =>
+	(
+		await sql(
+			`select ${columns} from _prisma_migrations where migration_name = $1 order by started_at`,
+			[LAST],
+		)
+	).rows;
 
 interface Diagnosis {
 	kind: string;
@@ -57,7 +58,7 @@ interface Diagnosis {
 describe("troubleshoot.ts", () => {
 	it("diagnoses a manual ALTER TABLE as drift and prints the SQL, changing nothing (exit 1)", async () => {
 		await sql("alter table users add column nickname text");
-		const before = await snapshotDatabase(url);
+		const before = await snapshotDatabase(database.url);
 		const run = await runRunbook("troubleshoot", ["--json"], { env: env() });
 		expect(run.code, run.stderr).toBe(1);
 		const report = JSON.parse(run.stdout);
@@ -80,7 +81,7 @@ describe("troubleshoot.ts", () => {
 		);
 		expect(report.action).toBeNull();
 		expect(report.remaining).toEqual([drift.title]);
-		expect(await snapshotDatabase(url)).toEqual(before);
+		expect(await snapshotDatabase(database.url)).toEqual(before);
 	});
 
 	it("diagnoses a failed migration; marked rolled back, prisma migrate status no longer reports it failed", async () => {
@@ -89,7 +90,10 @@ describe("troubleshoot.ts", () => {
               logs = E'Database error code: 40P01\\n\\nERROR: deadlock detected\\nDETAIL: Process 4242 waits for AccessExclusiveLock' where migration_name = $1`,
 			[LAST],
 		);
-		const statusBefore = await runPrismaCli(["migrate", "status"], url);
+		const statusBefore = await runPrismaCli(
+			["migrate", "status"],
+			database.url,
+		);
 		expect(statusBefore.code).toBe(1);
 		expect(`${statusBefore.stdout}${statusBefore.stderr}`).toContain(
 			`Following migration have failed:\n${LAST}`,
@@ -143,17 +147,12 @@ describe("troubleshoot.ts", () => {
 		expect(resolved.stderr).toContain(
 			"UPDATE public._prisma_migrations SET rolled_back_at = now() WHERE id = '",
 		);
-		const rows = (
-			await sql(
-				"select finished_at, rolled_back_at from _prisma_migrations where migration_name = $1",
-				[LAST],
-			)
-		).rows;
+		const rows = await rowsOfLast("finished_at, rolled_back_at");
 		expect(rows).toHaveLength(1);
 		expect(rows[0].finished_at).toBeNull();
 		expect(rows[0].rolled_back_at).not.toBeNull();
 
-		const statusAfter = await runPrismaCli(["migrate", "status"], url);
+		const statusAfter = await runPrismaCli(["migrate", "status"], database.url);
 		expect(`${statusAfter.stdout}${statusAfter.stderr}`).not.toMatch(
 			/have failed|failed migration/i,
 		);
@@ -165,12 +164,9 @@ describe("troubleshoot.ts", () => {
 			{ env: env() },
 		);
 		expect(applied.code, applied.stderr).toBe(0);
-		const after = (
-			await sql(
-				"select checksum, logs, applied_steps_count, finished_at, rolled_back_at from _prisma_migrations where migration_name = $1 order by started_at",
-				[LAST],
-			)
-		).rows;
+		const after = await rowsOfLast(
+			"checksum, logs, applied_steps_count, finished_at, rolled_back_at",
+		);
 		expect(after).toHaveLength(2);
 		const local = readLocalMigrations().find((m) => m.name === LAST);
 		expect(after[1]).toMatchObject({
@@ -207,35 +203,28 @@ describe("troubleshoot.ts", () => {
 	});
 
 	it("shows who holds the lock a hanging migration waits for, and terminates the blocker when told to", async () => {
-		const holder = new pg.Client({
-			connectionString: url,
-			application_name: "report-export",
-		});
-		holder.on("error", () => {});
-		await holder.connect();
-		const holderPid = (await holder.query("select pg_backend_pid() as pid"))
-			.rows[0].pid;
+		const holder = await session(database.url, "report-export");
+		const holderPid = await backendPid(holder);
 		await holder.query("begin");
 		await holder.query("select * from purchases limit 1");
 		const migration = new pg.Client({
-			connectionString: url,
+			connectionString: database.url,
 			application_name: "prisma-migrate",
 		});
 		await migration.connect();
-		const migrationPid = (
-			await migration.query("select pg_backend_pid() as pid")
-		).rows[0].pid;
+		const migrationPid = await backendPid(migration);
 		const altered = migration.query(
 			'alter table purchases add column "note" text',
 		);
 		try {
 			for (let i = 0; i < 200; i++) {
-				const { rows } = await sql(
-					"select wait_event_type from pg_stat_activity where pid = $1",
-					[migrationPid],
+				const row = await activityOf(
+					database.url,
+					migrationPid,
+					"wait_event_type",
 				);
-				if (rows[0]?.wait_event_type === "Lock") break;
-				await new Promise((r) => setTimeout(r, 50));
+				if (row?.wait_event_type === "Lock") break;
+				await sleep(50);
 			}
 			const run = await runRunbook("troubleshoot", ["--json"], { env: env() });
 			expect(run.code, run.stderr).toBe(1);
@@ -248,7 +237,7 @@ describe("troubleshoot.ts", () => {
 				`for AccessExclusiveLock on table purchases, held by pid ${holderPid} (idle in transaction)`,
 			);
 			expect(hang.commands).toContain(
-				`npx tsx runbooks/troubleshoot.ts --terminate-blocker --yes --confirm ${dbName}   # = select pg_terminate_backend(${holderPid}); (rolls back its transaction)`,
+				`npx tsx runbooks/troubleshoot.ts --terminate-blocker --yes --confirm ${dbName(database.url)}   # = select pg_terminate_backend(${holderPid}); (rolls back its transaction)`,
 			);
 			// Prisma's introspection would queue behind the ALTER: the drift check waits for another run.
 			expect(report.steps[3].status).toBe("skipped");
@@ -269,7 +258,13 @@ describe("troubleshoot.ts", () => {
 
 			const terminate = await runRunbook(
 				"troubleshoot",
-				["--terminate-blocker", "--yes", "--confirm", dbName, "--json"],
+				[
+					"--terminate-blocker",
+					"--yes",
+					"--confirm",
+					dbName(database.url),
+					"--json",
+				],
 				{
 					env: env(),
 				},
@@ -314,10 +309,10 @@ describe("troubleshoot.ts", () => {
 	});
 
 	it("refuses to reset a production-marked or remote target (exit 3), changing nothing", async () => {
-		const before = await snapshotDatabase(url);
+		const before = await snapshotDatabase(database.url);
 		const production = await runRunbook(
 			"troubleshoot",
-			["--reset", "--yes", "--confirm", dbName],
+			["--reset", "--yes", "--confirm", dbName(database.url)],
 			{
 				env: env({ RUNBOOK_ENV: "production" }),
 			},
@@ -330,11 +325,10 @@ describe("troubleshoot.ts", () => {
 			"troubleshoot",
 			["--reset", "--yes", "--confirm", "faceswap"],
 			{
-				env: {
+				env: env({
 					DATABASE_URL:
 						"postgresql://app:secret-pw@db.example.com:5432/faceswap",
-					RUNBOOK_AUDIT_LOG: audit,
-				},
+				}),
 			},
 		);
 		expect(remote.code).toBe(3);
@@ -342,7 +336,7 @@ describe("troubleshoot.ts", () => {
 			"app@db.example.com:5432/faceswap is not a local database",
 		);
 		expect(`${remote.stdout}${remote.stderr}`).not.toContain("secret-pw");
-		expect(await snapshotDatabase(url)).toEqual(before);
+		expect(await snapshotDatabase(database.url)).toEqual(before);
 	});
 
 	it("resets a local database with prisma migrate reset after the typed confirmation", async () => {
@@ -358,7 +352,7 @@ describe("troubleshoot.ts", () => {
 
 		const run = await runRunbook(
 			"troubleshoot",
-			["--reset", "--skip-drift", "--yes", "--confirm", dbName],
+			["--reset", "--skip-drift", "--yes", "--confirm", dbName(database.url)],
 			{ env: env() },
 		);
 		expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);

@@ -2,42 +2,26 @@
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-	afterAll,
-	beforeAll,
-	describe,
-	expect,
-	it,
-	onTestFinished,
-} from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 
 import {
-	admin,
 	createDatabase,
 	createSeededDatabase,
 	dropDatabase,
+	fileDatabase,
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
 
-let url: string;
-let audit: string;
-const env = () => ({ DATABASE_URL: url, RUNBOOK_AUDIT_LOG: audit });
+const database = fileDatabase(() => createSeededDatabase("validate", 300));
+const { env, sql } = database;
 
-beforeAll(async () => {
-	url = await createSeededDatabase("validate", 300);
-	audit = join(scratchDir(), "audit.jsonl");
-});
-
-afterAll(async () => {
-	await dropDatabase(url);
-});
-
-const sql = (text: string) => admin((db) => db.query(text), url);
+/** validate.ts --json on the file's database. */
+const validateJson = () => runRunbook("validate", ["--json"], { env: env() });
 
 describe("validate.ts", () => {
 	it("reports a freshly deployed database healthy, with no drift (exit 0)", async () => {
-		const run = await runRunbook("validate", ["--json"], { env: env() });
+		const run = await validateJson();
 		expect(run.code, run.stderr).toBe(0);
 		const report = JSON.parse(run.stdout);
 		expect(report.healthy).toBe(true);
@@ -61,7 +45,7 @@ describe("validate.ts", () => {
 	it("names a column added by hand as drift (exit 1)", async () => {
 		await sql("alter table users add column x int");
 		try {
-			const run = await runRunbook("validate", ["--json"], { env: env() });
+			const run = await validateJson();
 			expect(run.code).toBe(1);
 			const report = JSON.parse(run.stdout);
 			expect(report.healthy).toBe(false);
@@ -115,7 +99,7 @@ describe("validate.ts", () => {
 		async (c) => {
 			await sql(c.change);
 			try {
-				const run = await runRunbook("validate", ["--json"], { env: env() });
+				const run = await validateJson();
 				expect(run.code, run.stderr).toBe(1);
 				const report = JSON.parse(run.stdout);
 				expect(report.drift.databaseVsMigrations.length).toBeGreaterThan(0);
@@ -124,7 +108,7 @@ describe("validate.ts", () => {
 				await sql(c.undo);
 			}
 			// Undone: healthy again (the fast path agrees with Prisma).
-			const again = await runRunbook("validate", ["--json"], { env: env() });
+			const again = await validateJson();
 			expect(again.code, again.stdout).toBe(0);
 		},
 	);
@@ -153,7 +137,7 @@ describe("validate.ts", () => {
 			"update _prisma_migrations set checksum = repeat('0', 64) where migration_name = '20240630130000_add_face_sources'",
 		);
 		try {
-			const run = await runRunbook("validate", ["--json"], { env: env() });
+			const run = await validateJson();
 			expect(run.code).toBe(1);
 			expect(JSON.parse(run.stdout).problems).toContain(
 				"migration 20240630130000_add_face_sources: migration.sql was edited after it was applied (its checksum differs from the database's record)",
@@ -189,7 +173,7 @@ describe("validate.ts", () => {
 	});
 
 	it("keeps the password out of output, the audit log and every child's argv", async () => {
-		const password = new URL(url).password;
+		const password = new URL(database.url).password;
 		// With drift, so that Prisma's children run (an undrifted database needs none).
 		await sql("alter table users add column argv_scan int");
 		const run = await runRunbook("validate", [], {
@@ -202,14 +186,14 @@ describe("validate.ts", () => {
 		for (const text of [
 			run.stdout,
 			run.stderr,
-			readFileSync(audit, "utf8"),
+			readFileSync(database.audit, "utf8"),
 			...run.childArgv,
 		]) {
 			expect(text).not.toContain(password);
-			expect(text).not.toContain(url);
+			expect(text).not.toContain(database.url);
 		}
 		expect(run.stdout).toContain(
-			`Target: ${new URL(url).username}@127.0.0.1:${new URL(url).port}/`,
+			`Target: ${new URL(database.url).username}@127.0.0.1:${new URL(database.url).port}/`,
 		);
 	});
 });
@@ -219,18 +203,12 @@ describe("Ctrl-C", () => {
 		const log = join(scratchDir(), "audit.jsonl");
 		// Drift keeps the step busy in Prisma's diff for seconds (an undrifted database is answered
 		// from the catalogs in a fraction of the 500 ms below).
-		await admin(
-			(db) => db.query("alter table users add column ctrl_c int"),
-			url,
-		);
+		await sql("alter table users add column ctrl_c int");
 		onTestFinished(async () => {
-			await admin(
-				(db) => db.query("alter table users drop column ctrl_c"),
-				url,
-			);
+			await sql("alter table users drop column ctrl_c");
 		});
 		const run = await runRunbook("validate", [], {
-			env: { DATABASE_URL: url, RUNBOOK_AUDIT_LOG: log },
+			env: env({ RUNBOOK_AUDIT_LOG: log }),
 			watchChildren: true,
 			signalOn: {
 				pattern: /\[4\/4\] Check drift/,
