@@ -20,6 +20,7 @@ import {
 	queryRows as sql,
 } from "./support/deploy-suite.ts";
 import { type Fault, settle } from "./support/faults.ts";
+import { SHARE_SLUG_FIELD } from "./support/field-flags.ts";
 import {
 	copyRepository,
 	createSeededDatabase,
@@ -189,14 +190,7 @@ describe("backfill.ts, interrupted", () => {
 
 describe("add-required-field.ts, interrupted", () => {
 	const ARGS = [
-		"--table",
-		"generated_videos",
-		"--column",
-		"share_slug",
-		"--type",
-		"text",
-		"--backfill",
-		"'v-' || id",
+		...SHARE_SLUG_FIELD,
 		"--batch-size",
 		"40",
 		"--target-batch-ms",

@@ -10,6 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rerunCommand } from "../lib/kit/rerun.ts";
 import { stoppedAt } from "./support/faults.ts";
+import { SHARE_SLUG_FIELD } from "./support/field-flags.ts";
 import { GIT_ENV } from "./support/git-fixtures.ts";
 import {
 	copyRepository,
@@ -83,19 +84,7 @@ const CASES: Case[] = [
 		kind: "change",
 		runbook: "add-required-field",
 		step: 2, // migration 1's ALTER TABLE waits for a reader's transaction to end
-		args: () => [
-			"--table",
-			"generated_videos",
-			"--column",
-			"share_slug",
-			"--type",
-			"text",
-			"--backfill",
-			"'v-' || id",
-			"--lock-timeout-ms",
-			"60000",
-			"--yes",
-		],
+		args: () => [...SHARE_SLUG_FIELD, "--lock-timeout-ms", "60000", "--yes"],
 		hold: "select count(*) from generated_videos",
 		from: () => seeded,
 		// It writes migration folders and schema.prisma: a checkout of its own.

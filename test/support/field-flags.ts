@@ -12,3 +12,10 @@ export const THUMBNAIL_FIELD = [
 	"--backfill",
 	"'thumbs/' || id || '.jpg'",
 ];
+
+/** generated_videos.share_slug, 'v-' || id: the field the fault and resume-advice cases add. */
+export const SHARE_SLUG_FIELD = [
+	...columnFlags("generated_videos", "share_slug", "text"),
+	"--backfill",
+	"'v-' || id",
+];
