@@ -195,8 +195,12 @@ export async function rewriteSchemaFile(
 			io.signal,
 		);
 		// Interrupted: leave schema.prisma as it was, so the rerun writes and formats it (written
-		// unformatted, a rerun would find the field there and never format it).
-		if (io.signal.aborted) throw new Error("aborted");
+		// unformatted, a rerun would find the field there and never format it). A terminal's Ctrl-C
+		// reaches the prisma child too, and its exit can be seen before our own abort is.
+		if (io.signal.aborted || formatted.signal || formatted.exitCode === 130)
+			throw new Error(
+				`prisma format was interrupted (${formatted.signal ?? `exit ${formatted.exitCode}`}); schema.prisma is unchanged`,
+			);
 		if (formatted.exitCode !== 0)
 			io.warn(
 				`prisma format failed, so ${what} goes in unformatted: ${prismaErrorText(formatted)}`,
