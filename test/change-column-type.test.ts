@@ -1,8 +1,11 @@
 // change-column-type.ts as an operator runs it, in a copy of the repository, on generated_videos
 // (10,000 rows here; the issue's 200,000 and 1,000,000 are in test/bench/column-type-bench.ts):
 // int -> bigint online under a writer every 20 ms, varchar(16) -> varchar(8) refused (exit 3,
-// nothing changed) then done, a SIGKILL mid-run then a rerun, and --abort.
+// nothing changed) then done, a SIGKILL mid-run then a rerun, --abort, and columns read by views
+// (a view on a view, with options, a comment and grants) on both roads.
 
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { runWithFault } from "./support/faults.ts";
 import {
@@ -11,6 +14,7 @@ import {
 	startWriter,
 } from "./support/field-suite.ts";
 import { dbName } from "./support/harness.ts";
+import { deployOwnMigration } from "./support/migration-fixtures.ts";
 
 const suite = schemaChangeSuite("coltype", 2000);
 const { env, runbook, sql, migrations, schema, column: typeOf } = suite;
@@ -226,5 +230,103 @@ describe("change-column-type.ts", () => {
 		expect(schema()).toMatch(/progress\s+Int\s+@default\(0\)/);
 		const v = await validate();
 		expect(v.code, v.stdout + v.stderr).toBe(0);
+	}, 900_000);
+
+	it("recreates the views that read the column (and the views on them) with their options, comment and grants, on both roads", async () => {
+		// As a team would have them: a migration of their own, deployed.
+		await deployOwnMigration(
+			suite.repo,
+			suite.url,
+			"20250101000000_video_views",
+			`CREATE VIEW video_timings WITH (security_barrier) AS SELECT id, status, started_at, completed_at, completed_at - started_at AS took FROM generated_videos;
+COMMENT ON VIEW video_timings IS 'one row per video, with how long it took';
+CREATE VIEW slow_videos AS SELECT id, took FROM video_timings WHERE took > interval '1 minute';
+CREATE VIEW failed_videos AS SELECT id, error_message FROM generated_videos WHERE status = 'FAILED';
+`,
+		);
+		await sql(
+			`DO $$ BEGIN CREATE ROLE coltype_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+			 DO $$ BEGIN CREATE ROLE coltype_app; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+			 GRANT SELECT ON video_timings, slow_videos TO coltype_reader;
+			 -- As Supabase does: a new relation would be granted to coltype_app; the old views were not.
+			 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO coltype_app`,
+		);
+		const views = () =>
+			sql<Record<string, unknown>>(
+				`select c.relname, pg_get_viewdef(c.oid) as def, c.reloptions, obj_description(c.oid, 'pg_class') as comment,
+				        has_table_privilege('coltype_reader', c.oid, 'SELECT') as reader, has_table_privilege('coltype_app', c.oid, 'SELECT') as app
+				   from pg_class c where c.relname in ('video_timings', 'slow_videos', 'failed_videos') order by 1`,
+			);
+		const before = await views();
+		expect(before).toHaveLength(3);
+		const rows = async () =>
+			(
+				await sql<{ n: string; h: string }>(
+					"select count(*) as n, md5(string_agg(t::text, ',' order by id)) as h from slow_videos t",
+				)
+			)[0];
+		const slow = await rows();
+
+		const online = await changeType([
+			...columnFlags("generated_videos", "completed_at", "timestamptz(3)"),
+			"--small-table-mb",
+			"0",
+			...yes(),
+			"--json",
+		]);
+		expect(online.code, online.stdout + online.stderr).toBe(0);
+		expect(JSON.parse(online.stdout).healthy).toBe(true);
+		const direct = await changeType([
+			...columnFlags("generated_videos", "error_message", "varchar(500)"),
+			...yes(),
+			"--json",
+		]);
+		expect(direct.code, direct.stdout + direct.stderr).toBe(0);
+		expect(JSON.parse(direct.stdout).healthy).toBe(true);
+
+		expect(await typeOf("completed_at")).toEqual({
+			type: "timestamp(3) with time zone",
+			notnull: false,
+		});
+		expect((await typeOf("error_message")).type).toBe("character varying(500)");
+		const [{ t }] = await sql<{ t: string }>(
+			"select format_type(atttypid, atttypmod) as t from pg_attribute where attrelid = 'video_timings'::regclass and attname = 'completed_at'",
+		);
+		expect(t).toBe("timestamp(3) with time zone");
+		// The same definitions (re-read against the new type: PostgreSQL casts started_at where
+		// took mixes the two), options, comment and grants; coltype_app still has nothing.
+		expect(await views()).toEqual(
+			before.map((v) => ({
+				...v,
+				def: String(v.def).replace(
+					"- generated_videos.started_at)",
+					"- (generated_videos.started_at)::timestamp with time zone)",
+				),
+			})),
+		);
+		expect(before.map((v) => [v.reader, v.app])).toEqual([
+			[false, false],
+			[true, false],
+			[true, false],
+		]);
+		expect(await rows()).toEqual(slow);
+		// Recorded: the views go and come back inside the migrations Prisma holds.
+		const swap = migrations().find((m) =>
+			m.endsWith("completed_at_to_timestamp_3_with_time_zone_swap"),
+		);
+		expect(swap).toBeDefined();
+		const text = readFileSync(
+			join(suite.repo, "prisma", "migrations", String(swap), "migration.sql"),
+			"utf8",
+		);
+		expect(text).toMatch(/DROP VIEW slow_videos, video_timings;/);
+		expect(text).toMatch(
+			/CREATE VIEW video_timings WITH \(security_barrier=true\) AS/,
+		);
+		const v = await validate();
+		expect(v.code, v.stdout + v.stderr).toBe(0);
+		await sql(
+			"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM coltype_app",
+		);
 	}, 900_000);
 });

@@ -17,6 +17,7 @@ const change: ColumnChange = {
 	column: "quality",
 	newColumn: "quality__new",
 	fromType: "character varying(16)",
+	fromEnum: false,
 	toType: "character varying(8)",
 	using: '"quality"',
 	usingGiven: false,
@@ -32,6 +33,7 @@ const change: ColumnChange = {
 		},
 	],
 	constraints: [],
+	views: [],
 };
 
 describe("column-type messages", () => {

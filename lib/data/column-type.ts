@@ -18,6 +18,12 @@ import {
 import { type Db, quoteIdent, quoteLiteral } from "../pg/db.ts";
 import { PRISMA_MIGRATE_LOCK } from "../pg/sessions.ts";
 import { resolveTable } from "./backfill.ts";
+import {
+	createViews,
+	type DependentView,
+	dropViews,
+	readDependentViews,
+} from "./dependent-views.ts";
 import type { LockMode } from "./online-ddl.ts";
 import { sqlErrorIsBadInput } from "./sql-fragment.ts";
 
@@ -29,6 +35,8 @@ export interface ColumnChange {
 	column: string;
 	newColumn: string;
 	fromType: string;
+	/** The old type is an enum: the views' casts to it follow the column to the new type. */
+	fromEnum: boolean;
 	/** The new type as format_type() prints it. */
 	toType: string;
 	/** SQL over the old column that gives the new value (default: the column itself). */
@@ -40,6 +48,8 @@ export interface ColumnChange {
 	estimatedRows: number;
 	indexes: Array<{ name: string; def: string; constraint: string | null }>;
 	constraints: Array<{ name: string; def: string }>;
+	/** Views that read the column: dropped and created again where the type changes. */
+	views: DependentView[];
 }
 
 export type Phase =
@@ -88,6 +98,7 @@ export async function readColumnChange(
 	const tableSql = schema === "public" ? q(table) : `${q(schema)}.${q(table)}`;
 	const { rows } = await db.query(
 		`select c.oid, a.attnum, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as notnull,
+		        (select typtype = 'e' from pg_type where oid = a.atttypid) as enum,
 		        pg_get_expr(d.adbin, d.adrelid) as def, pg_total_relation_size(c.oid)::float8 as bytes, c.reltuples::float8 as est
 		   from pg_class c join pg_namespace n on n.oid = c.relnamespace
 		   left join pg_attribute a on a.attrelid = c.oid and a.attname = $3 and not a.attisdropped and a.attnum > 0
@@ -121,22 +132,18 @@ export async function readColumnChange(
 		 union all
 		 select 'referenced', conname || ' on ' || conrelid::regclass::text, '', null from pg_constraint where confrelid = $1 and $2 = any(confkey)
 		 union all
-		 select 'view', ev_class::regclass::text, '', null from pg_rewrite where oid in
-		   (select objid from pg_depend where classid = 'pg_rewrite'::regclass and refobjid = $1 and refobjsubid = $2)
-		 union all
 		 select 'trigger', tgname, '', null from pg_trigger where tgrelid = $1 and not tgisinternal and $2 = any(tgattr) and tgname <> $3`,
 		[r.oid, r.attnum, trigger({ table, column: spec.column })],
 	);
 	const blockers = deps.rows.filter((d) =>
-		["primary key", "exclusion", "referenced", "view", "trigger"].includes(
-			d.kind,
-		),
+		["primary key", "exclusion", "referenced", "trigger"].includes(d.kind),
 	);
 	if (blockers.length)
 		throw refusal(
 			`${spec.table}.${spec.column} has what this runbook does not carry over: ${blockers.map((b) => `${b.kind} ${b.name}`).join(", ")}. Nothing was changed.`,
-			"Change those by hand (e.g. drop the view, change the type, recreate the view) in a migration of your own.",
+			"Change those by hand in a migration of your own.",
 		);
+	const views = await readDependentViews(db, r.oid, r.attnum);
 	const change: ColumnChange = {
 		schema,
 		table,
@@ -144,6 +151,7 @@ export async function readColumnChange(
 		column: spec.column,
 		newColumn: cut(`${spec.column}__new`),
 		fromType: r.type,
+		fromEnum: r.enum === true,
 		toType,
 		using: spec.using ?? q(spec.column),
 		usingGiven: spec.using !== undefined,
@@ -157,6 +165,7 @@ export async function readColumnChange(
 		constraints: deps.rows
 			.filter((d) => d.kind === "constraint")
 			.map((d) => ({ name: d.name, def: d.def })),
+		views,
 	};
 	if (spec.using !== undefined && spec.probe !== false)
 		await checkUsing(db, change);
@@ -277,6 +286,15 @@ function renameIn(def: string, c: ColumnChange): string {
 	);
 }
 
+/** The views as they are created again: where an enum is replaced, their literals name the new type. */
+const viewsOf = (c: ColumnChange) =>
+	c.fromEnum
+		? c.views.map((v) => ({
+				...v,
+				select: v.select.replaceAll(`::${c.fromType}`, `::${c.toType}`),
+			}))
+		: c.views;
+
 /** The migrations of an online change, in order (the backfill runs between expand and index). */
 export function onlineSteps(c: ColumnChange): SchemaStep[] {
 	const t = c.tableSql;
@@ -323,6 +341,7 @@ export function onlineSteps(c: ColumnChange): SchemaStep[] {
 	}
 	const def = newDefault(c);
 	const swap = [
+		...dropViews(c.views),
 		`DROP TRIGGER ${q(trigger(c))} ON ${t};`,
 		`DROP FUNCTION ${fn}();`,
 		`ALTER TABLE ${t} DROP COLUMN ${q(c.column)};`,
@@ -344,6 +363,7 @@ export function onlineSteps(c: ColumnChange): SchemaStep[] {
 		...c.constraints.map(
 			(k) => `ALTER TABLE ${t} ADD CONSTRAINT ${q(k.name)} ${k.def} NOT VALID;`,
 		),
+		...createViews(viewsOf(c)),
 	];
 	steps.push({
 		phase: "swap",
@@ -381,7 +401,12 @@ export function directSteps(c: ColumnChange): SchemaStep[] {
 			mode: AE,
 			concurrent: false,
 			holds: "blocks every read and write while it rewrites the table",
-			sql: `ALTER TABLE ${c.tableSql}\n  ${parts.join(",\n  ")};\n`,
+			sql: [
+				...dropViews(c.views),
+				`ALTER TABLE ${c.tableSql}\n  ${parts.join(",\n  ")};`,
+				...createViews(viewsOf(c)),
+				"",
+			].join("\n"),
 		},
 	];
 }

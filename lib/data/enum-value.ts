@@ -67,6 +67,18 @@ export async function readEnumUsage(
 		throw refusal(
 			`A column holds arrays of ${name}: this runbook changes plain columns only. Nothing was changed.`,
 		);
+	// A view that names the value could not be created again over the new type.
+	const naming = await db.query<{ name: string }>(
+		`select distinct r.ev_class::regclass::text as name from pg_depend d join pg_rewrite r on r.oid = d.objid
+		  where d.classid = 'pg_rewrite'::regclass and d.refclassid = 'pg_type'::regclass and d.refobjid = $1
+		    and strpos(pg_get_viewdef(r.ev_class), $2) > 0 order by 1`,
+		[oid, `${quoteLiteral(value)}::${sql}`],
+	);
+	if (naming.rowCount)
+		throw refusal(
+			`${naming.rows.map((r) => `View ${r.name}`).join(", ")} names ${value}. Nothing was changed.`,
+			`Change the view so it no longer names ${value} (a migration of its own), then rerun.`,
+		);
 	const cols = await db.query(
 		`select n.nspname as schema, c.relname as table, a.attname as column, pg_get_expr(d.adbin, d.adrelid) as def
 		   from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace

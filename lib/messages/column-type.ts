@@ -84,6 +84,11 @@ export function planLines(p: ChangePlan, smallTableMb: number): string[] {
 		p.planned.length
 			? roadOf(c, p.direct, smallTableMb)
 			: `${c.table}.${c.column} is ${c.toType} already`,
+		...(p.planned.length && c.views.length
+			? [
+					`${c.views.length} view(s) read the column: ${c.views.map((v) => v.name).join(", ")}; dropped and created again (with their grants) in the ${p.direct ? "ALTER" : "swap"}'s transaction`,
+				]
+			: []),
 		...p.planned.map(
 			(m) =>
 				`${m.applied ? "applied " : m.exists ? "written " : "to write"}  ${m.name}`,

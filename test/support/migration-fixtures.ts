@@ -156,3 +156,20 @@ export async function deployRatingsAndUse(
 		);
 	}, url);
 }
+
+/** A team's own migration, written into the checkout copy `repo` and deployed by Prisma to `url`. */
+export async function deployOwnMigration(
+	repo: string,
+	url: string,
+	name: string,
+	sql: string,
+): Promise<void> {
+	const migrations = join(repo, "prisma", "migrations");
+	mkdirSync(join(migrations, name));
+	writeFileSync(join(migrations, name, "migration.sql"), sql);
+	const run = await runPrismaCli(["migrate", "deploy"], url, {
+		PRISMA_MIGRATIONS_DIR: migrations,
+	});
+	if (run.code !== 0)
+		throw new Error(`prisma migrate deploy failed:\n${run.stderr}`);
+}
