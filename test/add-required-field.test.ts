@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
+import { resumeAdvice } from "./support/faults.ts";
 import {
 	columnFlags,
 	schemaChangeSuite,
@@ -16,6 +17,7 @@ import {
 import {
 	copyRepository,
 	createSeededDatabase,
+	descendants,
 	dropDatabase,
 	runPrismaCli,
 	runRunbook,
@@ -251,6 +253,69 @@ describe("add-required-field.ts, when prisma format fails", () => {
 			// The field went in all the same, and the broken model is still there for its owner to fix.
 			expect(readFileSync(file, "utf8")).toMatch(/thumbnailPath/);
 			expect(readFileSync(file, "utf8")).toContain("oops Nope");
+		} finally {
+			await dropDatabase(db);
+		}
+	});
+});
+
+describe("add-required-field.ts, when only its prisma format child is stopped", () => {
+	it("leaves schema.prisma unchanged, says so after waiting for an interrupt of its own, and a rerun finishes", async () => {
+		const repo = copyRepository();
+		const file = join(repo, "prisma", "schema.prisma");
+		const db = await createSeededDatabase("addrequired_child", 5);
+		const env = {
+			DATABASE_URL: db,
+			RUNBOOK_AUDIT_LOG: join(scratchDir(), "audit.jsonl"),
+		};
+		try {
+			let stopped = "";
+			const run = await runRunbook(
+				"add-required-field",
+				[...THUMBNAIL_FIELD, "--yes"],
+				{
+					env,
+					root: repo,
+					// Step 6 applies the last migration, then formats schema.prisma: SIGINT that child only.
+					onMatch: {
+						pattern: /\[6\/7\] /,
+						async run(pid) {
+							for (let i = 0; i < 1500 && !stopped; i++) {
+								for (const [child, cmd] of descendants(pid))
+									if (/ format --schema /.test(cmd)) {
+										process.kill(child, "SIGINT");
+										stopped = cmd;
+									}
+								await new Promise((r) => setTimeout(r, 20));
+							}
+						},
+					},
+				},
+			);
+			const out = run.stdout + run.stderr;
+			expect(stopped, out).not.toBe("");
+			expect(run.code, out).toBe(1);
+			expect(out).toMatch(
+				/prisma format was stopped \((SIGINT|exit 130)\); schema\.prisma is unchanged/,
+			);
+			expect(run.stderr).toMatch(resumeAdvice("add-required-field"));
+			// As step 2 left it: the field optional (step 6 would make it required).
+			expect(readFileSync(file, "utf8")).toMatch(
+				/^ {2}thumbnailPath +String\? +@map\("thumbnail_path"\)$/m,
+			);
+
+			const rerun = await runRunbook(
+				"add-required-field",
+				[...THUMBNAIL_FIELD, "--yes"],
+				{
+					env,
+					root: repo,
+				},
+			);
+			expect(rerun.code, rerun.stdout + rerun.stderr).toBe(0);
+			expect(readFileSync(file, "utf8")).toMatch(
+				/^ {2}thumbnailPath +String +@map\("thumbnail_path"\)$/m,
+			);
 		} finally {
 			await dropDatabase(db);
 		}

@@ -12,7 +12,6 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { sleep } from "../kit/duration.ts";
 import { formatDuration } from "../kit/format.ts";
 import type { Context, Step } from "../kit/runner.ts";
 import { detectDrift, explainDriftStatement } from "../migrations/drift.ts";
@@ -195,14 +194,9 @@ export async function rewriteSchemaFile(
 			io.env,
 			io.signal,
 		);
-		// Interrupted: leave schema.prisma as it was, so the rerun writes and formats it (written
-		// unformatted, a rerun would find the field there and never format it). A terminal's Ctrl-C
-		// reaches the prisma child too, and its exit can be seen before our own abort: wait for it.
-		const childStopped =
-			Boolean(formatted.signal) || formatted.exitCode === 130;
-		if (childStopped) await sleep(2000, io.signal).catch(() => {});
-		if (io.signal.aborted) throw new Error("aborted");
-		if (childStopped)
+		// The child alone was stopped: leave schema.prisma as it was, so the rerun writes and formats
+		// it (written unformatted, a rerun would find the field there and never format it).
+		if (formatted.signal || formatted.exitCode === 130)
 			throw new Error(
 				`prisma format was stopped (${formatted.signal ?? "exit 130"}); schema.prisma is unchanged`,
 			);

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { failureReason } from "../kit/child-failure.ts";
+import { sleep } from "../kit/duration.ts";
 import { redact } from "../kit/secrets.ts";
 import type { Target } from "../pg/target.ts";
 
@@ -106,6 +107,10 @@ export function prismaEnv(
 	};
 }
 
+/** How long a Prisma child stopped by a signal waits for the run's own interrupt. */
+const CHILD_STOP_GRACE_MS = 2000;
+
+/** One Prisma CLI command, its output redacted; throws "aborted" when the run was interrupted. */
 export async function runPrisma(
 	args: string[],
 	target: Target,
@@ -124,6 +129,10 @@ export async function runPrisma(
 		quiet: true,
 		nothrow: true,
 	})`${process.execPath} ${[prismaBin, ...args, "--config", CONFIG_PATH]}`;
+	// A terminal's Ctrl-C reaches the Prisma child too, and its exit can be seen before the run's
+	// own abort: wait for that (up to 2 s), so the step ends as interrupted rather than failed.
+	if (signal && (run.signal || run.exitCode === 130))
+		await sleep(CHILD_STOP_GRACE_MS, signal).catch(() => {});
 	if (signal?.aborted) throw new Error("aborted");
 	return {
 		exitCode: run.exitCode ?? 1,

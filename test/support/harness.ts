@@ -378,6 +378,11 @@ function sampleDescendants(
 	into: Set<string>,
 ): void {
 	if (!rootPid) return;
+	for (const cmd of descendants(rootPid).values()) into.add(cmd);
+}
+
+/** The processes below `rootPid`, each with its command line. */
+export function descendants(rootPid: number): Map<number, string> {
 	const parents = new Map<number, number>();
 	const cmdlines = new Map<number, string>();
 	for (const entry of readdirSync("/proc")) {
@@ -397,11 +402,13 @@ function sampleDescendants(
 			// the process ended between listing and reading
 		}
 	}
+	const below = new Map<number, string>();
 	for (const [pid, cmd] of cmdlines) {
 		let p = parents.get(pid);
 		while (p && p !== rootPid && p > 1) p = parents.get(p);
-		if (p === rootPid && cmd) into.add(cmd);
+		if (p === rootPid && cmd) below.set(pid, cmd);
 	}
+	return below;
 }
 
 /** The pid of the runbook's own node process: the child tsx's launcher started. */
