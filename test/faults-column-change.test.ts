@@ -296,6 +296,13 @@ function describeFaults(title: string, c: ColumnChangeFaults) {
 				});
 				expect(rerun.code, out + rerun.stdout + rerun.stderr).toBe(0);
 				await expectRows(url, true, rerun.stdout + rerun.stderr);
+				// The killed fill's checkpoint carried on to its end (not left for a later run to find).
+				expect(
+					await sql(
+						url,
+						"select job_id from runbooks.backfill_checkpoints where finished_at is null",
+					),
+				).toEqual([]);
 				expect(await snapshot(url)).toEqual(reference.db);
 				expect(await history(url, repo)).toEqual(reference.history);
 				expect(migrationFiles(repo, url)).toEqual(reference.files);
