@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { runWithFault } from "./support/faults.ts";
+import { slowFill } from "./support/field-flags.ts";
 import {
 	columnFlags,
 	schemaChangeSuite,
@@ -49,19 +50,11 @@ const startWriterEvery20ms = () =>
 	});
 
 const yes = () => ["--yes", "--confirm", dbName(suite.url)];
-/** The online road on a small table, and a slow fill (fixed batches of 200 with a pause) to land a kill in. */
+/** The online road on a small table (slowFill: a slow fill, to land a kill in). */
 const online = (column: string, type: string) => [
 	...columnFlags("generated_videos", column, type),
 	"--small-table-mb",
 	"0",
-];
-const slowly = (pause: string) => [
-	"--batch-size",
-	"200",
-	"--target-batch",
-	"0",
-	"--sleep",
-	pause,
 ];
 const PROCESSING = online("processing_ms", "bigint");
 
@@ -165,7 +158,11 @@ describe("change-column-type.ts", () => {
 		const [{ n: rows, sum }] = await sql<{ n: string; sum: string }>(
 			"select count(*)::text as n, sum(progress)::text as sum from generated_videos",
 		);
-		const args = [...online("progress", "bigint"), ...yes(), ...slowly("20ms")];
+		const args = [
+			...online("progress", "bigint"),
+			...yes(),
+			...slowFill("20ms"),
+		];
 		const killed = await killDuringFill(args, 300);
 		expect(killed.code).not.toBe(0);
 		expect(await typeOf("progress")).toEqual({
@@ -191,7 +188,7 @@ describe("change-column-type.ts", () => {
 		const args = [
 			...online("created_at", "timestamptz(3)"),
 			...yes(),
-			...slowly("50ms"),
+			...slowFill("50ms"),
 		];
 		const killed = await killDuringFill(args, 200);
 		expect(killed.code).not.toBe(0);

@@ -5,7 +5,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { columnFlags } from "./support/field-flags.ts";
+import { columnFlags, PROCESSING_TO_PENDING } from "./support/field-flags.ts";
 import {
 	createDatabase,
 	createSeededDatabase,
@@ -24,14 +24,7 @@ const DRY_RUN_ARGS: Record<string, string[]> = {
 		"processing_ms",
 		"bigint",
 	),
-	"remove-enum-value": [
-		"--enum",
-		"VideoStatus",
-		"--value",
-		"PROCESSING",
-		"--replace-with",
-		"PENDING",
-	],
+	"remove-enum-value": PROCESSING_TO_PENDING,
 	"dev-migrate": ["--name", "dry_run_check"],
 	"db-health": [],
 	monitor: [],

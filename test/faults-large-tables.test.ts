@@ -10,15 +10,12 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
+	endState,
 	faultCases,
 	killAndInterrupt,
 	runInterrupted,
 } from "./support/deploy-faults.ts";
-import {
-	copiedDatabase,
-	snapshotWithout,
-	queryRows as sql,
-} from "./support/deploy-suite.ts";
+import { copiedDatabase, queryRows as sql } from "./support/deploy-suite.ts";
 import { type Fault, settle } from "./support/faults.ts";
 import { SHARE_SLUG_FIELD } from "./support/field-flags.ts";
 import {
@@ -32,17 +29,8 @@ const template = copiedDatabase(() =>
 	createSeededDatabase("faults_large_tpl", 150),
 );
 
-/**
- * Snapshot without what legitimately differs between two runs that end in the same state: the
- * backfill checkpoint rows (batch counts, times) and _prisma_migrations rows (random ids, times,
- * and timestamped names; compared separately by `history`).
- */
-const snapshot = (url: string) =>
-	snapshotWithout(
-		url,
-		"rows runbooks.backfill_checkpoints",
-		"rows public._prisma_migrations",
-	);
+/** The end state two runs are compared by (_prisma_migrations is compared by `history`). */
+const snapshot = endState;
 
 /** Finished migrations as name without its timestamp, and checksum. */
 const history = async (url: string) =>

@@ -2,6 +2,7 @@
 // per fault, and a run interrupted by its fault, checked for where it stopped.
 
 import { expect } from "vitest";
+import { snapshotWithout } from "./deploy-suite.ts";
 import {
 	describeFault,
 	expectStopped,
@@ -41,3 +42,15 @@ export async function runInterrupted(
 	expectStopped(run, opts.env.RUNBOOK_AUDIT_LOG, runbook, fault);
 	return { run, out };
 }
+
+/**
+ * A snapshot of the database without what legitimately differs between two runs that end in the
+ * same state: the backfill checkpoint rows (batch counts, times) and _prisma_migrations rows
+ * (random ids, times, and timestamped names; compared separately).
+ */
+export const endState = (url: string) =>
+	snapshotWithout(
+		url,
+		"rows runbooks.backfill_checkpoints",
+		"rows public._prisma_migrations",
+	);

@@ -20,9 +20,17 @@ import {
 	runRunbook,
 } from "./harness.ts";
 
-/** A fault `offsetMs` after step `step` started. */
+/**
+ * A fault `offsetMs` after step `step` started or, with `after`, after the step's output first
+ * matched it (e.g. one of the step's migrations applied: a moment inside a step that does several).
+ */
 export type Fault =
-	| { kind: "SIGKILL" | "SIGINT"; step: number; offsetMs?: number }
+	| {
+			kind: "SIGKILL" | "SIGINT";
+			step: number;
+			offsetMs?: number;
+			after?: RegExp;
+	  }
 	/**
 	 * pg_terminate_backend on every session of `database` but the test's own, or what `terminate`
 	 * does instead (a server where only some sessions may be ended).
@@ -31,6 +39,7 @@ export type Fault =
 			kind: "terminate";
 			step: number;
 			offsetMs?: number;
+			after?: RegExp;
 			database: string;
 			terminate?: () => Promise<unknown>;
 	  };
@@ -40,7 +49,7 @@ export const stepHeader = (step: number): RegExp =>
 	new RegExp(`\\[${step}/\\d+\\] `);
 
 export const describeFault = (f: Fault): string =>
-	`${f.kind === "terminate" ? "pg_terminate_backend" : f.kind} at step ${f.step}${f.offsetMs ? ` +${f.offsetMs} ms` : ""}`;
+	`${f.kind === "terminate" ? "pg_terminate_backend" : f.kind} at step ${f.step}${f.after ? ` after /${f.after.source}/` : ""}${f.offsetMs ? ` +${f.offsetMs} ms` : ""}`;
 
 /** The fault aimed at the database `url` names (a terminate fault's sessions; signals as they are). */
 export const onDatabase = (f: Fault, url: string): Fault =>
@@ -59,7 +68,7 @@ export interface FaultRun extends RunResult {
 
 /**
  * Runs the runbook (its env must name RUNBOOK_AUDIT_LOG) and injects the fault `offsetMs` after
- * step `fault.step` wrote its step_start line. Under load the step may be over by then: the fault
+ * step `fault.step` wrote its step_start line (and, with `fault.after`, its output matched). Under load the step may be over by then: the fault
  * lands in a later step, and the checks below judge it where the audit log says it landed.
  */
 export async function runWithFault(
@@ -76,6 +85,20 @@ export async function runWithFault(
 	let stepStarted = false;
 	let injected = false;
 	let child: import("node:child_process").ChildProcess | undefined;
+	// With `after`: the output so far, and whether the step started and the match is awaited.
+	let output = "";
+	let awaiting = false;
+	const fire = () =>
+		setTimeout(() => {
+			inject().catch(() => {});
+		}, fault.offsetMs ?? 0);
+	const onOutput = (d: Buffer | string) => {
+		output += d;
+		if (awaiting && fault.after?.test(output)) {
+			awaiting = false;
+			fire();
+		}
+	};
 	const inject = async () => {
 		if (!child?.pid || child.exitCode !== null || child.signalCode !== null)
 			return;
@@ -105,9 +128,10 @@ export async function runWithFault(
 			) {
 				stepStarted = true;
 				clearInterval(poll);
-				setTimeout(() => {
-					inject().catch(() => {});
-				}, fault.offsetMs ?? 0);
+				if (fault.after) {
+					awaiting = true;
+					onOutput("");
+				} else fire();
 			}
 		}
 	}, 5);
@@ -116,6 +140,10 @@ export async function runWithFault(
 			...opts,
 			onSpawn: (c) => {
 				child = c;
+				if (fault.after) {
+					c.stdout?.on("data", onOutput);
+					c.stderr?.on("data", onOutput);
+				}
 				opts.onSpawn?.(c);
 			},
 		});

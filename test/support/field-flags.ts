@@ -19,3 +19,23 @@ export const SHARE_SLUG_FIELD = [
 	"--backfill",
 	"'v-' || id",
 ];
+
+/** A slow fill, fixed batches of 200 rows `pause` apart (--target-batch 0), for a fault to land in. */
+export const slowFill = (pause: string) => [
+	"--batch-size",
+	"200",
+	"--target-batch",
+	"0",
+	"--sleep",
+	pause,
+];
+
+/** VideoStatus without PROCESSING, its rows moved to PENDING: the remove-enum-value example. */
+export const PROCESSING_TO_PENDING = [
+	"--enum",
+	"VideoStatus",
+	"--value",
+	"PROCESSING",
+	"--replace-with",
+	"PENDING",
+];
