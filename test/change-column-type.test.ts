@@ -4,7 +4,7 @@
 // nothing changed) then done, a SIGKILL mid-run then a rerun, --abort, and columns read by views
 // (a view on a view, with options, a comment and grants) on both roads.
 
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { runWithFault } from "./support/faults.ts";
@@ -325,5 +325,36 @@ CREATE VIEW failed_videos AS SELECT id, error_message FROM generated_videos WHER
 		await sql(
 			"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM coltype_app",
 		);
+	}, 900_000);
+
+	it("plans again when a killed run wrote only part of its plan (none of it applied)", async () => {
+		// What a kill between writing two folders leaves (ten minutes ago): the plan's first folder, alone.
+		const stamp = new Date(Date.now() - 600_000)
+			.toISOString()
+			.replace(/\D/g, "")
+			.slice(0, 14);
+		const partial = `${stamp}_generated_videos_output_path_to_character_varying_300_expand`;
+		const dir = join(suite.repo, "prisma", "migrations", partial);
+		mkdirSync(dir);
+		writeFileSync(
+			join(dir, "migration.sql"),
+			"-- the first folder of a plan whose run was killed before it wrote the rest\nSELECT 1;\n",
+		);
+		const run = await changeType([
+			...online("output_path", "varchar(300)"),
+			...yes(),
+			"--json",
+		]);
+		expect(run.code, run.stdout + run.stderr).toBe(0);
+		expect(JSON.parse(run.stdout).healthy).toBe(true);
+		expect((await typeOf("output_path")).type).toBe("character varying(300)");
+		const mine = migrations().filter((m) =>
+			m.includes("output_path_to_character_varying_300"),
+		);
+		expect(mine).not.toContain(partial);
+		expect(mine.map((m) => m.slice(15))).toEqual([
+			"generated_videos_output_path_to_character_varying_300_expand",
+			"generated_videos_output_path_to_character_varying_300_swap",
+		]);
 	}, 900_000);
 });

@@ -7,8 +7,8 @@
 // is either applied and recorded or neither.
 
 import { randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { EXIT, RunbookError } from "../kit/errors.ts";
 import { utcStamp } from "../kit/format.ts";
 import { type LocalMigration, sha256 } from "../migrations/history.ts";
@@ -76,10 +76,16 @@ export function writeMigration(
 	name: string,
 	sql: string,
 ): LocalMigration {
+	// Whole or not at all: written beside prisma/migrations (where Prisma looks for no folder),
+	// then renamed in, so a kill never leaves a folder with a short migration.sql.
 	const folder = join(dir, name);
-	mkdirSync(folder, { recursive: true });
+	const staging = join(dirname(dir), `.${name}.tmp`);
+	rmSync(staging, { recursive: true, force: true });
+	mkdirSync(staging, { recursive: true });
+	writeFileSync(join(staging, "migration.sql"), sql);
+	rmSync(folder, { recursive: true, force: true });
+	renameSync(staging, folder);
 	const path = join(folder, "migration.sql");
-	writeFileSync(path, sql);
 	return { name, path, sql, checksum: sha256(sql) };
 }
 

@@ -80,7 +80,15 @@ export async function planMigrations(
 			.filter((r) => r.finished_at && !r.rolled_back_at)
 			.map((r) => r.migration_name),
 	);
-	const mine = local.filter((m) => m.name.slice(15).startsWith(`${tag}_`));
+	let mine = local.filter((m) => m.name.slice(15).startsWith(`${tag}_`));
+	// A run killed while writing its folders leaves part of the plan, none of it applied (folders are
+	// all written before the first is applied): plan again rather than carry on with a part.
+	if (mine.length && !mine.some((m) => applied.has(m.name))) {
+		const whole = steps().map((s) => s.suffix);
+		const found = mine.map((m) => m.name.slice(16 + tag.length));
+		// (writePlanned removes the part when it writes the new plan; a dry run leaves it.)
+		if (whole.join() !== found.join()) mine = [];
+	}
 	if (mine.length) {
 		return mine.map((m) => {
 			const suffix = m.name.slice(16 + tag.length);
@@ -108,7 +116,8 @@ export async function planMigrations(
 			};
 		});
 	}
-	const latest = local.length ? local[local.length - 1].name : null;
+	const kept = local.filter((m) => !m.name.slice(15).startsWith(`${tag}_`));
+	const latest = kept.length ? kept[kept.length - 1].name : null;
 	const now = new Date();
 	return steps().map((s, i) => ({
 		...s,
@@ -121,7 +130,22 @@ export async function planMigrations(
 
 /** Writes the folders not written yet (all at once: a rerun then follows the same plan). */
 export function writePlanned(io: Io, planned: PlannedMigration[]): void {
-	for (const p of planned.filter((x) => !x.exists)) {
+	const fresh = planned.filter((x) => !x.exists);
+	// A killed run's partial plan for the same change, which planMigrations set aside (unapplied).
+	const tags = new Set(
+		fresh.map((p) => p.name.slice(15, -(p.suffix.length + 1))),
+	);
+	const names = new Set(planned.map((p) => p.name));
+	for (const m of readLocalMigrations(migrationsDir(io.env)))
+		if (
+			!names.has(m.name) &&
+			[...tags].some((t) => m.name.slice(15).startsWith(`${t}_`))
+		)
+			rmSync(join(migrationsDir(io.env), m.name), {
+				recursive: true,
+				force: true,
+			});
+	for (const p of fresh) {
 		writeMigration(migrationsDir(io.env), p.name, p.sql);
 		p.exists = true;
 	}
