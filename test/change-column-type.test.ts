@@ -127,6 +127,9 @@ describe("change-column-type.ts", () => {
 			/3 row\(s\) of generated_videos have a quality that does not convert to character varying\(8\)/,
 		);
 		for (const id of ids) expect(run.stdout + run.stderr).toContain(id);
+		// Nothing to finish or undo: no "--abort" advice after a refusal.
+		expect(run.stderr).toContain("Nothing was changed by this step.");
+		expect(run.stderr).not.toContain("--abort");
 		expect(migrations()).toEqual(before.migrations);
 		expect(schema()).toBe(before.schema);
 		expect(await typeOf("quality")).toEqual({

@@ -56,7 +56,9 @@ export function migrationHeader(what: string, command: string): string {
 export function stoppedAt(
 	planned: PlannedMigration[] | undefined,
 	command: string,
-): string {
+): string | undefined {
+	// Stopped before any folder was written (a refusal, bad input): the runner says nothing changed.
+	if (!planned?.some((p) => p.exists)) return undefined;
 	const applied = planned?.filter((p) => p.applied).length ?? 0;
 	const swapped = planned?.some(
 		(p) => (p.phase === "swap" || p.phase === "direct") && p.applied,
