@@ -7,11 +7,9 @@
 // is either applied and recorded or neither.
 
 import { randomUUID } from "node:crypto";
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
 import { EXIT, RunbookError } from "../kit/errors.ts";
 import { utcStamp } from "../kit/format.ts";
-import { type LocalMigration, sha256 } from "../migrations/history.ts";
+import type { LocalMigration } from "../migrations/history.ts";
 import type { Db } from "../pg/db.ts";
 import { lockHolders } from "../pg/session-checks.ts";
 import { PRISMA_MIGRATE_LOCK } from "../pg/sessions.ts";
@@ -69,25 +67,6 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 			{ once: true },
 		);
 	});
-
-/** Writes prisma/migrations/<name>/migration.sql (mode 0644, as Prisma does) and returns it as a LocalMigration. */
-export function writeMigration(
-	dir: string,
-	name: string,
-	sql: string,
-): LocalMigration {
-	// Whole or not at all: written beside prisma/migrations (where Prisma looks for no folder),
-	// then renamed in, so a kill never leaves a folder with a short migration.sql.
-	const folder = join(dir, name);
-	const staging = join(dirname(dir), `.${name}.tmp`);
-	rmSync(staging, { recursive: true, force: true });
-	mkdirSync(staging, { recursive: true });
-	writeFileSync(join(staging, "migration.sql"), sql);
-	rmSync(folder, { recursive: true, force: true });
-	renameSync(staging, folder);
-	const path = join(folder, "migration.sql");
-	return { name, path, sql, checksum: sha256(sql) };
-}
 
 /** A migration name Prisma sorts after `after`: UTC YYYYMMDDHHMMSS_name, plus offset seconds. */
 export function migrationTimestamp(

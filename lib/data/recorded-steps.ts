@@ -19,6 +19,7 @@ import {
 	readAppliedMigrations,
 	readHistory,
 	readLocalMigrations,
+	writeMigrationFolder,
 } from "../migrations/history.ts";
 import {
 	migrationsDir,
@@ -32,11 +33,7 @@ import {
 	type Phase,
 	type SchemaStep,
 } from "./column-type.ts";
-import {
-	applyOnline,
-	migrationTimestamp,
-	writeMigration,
-} from "./online-ddl.ts";
+import { applyOnline, migrationTimestamp } from "./online-ddl.ts";
 
 export interface PlannedMigration extends SchemaStep {
 	name: string;
@@ -63,6 +60,12 @@ const phaseOf = (suffix: string): Phase =>
 						? "direct"
 						: (suffix as Phase);
 
+/** The step a migration folder (`<14-digit time>_<tag>_<step>`) holds for the change `tag`, if any. */
+function stepOf(name: string, tag: string): string | undefined {
+	const rest = name.slice(15);
+	return rest.startsWith(`${tag}_`) ? rest.slice(tag.length + 1) : undefined;
+}
+
 /**
  * The migrations of the change tagged `tag`: the folders an earlier run wrote when there are any
  * (the plan it made is the one carried on), else `steps` named after the latest migration.
@@ -80,18 +83,18 @@ export async function planMigrations(
 			.filter((r) => r.finished_at && !r.rolled_back_at)
 			.map((r) => r.migration_name),
 	);
-	let mine = local.filter((m) => m.name.slice(15).startsWith(`${tag}_`));
+	let mine = local.filter((m) => stepOf(m.name, tag) !== undefined);
 	// A run killed while writing its folders leaves part of the plan, none of it applied (folders are
 	// all written before the first is applied): plan again rather than carry on with a part.
 	if (mine.length && !mine.some((m) => applied.has(m.name))) {
 		const whole = steps().map((s) => s.suffix);
-		const found = mine.map((m) => m.name.slice(16 + tag.length));
+		const found = mine.map((m) => stepOf(m.name, tag));
 		// (writePlanned removes the part when it writes the new plan; a dry run leaves it.)
 		if (whole.join() !== found.join()) mine = [];
 	}
 	if (mine.length) {
 		return mine.map((m) => {
-			const suffix = m.name.slice(16 + tag.length);
+			const suffix = stepOf(m.name, tag) as string;
 			const phase = phaseOf(suffix);
 			return {
 				phase,
@@ -116,7 +119,7 @@ export async function planMigrations(
 			};
 		});
 	}
-	const kept = local.filter((m) => !m.name.slice(15).startsWith(`${tag}_`));
+	const kept = local.filter((m) => stepOf(m.name, tag) === undefined);
 	const latest = kept.length ? kept[kept.length - 1].name : null;
 	const now = new Date();
 	return steps().map((s, i) => ({
@@ -139,14 +142,14 @@ export function writePlanned(io: Io, planned: PlannedMigration[]): void {
 	for (const m of readLocalMigrations(migrationsDir(io.env)))
 		if (
 			!names.has(m.name) &&
-			[...tags].some((t) => m.name.slice(15).startsWith(`${t}_`))
+			[...tags].some((t) => stepOf(m.name, t) !== undefined)
 		)
 			rmSync(join(migrationsDir(io.env), m.name), {
 				recursive: true,
 				force: true,
 			});
 	for (const p of fresh) {
-		writeMigration(migrationsDir(io.env), p.name, p.sql);
+		writeMigrationFolder(migrationsDir(io.env), p.name, p.sql);
 		p.exists = true;
 	}
 }

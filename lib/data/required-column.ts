@@ -12,6 +12,7 @@ import {
 	type LocalMigration,
 	readHistory,
 	readLocalMigrations,
+	writeMigrationFolder,
 } from "../migrations/history.ts";
 import type { Reporter } from "../migrations/preflight.ts";
 import {
@@ -51,7 +52,6 @@ import {
 	type LockMode,
 	type LockReport,
 	migrationTimestamp,
-	writeMigration,
 } from "./online-ddl.ts";
 import { rewriteSchemaFile } from "./recorded-steps.ts";
 import { sqlErrorIsBadInput } from "./sql-fragment.ts";
@@ -437,7 +437,7 @@ export async function applyMigration(
 		? (readLocalMigrations(dir).find(
 				(m) => m.name === step.name,
 			) as LocalMigration)
-		: writeMigration(dir, step.name, step.sql);
+		: writeMigrationFolder(dir, step.name, step.sql);
 	if (!step.exists) o.log(`wrote ${displayPath(migration.path)}`);
 	step.exists = true;
 	const report = await applyOnline(db, {

@@ -59,12 +59,12 @@ export function stoppedAt(
 ): string | undefined {
 	// Stopped before any folder was written (a refusal, bad input): the runner says nothing changed.
 	if (!planned?.some((p) => p.exists)) return undefined;
-	const applied = planned?.filter((p) => p.applied).length ?? 0;
-	const swapped = planned?.some(
+	const applied = planned.filter((p) => p.applied).length;
+	const swapped = planned.some(
 		(p) => (p.phase === "swap" || p.phase === "direct") && p.applied,
 	);
 	return (
-		`${applied} of ${planned?.length ?? 0} migrations are applied and recorded; each is one transaction (or one CONCURRENTLY build), so none is half done. ` +
+		`${applied} of ${planned.length} migrations are applied and recorded; each is one transaction (or one CONCURRENTLY build), so none is half done. ` +
 		(swapped
 			? "The swap is done: the column has its new type."
 			: `The old column is untouched and still used by the app. Rerun to finish, or undo with: ${command} --abort`)

@@ -3,8 +3,16 @@
 // nor rolled_back_at is failed or still running; a rolled-back row does not count as applied).
 
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import {
+	existsSync,
+	mkdirSync,
+	readdirSync,
+	readFileSync,
+	renameSync,
+	rmSync,
+	writeFileSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
 import type { Db } from "../pg/db.ts";
 import { MIGRATIONS_DIR } from "./prisma-cli.ts";
 
@@ -77,6 +85,28 @@ export function readLocalMigrations(dir = MIGRATIONS_DIR): LocalMigration[] {
 			return { name: d.name, path, sql, checksum: sha256(sql) };
 		})
 		.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Writes <dir>/<name>/migration.sql (mode 0644, as Prisma does), whole or not at all, and returns
+ * it as a LocalMigration.
+ */
+export function writeMigrationFolder(
+	dir: string,
+	name: string,
+	sql: string,
+): LocalMigration {
+	// Whole or not at all: written beside prisma/migrations (where Prisma looks for no folder),
+	// then renamed in, so a kill never leaves a folder with a short migration.sql.
+	const folder = join(dir, name);
+	const staging = join(dirname(dir), `.${name}.tmp`);
+	rmSync(staging, { recursive: true, force: true });
+	mkdirSync(staging, { recursive: true });
+	writeFileSync(join(staging, "migration.sql"), sql);
+	rmSync(folder, { recursive: true, force: true });
+	renameSync(staging, folder);
+	const path = join(folder, "migration.sql");
+	return { name, path, sql, checksum: sha256(sql) };
 }
 
 export async function readAppliedMigrations(

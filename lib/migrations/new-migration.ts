@@ -5,13 +5,12 @@
 // with either engine: `migrate diff` (the migrations' end state to the schema), written to
 // <timestamp>_<name>/migration.sql, and `migrate deploy`.
 
-import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RunbookError, usageError } from "../kit/errors.ts";
 import { utcStamp } from "../kit/format.ts";
 import type { Target } from "../pg/target.ts";
 import { driftCommands, statements } from "./drift.ts";
-import { type LocalMigration, readLocalMigrations } from "./history.ts";
+import { type LocalMigration, writeMigrationFolder } from "./history.ts";
 import { migrationsDir, prismaErrorText, runPrisma } from "./prisma-cli.ts";
 
 type Env = Record<string, string | undefined>;
@@ -60,13 +59,8 @@ export function writeMigration(
 ): { dir: string; migration?: LocalMigration } {
 	// Prisma's folder naming: a UTC timestamp, then the name.
 	const folder = `${utcStamp(new Date(), "digits")}_${name}`;
-	const dir = join(migrationsDir(env), folder);
-	mkdirSync(dir, { recursive: true });
-	writeFileSync(join(dir, "migration.sql"), script);
-	const migration = readLocalMigrations(migrationsDir(env)).find(
-		(m) => join(migrationsDir(env), m.name) === dir,
-	);
-	return { dir, migration };
+	const migration = writeMigrationFolder(migrationsDir(env), folder, script);
+	return { dir: join(migrationsDir(env), folder), migration };
 }
 
 /** `prisma migrate deploy` on the target; throws `failure` with Prisma's error when it fails. */

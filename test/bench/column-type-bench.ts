@@ -159,10 +159,12 @@ async function runbookUnderWriter(
 	args: string[],
 ) {
 	let code: number | null = null;
+	let out = "";
 	const r = await underWriter(url, async () => {
-		code = (await runbook(repo, url, name, args)).code;
+		({ code, out } = await runbook(repo, url, name, args));
 	});
-	row(title, r);
+	// The road the runbook took: online on a large table, one direct ALTER under --small-table-mb.
+	row(`${title} (${/direct ALTER/.test(out) ? "direct" : "online"})`, r);
 	return { code: code as number | null, r };
 }
 /** The plain statement a runbook replaces, on its own copy, under the writer. */
@@ -178,7 +180,7 @@ if (cases.includes("bigint")) {
 	const { url, repo } = await contender("bigint");
 	const before = (await one(url, SUM)).s;
 	const { code, r } = await runbookUnderWriter(
-		"change-column-type.ts processing_ms int -> bigint (online)",
+		"change-column-type.ts processing_ms int -> bigint",
 		repo,
 		url,
 		"change-column-type",
@@ -239,7 +241,7 @@ if (cases.includes("enum")) {
 		`${still.p} rows still PROCESSING`,
 	);
 	const { code, r } = await runbookUnderWriter(
-		"remove-enum-value.ts VideoStatus without PROCESSING (online)",
+		"remove-enum-value.ts VideoStatus without PROCESSING",
 		repo,
 		url,
 		"remove-enum-value",
@@ -303,7 +305,7 @@ if (cases.includes("shrink")) {
 		"update generated_videos set quality = '4k' where quality = 'ultra-hd-4k-hdr'",
 	);
 	const { code } = await runbookUnderWriter(
-		"change-column-type.ts quality varchar(16) -> varchar(8) (online)",
+		"change-column-type.ts quality varchar(16) -> varchar(8)",
 		repo,
 		url,
 		"change-column-type",

@@ -68,8 +68,9 @@ export interface FaultRun extends RunResult {
 
 /**
  * Runs the runbook (its env must name RUNBOOK_AUDIT_LOG) and injects the fault `offsetMs` after
- * step `fault.step` wrote its step_start line (and, with `fault.after`, its output matched). Under load the step may be over by then: the fault
- * lands in a later step, and the checks below judge it where the audit log says it landed.
+ * step `fault.step` wrote its step_start line (and, with `fault.after`, its output matched).
+ * Under load the step may be over by then: the fault lands in a later step, and the checks below
+ * judge it where the audit log says it landed.
  */
 export async function runWithFault(
 	runbook: string,
