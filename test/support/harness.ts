@@ -361,58 +361,106 @@ function runCommand(
 			stderr += d;
 			watch();
 		});
-		const timer = opts.watchChildren
-			? setInterval(() => sampleDescendants(child.pid, childArgv), 20)
-			: undefined;
+		const unwatch =
+			opts.watchChildren && child.pid
+				? watchDescendants(child.pid, childArgv)
+				: undefined;
 		child.stdin.end(opts.input ?? "");
 		child.on("error", reject);
 		child.on("close", (code) => {
-			if (timer) clearInterval(timer);
+			unwatch?.();
 			resolve({ code, stdout, stderr, childArgv: [...childArgv] });
 		});
 	});
 }
 
-function sampleDescendants(
-	rootPid: number | undefined,
-	into: Set<string>,
-): void {
-	if (!rootPid) return;
-	for (const cmd of descendants(rootPid).values()) into.add(cmd);
+/**
+ * The runs whose descendants' command lines are being collected. One timer samples them all: a
+ * listing of /proc per tick, then the command lines of the watched runs' descendants only (a scan
+ * per run of every process's stat and command line cost a quarter of a core each, every 20 ms).
+ */
+const watched = new Map<number, Set<string>>();
+let sampler: NodeJS.Timeout | undefined;
+
+function watchDescendants(rootPid: number, into: Set<string>): () => void {
+	watched.set(rootPid, into);
+	sampler ??= setInterval(() => {
+		const parents = processParents();
+		for (const [root, seen] of watched)
+			for (const cmd of commandLines(below(root, parents)).values())
+				seen.add(cmd);
+	}, 20);
+	return () => {
+		watched.delete(rootPid);
+		if (watched.size === 0) {
+			clearInterval(sampler);
+			sampler = undefined;
+			parentOf.clear(); // unsampled, a pid may be reused meanwhile
+		}
+	};
 }
 
 /** The processes below `rootPid`, each with its command line. */
 export function descendants(rootPid: number): Map<number, string> {
-	const parents = new Map<number, number>();
-	const cmdlines = new Map<number, string>();
+	if (!sampler) parentOf.clear();
+	return commandLines(below(rootPid, processParents()));
+}
+
+/**
+ * Every process's parent, from /proc/<pid>/stat, read once per process: a parent never changes but
+ * to init when it dies, and a process reparented so is still counted as its old parent's.
+ */
+const parentOf = new Map<number, number>();
+function processParents(): Map<number, number> {
+	const alive = new Set<number>();
 	for (const entry of readdirSync("/proc")) {
 		if (!/^\d+$/.test(entry)) continue;
+		const pid = Number(entry);
+		alive.add(pid);
+		if (parentOf.has(pid)) continue;
 		try {
 			const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-			const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-			parents.set(Number(entry), ppid);
-			cmdlines.set(
-				Number(entry),
-				readFileSync(`/proc/${entry}/cmdline`, "utf8")
-					.split("\0")
-					.join(" ")
-					.trim(),
+			parentOf.set(
+				pid,
+				Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]),
 			);
 		} catch {
 			// the process ended between listing and reading
 		}
 	}
-	const below = new Map<number, string>();
-	for (const [pid, cmd] of cmdlines) {
+	for (const pid of parentOf.keys()) if (!alive.has(pid)) parentOf.delete(pid);
+	return parentOf;
+}
+
+function below(rootPid: number, parents: Map<number, number>): number[] {
+	const pids: number[] = [];
+	for (const pid of parents.keys()) {
 		let p = parents.get(pid);
 		while (p && p !== rootPid && p > 1) p = parents.get(p);
-		if (p === rootPid && cmd) below.set(pid, cmd);
+		if (p === rootPid) pids.push(pid);
 	}
-	return below;
+	return pids;
+}
+
+function commandLines(pids: number[]): Map<number, string> {
+	const cmds = new Map<number, string>();
+	for (const pid of pids) {
+		try {
+			const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8")
+				.split("\0")
+				.join(" ")
+				.trim();
+			if (cmd) cmds.set(pid, cmd);
+		} catch {
+			// gone meanwhile
+		}
+	}
+	return cmds;
 }
 
 /** The pid of the runbook's own node process: the child tsx's launcher started. */
 export function runbookPid(launcher: number): number | undefined {
+	if (isRunbookItself(launcher)) return launcher;
 	for (const entry of readdirSync("/proc")) {
 		if (!/^\d+$/.test(entry)) continue;
 		try {
@@ -424,4 +472,14 @@ export function runbookPid(launcher: number): number | undefined {
 		}
 	}
 	return undefined;
+}
+
+/** Started through the shebang (`node --import tsx -- <runbook>`): no launcher in between. */
+function isRunbookItself(pid: number): boolean {
+	try {
+		const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+		return argv[1] === "--import" && argv[2] === "tsx";
+	} catch {
+		return false;
+	}
 }
