@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "Cannot add NOT NULL column without default" (add optional, populate, make
 // required), made safe for a large, busy table and kept in Prisma's migration history: four

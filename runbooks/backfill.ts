@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "Migration Hangs on Large Tables" (batched updates), done right: a keyset walk in
 // primary-key order instead of OFFSET paging (which skips rows as they leave the condition and

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 // Verified backups: pg_dump archives with a manifest beside each (row counts, latest migration,
 // sha256), checked by recomputing the sha256 and reading the archive with pg_restore --list.
 // The seed's `pg_dump $DATABASE_URL > backup.sql` put the password on the command line, wrote a

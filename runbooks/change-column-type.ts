@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "changing a data type" and "reducing a field's length", online on a large, busy table:
 // expand and contract, each schema step a Prisma migration, schema.prisma updated.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "Migration Performance" check before a large migration: size, largest tables, dead
 // rows, open transactions, replication, connections. Flags what would slow or endanger a migration.

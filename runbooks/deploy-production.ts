@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "Production Migration Workflow" (backup, prisma migrate deploy, migrate status, test,
 // monitor) as one command an engineer or a CI job can trust with the production database: checks

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 // The seed's "Development Migration Workflow": after editing prisma/schema.prisma, generate the
 // migration (as `prisma migrate dev` would, see lib/migrations/new-migration.ts), read its SQL and
 // its risks, apply it to the local database, check the status. Local databases only.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 // The seed's "Emergency Rollback Procedure" as one command for on-call: restore a verified backup
 // atomically, --rehearse it, or --mode down (undo migrations, keep the data); then the files.
 

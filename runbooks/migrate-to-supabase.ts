@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 // The seed's "Local to Cloud Migration" (pg_dump > file; sed; psql < file; switch-db-env remote;
 // npm run build), done properly: copy the app's schema and data (public, _prisma_migrations) from
 // the local PostgreSQL into a Supabase project through its direct connection, without owners or

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "Migration Monitoring": every session's query and wait, who blocks whom as a tree,
 // once or refreshed; cancels or terminates one session on request, never the runbook's own.

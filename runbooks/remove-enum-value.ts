@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "removing an enum value", online: its rows moved to another value in batches, then the
 // type replaced by one without it for every column, as Prisma migrations; schema.prisma follows.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 // The seed's `scripts/switch-db-env.sh remote`, done carefully: point the app's .env at the local
 // or the remote (Supabase) profile after checking that the profile answers, rewriting only the
 // DATABASE_URL and DIRECT_URL lines and keeping the previous file as a 0600 backup.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "Migration Troubleshooting": diagnoses failed, unfinished and hanging migrations,
 // drift and NOT NULL columns without a default, each with the commands that resolve it; acts on request.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The seed's "Migration Validation", done right: structure per table, the health of Prisma's
 // migration history, and drift against the migrations and prisma/schema.prisma.

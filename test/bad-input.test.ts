@@ -46,7 +46,7 @@ interface BadInputCase {
 	 * "executable": run ./runbooks/<name>.ts through its shebang instead of `node tsx/cli`. Needed for
 	 * --env-file with a path Node cannot read: Node 20 scans its whole argv for --env-file (up to a
 	 * "--", even after the script name: nodejs/node#54232) and exits 9 before any JavaScript runs.
-	 * The shebang passes "--" to npx and tsx, so only the runbook sees the flag.
+	 * The shebang (`node --import tsx --`) ends Node's options with "--", so only the runbook sees the flag.
 	 */
 	via?: "executable";
 	expectCode: 0 | 1 | 2 | 3;

@@ -199,38 +199,51 @@ describe("validate.ts", () => {
 });
 
 describe("Ctrl-C", () => {
-	it("stops the running step cleanly, audits it and exits 130", async () => {
-		const log = join(scratchDir(), "audit.jsonl");
-		// Drift keeps the step busy in Prisma's diff for seconds (an undrifted database is answered
-		// from the catalogs in a fraction of the 500 ms below).
-		await sql("alter table users add column ctrl_c int");
-		onTestFinished(async () => {
-			await sql("alter table users drop column ctrl_c");
-		});
-		const run = await runRunbook("validate", [], {
-			env: env({ RUNBOOK_AUDIT_LOG: log }),
-			watchChildren: true,
-			signalOn: {
-				pattern: /\[4\/4\] Check drift/,
-				signal: "SIGINT",
-				delayMs: 500,
-				to: "runbook",
-			},
-		});
-		expect(run.code).toBe(130);
-		expect(run.stderr).toContain("Interrupt received");
-		expect(run.stderr).toContain(
-			"Step 4 (Check drift (prisma migrate diff)): Interrupted by the operator.",
-		);
-		const lines = readFileSync(log, "utf8")
-			.trim()
-			.split("\n")
-			.map((l) => JSON.parse(l));
-		expect(lines.at(-2)).toMatchObject({
-			event: "step_end",
-			step_no: 4,
-			status: "interrupted",
-		});
-		expect(lines.at(-1)).toMatchObject({ event: "run_end", exit_code: 130 });
-	});
+	// npx tsx: to the runbook's own process (tsx's launcher would turn a late acknowledgement into
+	// SIGKILL). ./runbooks/validate.ts: its shebang is one node process, so Ctrl-C to the whole
+	// process group, as a terminal sends it, reaches the runbook and Prisma's child alike.
+	it.for([
+		{ form: "npx tsx, SIGINT to the runbook", asExecutable: false },
+		{
+			form: "./runbooks/validate.ts, SIGINT to the process group",
+			asExecutable: true,
+		},
+	])(
+		"$form: stops the running step cleanly, audits it and exits 130",
+		async ({ asExecutable }) => {
+			const log = join(scratchDir(), "audit.jsonl");
+			// Drift keeps the step busy in Prisma's diff for seconds (an undrifted database is answered
+			// from the catalogs in a fraction of the 500 ms below).
+			await sql("alter table users add column ctrl_c int");
+			onTestFinished(async () => {
+				await sql("alter table users drop column ctrl_c");
+			});
+			const run = await runRunbook("validate", [], {
+				env: env({ RUNBOOK_AUDIT_LOG: log }),
+				watchChildren: true,
+				asExecutable,
+				signalOn: {
+					pattern: /\[4\/4\] Check drift/,
+					signal: "SIGINT",
+					delayMs: 500,
+					to: asExecutable ? "group" : "runbook",
+				},
+			});
+			expect(run.code).toBe(130);
+			expect(run.stderr).toContain("Interrupt received");
+			expect(run.stderr).toContain(
+				"Step 4 (Check drift (prisma migrate diff)): Interrupted by the operator.",
+			);
+			const lines = readFileSync(log, "utf8")
+				.trim()
+				.split("\n")
+				.map((l) => JSON.parse(l));
+			expect(lines.at(-2)).toMatchObject({
+				event: "step_end",
+				step_no: 4,
+				status: "interrupted",
+			});
+			expect(lines.at(-1)).toMatchObject({ event: "run_end", exit_code: 130 });
+		},
+	);
 });

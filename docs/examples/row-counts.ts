@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx --
+#!/usr/bin/env -S node --import tsx --
 
 // The example runbook of docs/architecture.md: count the rows of the app's tables, exit 1 when one
 // holds more than --max-rows. Read-only; test/architecture-example.test.ts runs it.

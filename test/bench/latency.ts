@@ -1,7 +1,10 @@
 // How long an operator waits: validate, troubleshoot and the deploy's verify step against one
 // `prisma migrate status` on the same database (the field's floor for "is this database up to
-// date?"), and `--help` of every runbook. Medians of BENCH_RUNS (5) runs each, in one run.
-//   npx tsx test/bench/latency.ts      (BENCH_USERS=20000 by default; BENCH_DATABASE_URL to reuse one)
+// date?"), and `--help` of every runbook as an operator types it (`npx tsx runbooks/<name>.ts` and
+// `./runbooks/<name>.ts`) beside the floors of those two forms (the same commands on an empty
+// file). Medians of BENCH_RUNS (5) runs each, in one run.
+//   npx tsx test/bench/latency.ts      (BENCH_USERS=20000 by default; BENCH_DATABASE_URL to reuse one;
+//                                       BENCH_ROOT=<another checkout> times its runbooks instead)
 
 import { spawnSync } from "node:child_process";
 import {
@@ -9,6 +12,8 @@ import {
 	mkdirSync,
 	mkdtempSync,
 	readdirSync,
+	readFileSync,
+	rmSync,
 	writeFileSync,
 } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -21,6 +26,7 @@ import {
 import { faceSwapDatabase, median, secs } from "./face-swap-db.ts";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const CHECKOUT = process.env.BENCH_ROOT ?? ROOT;
 
 const bench = await faceSwapDatabase(Number(process.env.BENCH_USERS ?? 20_000));
 const env = {
@@ -47,14 +53,15 @@ writeFileSync(
 const psql = (sql: string) =>
 	spawnSync("psql", [bench.url, "-qc", sql], { stdio: "ignore" });
 
-/** Wall time of one child process, and its stdout. */
+/** Wall time of one child process (node unless `command` says otherwise), and its stdout. */
 function time(
 	argv: string[],
 	extraEnv: Record<string, string> = {},
+	command = process.execPath,
 ): { ms: number; out: string } {
 	const t = performance.now();
-	const r = spawnSync(process.execPath, argv, {
-		cwd: ROOT,
+	const r = spawnSync(command, argv, {
+		cwd: CHECKOUT,
 		env: { ...env, ...extraEnv },
 		encoding: "utf8",
 		stdio: ["ignore", "pipe", "ignore"],
@@ -66,7 +73,11 @@ const runbook = (
 	name: string,
 	args: string[],
 	extraEnv: Record<string, string> = {},
-) => time([tsx, "--", join(ROOT, "runbooks", `${name}.ts`), ...args], extraEnv);
+) =>
+	time(
+		[tsx, "--", join(CHECKOUT, "runbooks", `${name}.ts`), ...args],
+		extraEnv,
+	);
 
 function medianOf(what: () => number): number {
 	return median(Array.from({ length: RUNS }, what));
@@ -123,12 +134,31 @@ try {
 	for (const [name, ms] of rows)
 		console.log(`| ${name} | ${secs(ms)} | ${(ms / status).toFixed(2)} |`);
 
-	console.log(`\n| \`--help\` | median of ${RUNS} |`);
-	console.log("| --- | --- |");
-	for (const file of readdirSync(join(ROOT, "runbooks")).sort()) {
-		const name = file.replace(/\.ts$/, "");
+	// An empty .ts file beside the runbooks, with their shebang, so both forms start as for a runbook.
+	const empty = join(CHECKOUT, "runbooks", ".bench-empty.ts");
+	const shebang = readFileSync(
+		join(CHECKOUT, "runbooks", "validate.ts"),
+		"utf8",
+	).split("\n")[0];
+	writeFileSync(empty, `${shebang}\n`, { mode: 0o755 });
+	const help = (args: string[], command: string) =>
+		secs(medianOf(() => time(args, {}, command).ms));
+	console.log(
+		`\n| \`--help\`, median of ${RUNS} | \`npx tsx runbooks/<name>.ts\` | \`./runbooks/<name>.ts\` |`,
+	);
+	console.log("| --- | --- | --- |");
+	try {
 		console.log(
-			`| ${name} | ${secs(medianOf(() => runbook(name, ["--help"]).ms))} |`,
+			`| (an empty file: the floor) | ${help(["tsx", empty], "npx")} | ${help([], empty)} |`,
+		);
+	} finally {
+		rmSync(empty);
+	}
+	for (const file of readdirSync(join(CHECKOUT, "runbooks")).sort()) {
+		if (!file.endsWith(".ts") || file.startsWith(".")) continue;
+		const path = join(CHECKOUT, "runbooks", file);
+		console.log(
+			`| ${file.replace(/\.ts$/, "")} | ${help(["tsx", path, "--help"], "npx")} | ${help(["--help"], path)} |`,
 		);
 	}
 	console.log(`\nload average after: ${load()}`);
