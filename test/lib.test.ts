@@ -7,6 +7,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { $ } from "zx";
+import { runHook } from "../lib/app/hooks.ts";
 import { removeStalePartials } from "../lib/backup/archive.ts";
 import { entriesOutsideScope, writeRestoreList } from "../lib/backup/scope.ts";
 import { readEnvFile, replaceEnvFile } from "../lib/config/env-file.ts";
@@ -17,7 +18,7 @@ import { EXIT, plainError, RunbookError } from "../lib/kit/errors.ts";
 import { isRunning, processToken } from "../lib/kit/process-identity.ts";
 import { acquireRunLock, RERUN_GRACE_MS } from "../lib/kit/run-lock.ts";
 import { redact } from "../lib/kit/secrets.ts";
-import { prismaErrorText } from "../lib/migrations/prisma-cli.ts";
+import { prismaErrorText, runPrisma } from "../lib/migrations/prisma-cli.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg/client-tools.ts";
 import * as target from "../lib/pg/target.ts";
 import { adminUrl, createDatabase, dropDatabase } from "./support/harness.ts";
@@ -159,6 +160,33 @@ describe("PostgreSQL client tools", () => {
 		});
 		expect(run.exitCode).toBe(0);
 		expect(run.stdout.trim()).toBe(conn.user);
+	});
+
+	it("starts tools with stdin from /dev/null: bash started outside any shell (cron, CI) does not source ~/.bashrc", async () => {
+		const home = fs.mkdtempSync(join(tmpdir(), "home-"));
+		const marker = join(home, "bashrc-was-sourced");
+		fs.writeFileSync(join(home, ".bashrc"), `touch '${marker}'\n`);
+		// No SHLVL: as from cron, systemd or a CI agent.
+		const env = { PATH: process.env.PATH, HOME: home };
+		const psql = await findTool("psql");
+		expect((await runTool(psql, ["--version"], null, { env })).exitCode).toBe(
+			0,
+		);
+		const saved = { HOME: process.env.HOME, SHLVL: process.env.SHLVL };
+		process.env.HOME = home;
+		delete process.env.SHLVL;
+		try {
+			const t = target.makeTarget(adminUrl(), adminUrl(), {});
+			expect((await runPrisma(["--version"], t, {})).exitCode).toBe(0);
+		} finally {
+			Object.assign(process.env, saved);
+		}
+		expect(fs.existsSync(marker)).toBe(false);
+		// The check can fail: the same bash with Node's default (socket) stdin sources it.
+		await new Promise((done) =>
+			spawn("bash", ["-c", "true"], { env, stdio: "pipe" }).on("close", done),
+		);
+		expect(fs.existsSync(marker)).toBe(true);
 	});
 
 	it("turns a refused connection and a wrong password into plain sentences", async () => {
@@ -314,6 +342,22 @@ describe("why a child tool failed", () => {
 				stderr: said.stderr,
 			}),
 		).toBe("error: no such table");
+	});
+});
+
+describe("application hooks", () => {
+	it("a hook ended by SIGINT is an interruption (exit 130), not a failed hook: the Ctrl-C can reach it before the runbook", async () => {
+		const run = runHook("APP_STOP_CMD", {
+			env: { APP_STOP_CMD: "echo stopping; kill -INT $$" },
+		});
+		await expect(run).rejects.toMatchObject({
+			exitCode: EXIT.interrupted,
+			message: "Interrupted by the operator (APP_STOP_CMD was stopped).",
+		});
+		const failed = await runHook("APP_STOP_CMD", {
+			env: { APP_STOP_CMD: "echo no such app >&2; exit 3" },
+		});
+		expect(failed).toMatchObject({ outcome: "failed", exitCode: 3 });
 	});
 });
 

@@ -86,13 +86,18 @@ export async function runHook(
 			clearTimeout(timer);
 			reject(new RunbookError(`${name} could not be started: ${err.message}`));
 		});
-		child.on("close", (code) => {
+		child.on("close", (code, signal) => {
 			clearTimeout(timer);
 			opts.signal?.removeEventListener("abort", onAbort);
 			if (partial) lines.push(redact(partial));
-			if (opts.signal?.aborted)
+			// A Ctrl-C reaches the whole process group: the hook may die of it before the runbook's
+			// own handler has run, and that is an interruption, not a failed hook.
+			if (opts.signal?.aborted || signal === "SIGINT")
 				return reject(
-					new RunbookError(`${name} was interrupted.`, EXIT.interrupted),
+					new RunbookError(
+						`Interrupted by the operator (${name} was stopped).`,
+						EXIT.interrupted,
+					),
 				);
 			if (timedOut)
 				lines.push(`(stopped after ${formatDuration(timeoutMs)}: timed out)`);

@@ -625,7 +625,9 @@ async function runSteps<S, P>(
 				const e = interrupted
 					? new RunbookError("Interrupted by the operator.", EXIT.interrupted)
 					: plainError(err, where);
-				report.status = interrupted ? "interrupted" : "failed";
+				// A child the Ctrl-C reached first may report it before our own handler runs.
+				report.status =
+					e.exitCode === EXIT.interrupted ? "interrupted" : "failed";
 				report.error = e.message;
 				failedAt = report;
 				// A failed step may still hand its findings forward (e.g. to --json): the error's value.

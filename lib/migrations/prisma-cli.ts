@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { failureReason } from "../kit/child-failure.ts";
 import { sleep } from "../kit/duration.ts";
 import { redact } from "../kit/secrets.ts";
+import { toolShell } from "../kit/tool-shell.ts";
 import type { Target } from "../pg/target.ts";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -121,14 +122,9 @@ export async function runPrisma(
 ): Promise<PrismaRun> {
 	const command = prismaCommand(args);
 	const childEnv = { ...prismaEnv(target, env), ...extraEnv };
-	const { $ } = await import("zx"); // on first use, not at start-up
-	const run = await $({
-		cwd: ROOT,
-		env: childEnv,
-		signal,
-		quiet: true,
-		nothrow: true,
-	})`${process.execPath} ${[prismaBin, ...args, "--config", CONFIG_PATH]}`;
+	const $ = await toolShell({ cwd: ROOT, env: childEnv, signal });
+	const run =
+		await $`${process.execPath} ${[prismaBin, ...args, "--config", CONFIG_PATH]}`;
 	// A terminal's Ctrl-C reaches the Prisma child too, and its exit can be seen before the run's
 	// own abort: wait for that (up to 2 s), so the step ends as interrupted rather than failed.
 	if (signal && (run.signal || run.exitCode === 130))

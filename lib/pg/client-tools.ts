@@ -7,6 +7,7 @@ import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
 import { EXIT, RunbookError, refusal } from "../kit/errors.ts";
 import { redact } from "../kit/secrets.ts";
+import { toolShell } from "../kit/tool-shell.ts";
 import { type Connection, libpqEnv } from "./target.ts";
 
 const execFileAsync = promisify(execFile);
@@ -109,14 +110,8 @@ export async function runTool(
 		...(opts.env ?? process.env),
 		...(conn ? libpqEnv(conn, opts.appName) : {}),
 	};
-	// zx is loaded on first use: it costs a second of start-up that --help should not pay.
-	const { $ } = await import("zx");
-	const run = await $({
-		env,
-		signal: opts.signal,
-		quiet: true,
-		nothrow: true,
-	})`${tool.path} ${args}`;
+	const $ = await toolShell({ env, signal: opts.signal });
+	const run = await $`${tool.path} ${args}`;
 	if (opts.signal?.aborted) throw new Error("aborted");
 	return {
 		exitCode: run.exitCode ?? 1,
