@@ -6,6 +6,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseInvocation, renamedDuration } from "../lib/kit/cli.ts";
+import { tsxCli } from "./support/field-checkout.ts";
 import {
 	createDatabase,
 	dropDatabase,
@@ -13,6 +14,7 @@ import {
 	runRunbook,
 	scratchDir,
 } from "./support/harness.ts";
+import { runbookBundle } from "./support/runbook-bundle.ts";
 
 const scratch = scratchDir();
 const missing = join(scratch, "missing.env");
@@ -164,4 +166,25 @@ describe("durations", () => {
 			expect(bad.stderr).toContain("--watch needs at least 0.5 seconds");
 		});
 	});
+});
+
+describe("the suite's bundles (test/support/runbook-bundle.ts)", () => {
+	it.for(["validate", "emergency-rollback", "migrate-to-supabase"])(
+		"%s: the bundle the tests start prints what tsx's run of the source prints",
+		(name) => {
+			const bundle = runbookBundle(ROOT, name);
+			expect(bundle, "built by the global set-up").not.toBeNull();
+			const run = (argv: string[]) =>
+				spawnSync(process.execPath, ["--", ...argv, "--help"], {
+					cwd: ROOT,
+					env: { ...process.env, NO_COLOR: "1" },
+					encoding: "utf8",
+				});
+			const viaTsx = run([tsxCli, join("runbooks", `${name}.ts`)]);
+			const viaBundle = run([bundle as string]);
+			expect(viaTsx.status, viaTsx.stderr).toBe(0);
+			expect(viaBundle.stdout).toBe(viaTsx.stdout);
+			expect(viaBundle.status).toBe(0);
+		},
+	);
 });

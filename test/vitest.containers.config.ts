@@ -4,7 +4,7 @@
 // `TEST_PG=local npm run test:containers` runs the same suites on a local cluster, without the
 // newer-server check (it needs an engine), and says so.
 import { defineConfig } from "vitest/config";
-import base from "./vitest.config.ts";
+import base, { CONTAINER_SUITES } from "./vitest.config.ts";
 
 process.env.TEST_PG ??= "docker";
 const needEngine = "test/*.containers.test.ts";
@@ -17,11 +17,7 @@ export default defineConfig({
 	test: {
 		...base.test,
 		include: [
-			"test/deploy-production*.test.ts",
-			"test/emergency-rollback*.test.ts",
-			"test/migrate-to-supabase.test.ts",
-			"test/backfill.test.ts",
-			"test/backup.test.ts",
+			...CONTAINER_SUITES,
 			...(process.env.TEST_PG === "docker" ? [needEngine] : []),
 		],
 		exclude: ["**/node_modules/**"],

@@ -16,6 +16,7 @@ import {
 	withClient,
 } from "./field-checkout.ts";
 import { seedFaceSwap } from "./fixtures.ts";
+import { BUNDLE_DIR, runbookBundle } from "./runbook-bundle.ts";
 
 export { ROOT };
 
@@ -211,12 +212,17 @@ export function runRunbook(
 	const root = opts.root ?? ROOT;
 	const file = join(root, opts.file ?? join("runbooks", `${name}.ts`));
 	const cwd = opts.cwd ?? root;
+	const bundle =
+		opts.asExecutable || opts.file ? null : runbookBundle(root, name);
 	const [command, argv] = opts.asExecutable
 		? // As the operator types it from the checkout's root: ./runbooks/<name>.ts
 			[cwd === root ? `./runbooks/${name}.ts` : file, args]
 		: // "--", as in the runbooks' shebang: Node 20 would otherwise take the runbook's own
 			// --env-file flag as its own (nodejs/node#54232).
-			[process.execPath, [tsxCli, "--", file, ...args]];
+			[
+				process.execPath,
+				bundle ? ["--", bundle, ...args] : [tsxCli, "--", file, ...args],
+			];
 	return runCommand(command, argv, {
 		...opts,
 		cwd,
@@ -474,11 +480,14 @@ export function runbookPid(launcher: number): number | undefined {
 	return undefined;
 }
 
-/** Started through the shebang (`node --import tsx -- <runbook>`): no launcher in between. */
+/** Started through the shebang (`node --import tsx -- <runbook>`) or as a bundle: no launcher. */
 function isRunbookItself(pid: number): boolean {
 	try {
 		const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-		return argv[1] === "--import" && argv[2] === "tsx";
+		return (
+			(argv[1] === "--import" && argv[2] === "tsx") ||
+			(argv[1] === "--" && argv[2]?.includes(`/${BUNDLE_DIR}/`))
+		);
 	} catch {
 		return false;
 	}
