@@ -361,6 +361,43 @@ describe("application hooks", () => {
 	});
 });
 
+describe("the end of a run", () => {
+	it("a Ctrl-C after run_end is written leaves the exit code the audit log records", async () => {
+		const dir = fs.mkdtempSync(join(tmpdir(), "runbook-late-signal-"));
+		const script = join(dir, "late-signal.mts");
+		const runner = new URL("../lib/kit/runner.ts", import.meta.url).pathname;
+		// The --json summary is built after run_end: the signal lands in the window before exit.
+		fs.writeFileSync(
+			script,
+			`import { runRunbook } from ${JSON.stringify(runner)};
+await runRunbook({
+	name: "late-signal", summary: "x", examples: [], resolveTarget: () => null,
+	steps: [{ title: "Nothing", kind: "read", run: async () => ({ summary: "ok" }) }],
+	summarize: () => { process.kill(process.pid, "SIGINT"); const t = Date.now(); while (Date.now() - t < 100); return {}; },
+});
+`,
+		);
+		const audit = join(dir, "audit.jsonl");
+		const run = await $({
+			nothrow: true,
+			cwd: new URL("..", import.meta.url).pathname,
+			env: { ...process.env, RUNBOOK_AUDIT_LOG: audit },
+		})`${process.execPath} --import tsx -- ${script} --json`;
+		expect(fs.existsSync(audit), run.stderr).toBe(true);
+		const end = fs
+			.readFileSync(audit, "utf8")
+			.trim()
+			.split("\n")
+			.map((l) => JSON.parse(l))
+			.find((l) => l.event === "run_end");
+		expect({ code: run.exitCode, signal: run.signal }).toEqual({
+			code: 0,
+			signal: null,
+		});
+		expect(end).toMatchObject({ status: "ok", exit_code: 0 });
+	});
+});
+
 describe("backups of the app's objects only (scope app)", () => {
 	const toc = [
 		";",

@@ -516,7 +516,11 @@ async function runSteps<S, P>(
 
 	let interrupted = false;
 	let interruptedAt = 0;
+	let finished = false;
 	const onSignal = () => {
+		// Once run_end is written the process is only draining stdout: a late Ctrl-C must not
+		// turn a logged outcome into a death by signal, so the exit code stays the one logged.
+		if (finished) return;
 		// tsx relays the terminal's SIGINT, so one Ctrl-C can arrive twice: only a press more
 		// than a second later means "quit at once".
 		if (interrupted) {
@@ -648,7 +652,7 @@ async function runSteps<S, P>(
 			}
 		}
 	} finally {
-		// The handlers stay until run_end is written: a Ctrl-C relayed late (tsx forwards the
+		// The handlers stay until the process exits: a Ctrl-C relayed late (tsx forwards the
 		// terminal's SIGINT to the runbook once more) must not kill the process, unlogged, meanwhile.
 		for (const fn of cleanups.reverse())
 			await Promise.resolve(fn()).catch(() => {});
@@ -681,8 +685,8 @@ async function runSteps<S, P>(
 					: "problems found",
 		exit_code: exitCode,
 	});
-	process.off("SIGINT", onSignal);
-	process.off("SIGTERM", onSignal);
+	// The handlers stay, ignoring signals, until runRunbook exits the process.
+	finished = true;
 	if (json) {
 		printJson({
 			runbook: spec.name,
