@@ -274,7 +274,8 @@ describe("add-required-field.ts, when only its prisma format child is stopped", 
 				"add-required-field",
 				[...THUMBNAIL_FIELD, "--yes"],
 				{
-					env,
+					// Not from the cache (an earlier test formatted the same edit): the child must run.
+					env: { ...env, RUNBOOK_NO_CACHE: "1" },
 					root: repo,
 					// Step 6 applies the last migration, then formats schema.prisma: SIGINT that child only.
 					onMatch: {

@@ -1,6 +1,7 @@
 // The shared library's mechanisms: masking, flag parsing, tool checks, the audit log.
 
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,8 +19,14 @@ import { EXIT, plainError, RunbookError } from "../lib/kit/errors.ts";
 import { isRunning, processToken } from "../lib/kit/process-identity.ts";
 import { acquireRunLock, RERUN_GRACE_MS } from "../lib/kit/run-lock.ts";
 import { redact } from "../lib/kit/secrets.ts";
-import { prismaErrorText, runPrisma } from "../lib/migrations/prisma-cli.ts";
+import { computeDownSql } from "../lib/migrations/down.ts";
+import {
+	prismaErrorText,
+	ROOT,
+	runPrisma,
+} from "../lib/migrations/prisma-cli.ts";
 import { describeCommand, findTool, runTool } from "../lib/pg/client-tools.ts";
+import { signalSession } from "../lib/pg/signal.ts";
 import * as target from "../lib/pg/target.ts";
 import { adminUrl, createDatabase, dropDatabase } from "./support/harness.ts";
 
@@ -358,6 +365,94 @@ describe("application hooks", () => {
 			env: { APP_STOP_CMD: "echo no such app >&2; exit 3" },
 		});
 		expect(failed).toMatchObject({ outcome: "failed", exitCode: 3 });
+	});
+});
+
+describe("terminating a session", () => {
+	it("a session that ended between the check and the signal counts as terminated, not as a refusal", async () => {
+		const url = adminUrl();
+		const victim = new pg.Client({ connectionString: url });
+		await victim.connect();
+		const pid = (
+			await victim.query<{ pid: number }>("select pg_backend_pid() as pid")
+		).rows[0].pid;
+		const db = new pg.Client({ connectionString: url });
+		await db.connect();
+		try {
+			// The race, staged: just before the signal is sent, the session's client disconnects and
+			// its backend is gone (pg_terminate_backend then returns false).
+			const query = db.query.bind(db) as (...a: unknown[]) => Promise<unknown>;
+			(db as unknown as { query: unknown }).query = async (...a: unknown[]) => {
+				if (String(a[0]).includes("pg_terminate_backend(")) {
+					await victim.end();
+					for (let i = 0; i < 100; i++) {
+						const r = (await query(
+							"select 1 from pg_stat_activity where pid = $1",
+							[pid],
+						)) as pg.QueryResult;
+						if (r.rowCount === 0) break;
+						await new Promise((res) => setTimeout(res, 20));
+					}
+				}
+				return query(...a);
+			};
+			const result = await signalSession(db, pid, "terminate");
+			expect(result.before.pid).toBe(pid);
+			expect(result.after).toBeNull();
+		} finally {
+			await db.end();
+		}
+	});
+});
+
+describe("Prisma results cached by their files", () => {
+	it("reads a down diff back from the cache, computes it afresh when a file changes or RUNBOOK_NO_CACHE=1", async () => {
+		const dir = fs.mkdtempSync(join(tmpdir(), "runbook-cache-migrations-"));
+		const write = (name: string, sql: string) => {
+			fs.mkdirSync(join(dir, name), { recursive: true });
+			fs.writeFileSync(join(dir, name, "migration.sql"), sql);
+		};
+		fs.writeFileSync(
+			join(dir, "migration_lock.toml"),
+			'provider = "postgresql"\n',
+		);
+		// A table name of its own, so no earlier run left this diff in the cache.
+		const table = `cache_probe_${randomBytes(4).toString("hex")}`;
+		write("1_a", `CREATE TABLE "${table}" ("id" INTEGER PRIMARY KEY);\n`);
+		write("2_b", `ALTER TABLE "${table}" ADD COLUMN "note" TEXT;\n`);
+		const t = target.makeTarget(adminUrl(), adminUrl(), {});
+		const env = { PRISMA_MIGRATIONS_DIR: dir };
+		const down = async () =>
+			(await computeDownSql(t, env, ["1_a", "2_b"], "1_a")).statements.join(
+				" ",
+			);
+		const cacheDir = join(ROOT, "node_modules", ".cache", "faceswap-runbooks");
+		const entries = () =>
+			new Set(
+				fs.existsSync(cacheDir)
+					? fs.readdirSync(cacheDir).filter((f) => f.startsWith("down-diff-"))
+					: [],
+			);
+		const before = entries();
+		expect(await down()).toMatch(/DROP COLUMN "note"/);
+		const added = [...entries()].filter((f) => !before.has(f));
+		expect(added).toHaveLength(1);
+		// What is in the cache is what the next run gets: a marked entry proves it was read.
+		const entry = join(cacheDir, added[0]);
+		fs.writeFileSync(entry, JSON.stringify("SELECT 'from the cache';"));
+		expect(await down()).toBe("SELECT 'from the cache';");
+		// RUNBOOK_NO_CACHE=1: Prisma again, and its result kept.
+		process.env.RUNBOOK_NO_CACHE = "1";
+		try {
+			expect(await down()).toMatch(/DROP COLUMN "note"/);
+		} finally {
+			delete process.env.RUNBOOK_NO_CACHE;
+		}
+		expect(JSON.parse(fs.readFileSync(entry, "utf8"))).toMatch(/DROP COLUMN/);
+		// A changed migration file is another key: Prisma computes the new diff.
+		fs.writeFileSync(entry, JSON.stringify("SELECT 'from the cache';"));
+		write("2_b", `ALTER TABLE "${table}" ADD COLUMN "other" TEXT;\n`);
+		expect(await down()).toMatch(/DROP COLUMN "other"/);
 	});
 });
 

@@ -12,6 +12,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { cached } from "../kit/cache.ts";
 import { formatDuration } from "../kit/format.ts";
 import type { Context, Step } from "../kit/runner.ts";
 import { detectDrift, explainDriftStatement } from "../migrations/drift.ts";
@@ -23,6 +24,7 @@ import {
 } from "../migrations/history.ts";
 import {
 	migrationsDir,
+	prismaCacheInputs,
 	prismaErrorText,
 	runPrisma,
 	SCHEMA_PATH,
@@ -202,8 +204,9 @@ export async function applyRecorded(
 }
 
 /**
- * Edits schema.prisma through a scratch copy that `prisma format` aligns, renamed into place: a
- * kill leaves it as it was or wholly updated. Returns whether it changed.
+ * Edits schema.prisma: the edited text, aligned by `prisma format` (cached by the text: a rerun
+ * formats the same edit), renamed into place, so a kill leaves it as it was or wholly updated.
+ * Returns whether it changed.
  */
 export async function rewriteSchemaFile(
 	io: Pick<Io, "warn" | "signal" | "env" | "target">,
@@ -211,12 +214,30 @@ export async function rewriteSchemaFile(
 	what = "the schema",
 ): Promise<boolean> {
 	const text = readFileSync(SCHEMA_PATH, "utf8");
+	const draft = edit(text);
+	const next =
+		(await cached("prisma-format", [...prismaCacheInputs(io.env), draft], () =>
+			prismaFormat(io, draft, what),
+		)) ?? draft;
+	if (next === text) return false;
+	const tmp = join(dirname(SCHEMA_PATH), `.schema.prisma.${process.pid}.tmp`);
+	writeFileSync(tmp, next);
+	renameSync(tmp, SCHEMA_PATH);
+	return true;
+}
+
+/** The schema text as `prisma format` leaves it, in a scratch copy; undefined (warned) when it fails. */
+async function prismaFormat(
+	io: Pick<Io, "warn" | "signal" | "env" | "target">,
+	draft: string,
+	what: string,
+): Promise<string | undefined> {
 	const scratch = mkdtempSync(join(tmpdir(), "schema-edit-"));
 	try {
-		const draft = join(scratch, "schema.prisma");
-		writeFileSync(draft, edit(text));
+		const file = join(scratch, "schema.prisma");
+		writeFileSync(file, draft);
 		const formatted = await runPrisma(
-			["format", "--schema", draft],
+			["format", "--schema", file],
 			io.target,
 			io.env,
 			io.signal,
@@ -227,16 +248,13 @@ export async function rewriteSchemaFile(
 			throw new Error(
 				`prisma format was stopped (${formatted.signal ?? "exit 130"}); schema.prisma is unchanged`,
 			);
-		if (formatted.exitCode !== 0)
+		if (formatted.exitCode !== 0) {
 			io.warn(
 				`prisma format failed, so ${what} goes in unformatted: ${prismaErrorText(formatted)}`,
 			);
-		const next = readFileSync(draft, "utf8");
-		if (next === text) return false;
-		const tmp = join(dirname(SCHEMA_PATH), `.schema.prisma.${process.pid}.tmp`);
-		writeFileSync(tmp, next);
-		renameSync(tmp, SCHEMA_PATH);
-		return true;
+			return undefined;
+		}
+		return readFileSync(file, "utf8");
 	} finally {
 		rmSync(scratch, { recursive: true, force: true });
 	}

@@ -204,6 +204,8 @@ const COMMON_ENV: Record<string, string> = {
 		"Direct, non-pooled connection used for migrations, dumps and restores when set.",
 	RUNBOOK_ENV: "Set to 'production' to mark the target as production.",
 	RUNBOOK_AUDIT_LOG: "Audit log path (default logs/audit.jsonl).",
+	RUNBOOK_NO_CACHE:
+		"Set to 1 to compute Prisma's diffs and formatting afresh, not from node_modules/.cache.",
 	NO_COLOR: "Disable colours.",
 	DEBUG: "Set to 1 for stack traces (same as --verbose).",
 };

@@ -6,8 +6,9 @@
 // back) is what Prisma itself leaves for a migration that was never applied: once the files are
 // reverted, `prisma migrate status` is up to date, and the migrations can be applied again later.
 
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { cached } from "../kit/cache.ts";
 import { sleep } from "../kit/duration.ts";
 import { EXIT, RunbookError, refusal } from "../kit/errors.ts";
 import { formatMs } from "../kit/format.ts";
@@ -18,6 +19,7 @@ import { statements } from "./drift.ts";
 import {
 	copyMigrations,
 	migrationsDir,
+	prismaCacheInputs,
 	prismaCommand,
 	prismaErrorText,
 	runPrisma,
@@ -80,31 +82,53 @@ export async function computeDownSql(
 		);
 	}
 	const upTo = applied.slice(0, applied.indexOf(to) + 1);
-	const from = copyMigrations(source, applied, "runbook-down-");
-	const toDir = copyMigrations(source, upTo, "runbook-down-");
-	try {
-		const run = await runPrisma(downDiffArgs(from, toDir), target, env, signal);
-		if (run.exitCode !== 0) {
-			throw new RunbookError(
-				`prisma migrate diff failed: ${prismaErrorText(run).split("\n").slice(0, 4).join(" ")}`,
-			);
-		}
-		const script = run.stdout
-			.split("\n")
-			.filter((l) => !/^Loaded Prisma config/.test(l))
-			.join("\n")
-			.trim();
-		return {
-			script,
-			statements: statements(script).filter(
-				(s) => !TRANSACTION_CONTROL.test(s.trim()),
-			),
-			command: describeDownDiff(to),
-		};
-	} finally {
-		rmSync(from, { recursive: true, force: true });
-		rmSync(toDir, { recursive: true, force: true });
-	}
+	// The diff depends on the files and Prisma alone: a rerun (after a Ctrl-C, say) reads it back.
+	const files = (names: string[]) =>
+		names.flatMap((n) => [
+			n,
+			readFileSync(join(source, n, "migration.sql"), "utf8"),
+		]);
+	const lock = join(source, "migration_lock.toml");
+	const inputs = [
+		...prismaCacheInputs(env),
+		existsSync(lock) ? readFileSync(lock, "utf8") : "(no lock file)",
+		...files(applied),
+		"to",
+		...files(upTo),
+	];
+	const script =
+		(await cached("down-diff", inputs, async () => {
+			const from = copyMigrations(source, applied, "runbook-down-");
+			const toDir = copyMigrations(source, upTo, "runbook-down-");
+			try {
+				const run = await runPrisma(
+					downDiffArgs(from, toDir),
+					target,
+					env,
+					signal,
+				);
+				if (run.exitCode !== 0) {
+					throw new RunbookError(
+						`prisma migrate diff failed: ${prismaErrorText(run).split("\n").slice(0, 4).join(" ")}`,
+					);
+				}
+				return run.stdout
+					.split("\n")
+					.filter((l) => !/^Loaded Prisma config/.test(l))
+					.join("\n")
+					.trim();
+			} finally {
+				rmSync(from, { recursive: true, force: true });
+				rmSync(toDir, { recursive: true, force: true });
+			}
+		})) ?? "";
+	return {
+		script,
+		statements: statements(script).filter(
+			(s) => !TRANSACTION_CONTROL.test(s.trim()),
+		),
+		command: describeDownDiff(to),
+	};
 }
 
 export interface DataLoss {

@@ -11,9 +11,9 @@ import {
 	statSync,
 	writeFileSync,
 } from "node:fs";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { cached } from "../kit/cache.ts";
 import { RunbookError } from "../kit/errors.ts";
 import type { Target } from "../pg/target.ts";
 import { readLocalMigrations } from "./history.ts";
@@ -21,16 +21,12 @@ import {
 	copyMigrations,
 	displayPath,
 	migrationsDir,
+	prismaCacheInputs,
 	prismaErrorText,
 	runPrisma,
 	schemaPath,
 } from "./prisma-cli.ts";
-import {
-	cacheGet,
-	cachePut,
-	hashOf,
-	matchesMigrations,
-} from "./schema-fingerprint.ts";
+import { matchesMigrations } from "./schema-fingerprint.ts";
 import { readSql } from "./sql.ts";
 
 export interface DriftReport {
@@ -159,23 +155,31 @@ export async function databaseDrift(
 	}
 }
 
-const PRISMA_VERSION = createRequire(import.meta.url)("prisma/package.json")
-	.version as string;
-
 /**
- * The schema Prisma reads, as names and texts: PRISMA_SCHEMA (a file, or a folder of .prisma files,
- * relative to the repository root) else prisma/schema.prisma. A missing path is hashed as such, and
+ * The schema Prisma reads, as texts (a folder's with their names inside it): PRISMA_SCHEMA (a
+ * file, or a folder of .prisma files, relative to the repository root) else prisma/schema.prisma.
+ * Not where it is: copies of the checkout share the cache. A missing path is hashed as such, and
  * Prisma then says what is wrong.
  */
 function schemaSource(env: Record<string, string | undefined>): string[] {
 	const path = schemaPath(env);
-	if (!existsSync(path)) return [path, "(missing)"];
-	if (!statSync(path).isDirectory()) return [path, readFileSync(path, "utf8")];
+	if (!existsSync(path)) return ["(missing)", path];
+	if (!statSync(path).isDirectory())
+		return ["file", readFileSync(path, "utf8")];
 	return readdirSync(path, { recursive: true, encoding: "utf8" })
 		.filter((f) => f.endsWith(".prisma"))
 		.sort()
 		.flatMap((f) => [f, readFileSync(join(path, f), "utf8")]);
 }
+
+/** What `migrate diff` from the migrations to the schema depends on: the files and Prisma alone. */
+export const schemaDiffInputs = (
+	env: Record<string, string | undefined>,
+): string[] => [
+	...prismaCacheInputs(env),
+	...schemaSource(env),
+	...readLocalMigrations(migrationsDir(env)).flatMap((m) => [m.name, m.sql]),
+];
 
 /**
  * SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated).
@@ -186,19 +190,10 @@ export async function schemaDrift(
 	env: Record<string, string | undefined>,
 	signal?: AbortSignal,
 ): Promise<string[]> {
-	const key = `schema-drift-${hashOf(
-		PRISMA_VERSION,
-		env.PRISMA_ENGINE ?? process.env.PRISMA_ENGINE ?? "wasm",
-		...schemaSource(env),
-		...readLocalMigrations(migrationsDir(env)).flatMap((m) => [m.name, m.sql]),
-	)}`;
-	const cached = cacheGet<string[]>(key);
-	if (cached) return cached;
-	const sql = statements(
-		await prismaOrFail(driftCommandsFor(env).schema, target, env, signal),
+	const script = await cached("schema-diff", schemaDiffInputs(env), () =>
+		prismaOrFail(driftCommandsFor(env).schema, target, env, signal),
 	);
-	cachePut(key, sql);
-	return sql;
+	return statements(script ?? "");
 }
 
 /**

@@ -6,10 +6,11 @@
 // <timestamp>_<name>/migration.sql, and `migrate deploy`.
 
 import { join } from "node:path";
+import { cached } from "../kit/cache.ts";
 import { RunbookError, usageError } from "../kit/errors.ts";
 import { utcStamp } from "../kit/format.ts";
 import type { Target } from "../pg/target.ts";
-import { driftCommands, statements } from "./drift.ts";
+import { driftCommands, schemaDiffInputs, statements } from "./drift.ts";
 import { type LocalMigration, writeMigrationFolder } from "./history.ts";
 import { migrationsDir, prismaErrorText, runPrisma } from "./prisma-cli.ts";
 
@@ -35,20 +36,28 @@ export async function generateMigration(
 	env: Env,
 	signal: AbortSignal,
 ): Promise<{ script: string; statements: string[] }> {
-	const run = await runPrisma(
-		driftCommands(migrationsDir(env)).schema,
-		target,
-		env,
-		signal,
+	// The same diff as validate's schema drift, and the same cache entry.
+	const script = await cached(
+		"schema-diff",
+		schemaDiffInputs(env),
+		async () => {
+			const run = await runPrisma(
+				driftCommands(migrationsDir(env)).schema,
+				target,
+				env,
+				signal,
+			);
+			if (run.exitCode !== 0) {
+				throw new RunbookError(
+					`prisma migrate diff failed:\n${prismaErrorText(run)}`,
+					1,
+					"Check prisma/schema.prisma with: npx prisma validate --config prisma/prisma.config.ts",
+				);
+			}
+			return run.stdout;
+		},
 	);
-	if (run.exitCode !== 0) {
-		throw new RunbookError(
-			`prisma migrate diff failed:\n${prismaErrorText(run)}`,
-			1,
-			"Check prisma/schema.prisma with: npx prisma validate --config prisma/prisma.config.ts",
-		);
-	}
-	return { script: run.stdout, statements: statements(run.stdout) };
+	return { script: script ?? "", statements: statements(script ?? "") };
 }
 
 /** Writes the script as <migrations>/<UTC timestamp>_<name>/migration.sql; returns it as read back. */

@@ -85,6 +85,17 @@ export interface PrismaRun {
 	command: string;
 }
 
+const PRISMA_VERSION = createRequire(import.meta.url)("prisma/package.json")
+	.version as string;
+
+/** What a cached Prisma result depends on besides its files: Prisma's version and engine. */
+export const prismaCacheInputs = (
+	env: Record<string, string | undefined>,
+): string[] => [
+	PRISMA_VERSION,
+	env.PRISMA_ENGINE ?? process.env.PRISMA_ENGINE ?? "wasm",
+];
+
 export function prismaCommand(args: string[]): string {
 	return `npx prisma ${args.join(" ")} --config prisma/prisma.config.ts`;
 }

@@ -6,13 +6,11 @@
 // diff, which names the changes. The expected fingerprint is cached by a hash of the files.
 
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import type pg from "pg";
+import { cacheGet, cachePut, hashOf } from "../kit/cache.ts";
 import { connect, quoteIdent, serverVersion, withClient } from "../pg/db.ts";
 import type { Target } from "../pg/target.ts";
 import { withDatabase } from "../pg/target.ts";
-import { ROOT } from "./prisma-cli.ts";
 
 /** Bump when the queries below change, so old cache entries are not read. */
 const VERSION = "1";
@@ -96,32 +94,6 @@ export async function catalogFingerprint(db: pg.Client): Promise<string> {
 		.update((await catalogLines(db)).join("\n"))
 		.digest("hex");
 }
-
-const CACHE_DIR = join(ROOT, "node_modules", ".cache", "faceswap-runbooks");
-
-/** A cached value by key, or undefined; a cache that cannot be read or written is no cache. */
-export function cacheGet<T>(key: string): T | undefined {
-	try {
-		return JSON.parse(readFileSync(join(CACHE_DIR, `${key}.json`), "utf8"));
-	} catch {
-		return undefined;
-	}
-}
-
-export function cachePut(key: string, value: unknown): void {
-	try {
-		mkdirSync(CACHE_DIR, { recursive: true });
-		const file = join(CACHE_DIR, `${key}.json`);
-		const tmp = `${file}.${randomBytes(4).toString("hex")}.tmp`;
-		writeFileSync(tmp, JSON.stringify(value));
-		renameSync(tmp, file);
-	} catch {
-		// read-only checkout: every run computes it again
-	}
-}
-
-export const hashOf = (...parts: string[]): string =>
-	createHash("sha256").update(parts.join("\0")).digest("hex");
 
 export interface MigrationFile {
 	name: string;

@@ -112,8 +112,16 @@ export async function signalSession(
 			: `${signalSql(kind, pid).replace(/;$/, "")} as ok`;
 	const { rows } = await db.query<{ ok: boolean }>(sql);
 	if (!rows[0].ok) {
+		// False when the session ended between the check and the signal (a client that had just
+		// disconnected: its backend exits a moment later): gone is what the signal was for.
+		const still = (await readSessions(db)).find((x) => x.pid === pid);
+		if (!still) return { before: s, after: null };
+		const why =
+			kind === "terminate"
+				? "it was still there after 5 s, or this user may not signal it"
+				: "this user may not signal it";
 		throw new RunbookError(
-			`PostgreSQL did not ${kind} pid ${pid}: it ended meanwhile, or this user may not signal it.`,
+			`PostgreSQL did not ${kind} pid ${pid}: ${why}.`,
 			1,
 			"Signalling another role's session needs membership in that role or in pg_signal_backend.",
 		);
