@@ -449,8 +449,14 @@ describe("Prisma results cached by their files", () => {
 			delete process.env.RUNBOOK_NO_CACHE;
 		}
 		expect(JSON.parse(fs.readFileSync(entry, "utf8"))).toMatch(/DROP COLUMN/);
-		// A changed migration file is another key: Prisma computes the new diff.
+		// A comment is not what the migrations build (a runbook's headers name the database): the
+		// same entry. A changed statement is another: Prisma computes the new diff.
 		fs.writeFileSync(entry, JSON.stringify("SELECT 'from the cache';"));
+		write(
+			"2_b",
+			`-- rerun: --confirm other_db\nALTER TABLE "${table}" ADD COLUMN "note" TEXT;\n`,
+		);
+		expect(await down()).toBe("SELECT 'from the cache';");
 		write("2_b", `ALTER TABLE "${table}" ADD COLUMN "other" TEXT;\n`);
 		expect(await down()).toMatch(/DROP COLUMN "other"/);
 	});

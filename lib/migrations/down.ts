@@ -24,6 +24,7 @@ import {
 	prismaErrorText,
 	runPrisma,
 } from "./prisma-cli.ts";
+import { migrationsContent } from "./schema-fingerprint.ts";
 import { alterCommands, qualifiedName, readSql } from "./sql.ts";
 
 export const MIGRATIONS_TABLE = "public._prisma_migrations";
@@ -84,17 +85,18 @@ export async function computeDownSql(
 	const upTo = applied.slice(0, applied.indexOf(to) + 1);
 	// The diff depends on the files and Prisma alone: a rerun (after a Ctrl-C, say) reads it back.
 	const files = (names: string[]) =>
-		names.flatMap((n) => [
-			n,
-			readFileSync(join(source, n, "migration.sql"), "utf8"),
-		]);
+		migrationsContent(
+			names.map((name) => ({
+				name,
+				sql: readFileSync(join(source, name, "migration.sql"), "utf8"),
+			})),
+		);
 	const lock = join(source, "migration_lock.toml");
 	const inputs = [
 		...prismaCacheInputs(env),
 		existsSync(lock) ? readFileSync(lock, "utf8") : "(no lock file)",
+		`${applied.length} applied, back to the first ${upTo.length}`,
 		...files(applied),
-		"to",
-		...files(upTo),
 	];
 	const script =
 		(await cached("down-diff", inputs, async () => {

@@ -26,7 +26,7 @@ import {
 	runPrisma,
 	schemaPath,
 } from "./prisma-cli.ts";
-import { matchesMigrations } from "./schema-fingerprint.ts";
+import { matchesMigrations, migrationsContent } from "./schema-fingerprint.ts";
 import { readSql } from "./sql.ts";
 
 export interface DriftReport {
@@ -178,7 +178,7 @@ export const schemaDiffInputs = (
 ): string[] => [
 	...prismaCacheInputs(env),
 	...schemaSource(env),
-	...readLocalMigrations(migrationsDir(env)).flatMap((m) => [m.name, m.sql]),
+	...migrationsContent(readLocalMigrations(migrationsDir(env))),
 ];
 
 /**

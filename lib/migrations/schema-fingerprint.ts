@@ -101,6 +101,18 @@ export interface MigrationFile {
 }
 
 /**
+ * What a set of migrations builds depends on: their SQL, in order. Not the folders' names (a
+ * runbook's migrations carry the time they were written) nor the comment lines a file starts with
+ * (a runbook's header names the database and the command), so two runs that write the same
+ * statements share cached results. Only leading lines are dropped: there, `--` can only be a comment.
+ */
+export function migrationsContent(migrations: MigrationFile[]): string[] {
+	return migrations.map((m) =>
+		m.sql.replace(/^(?:\s*--[^\n]*(?:\n|$))*\s*/, ""),
+	);
+}
+
+/**
  * The fingerprint of what these migrations build on this server (its major version), from the
  * cache or from a scratch database dropped afterwards; undefined when that cannot be done.
  */
@@ -114,7 +126,7 @@ export async function expectedFingerprint(
 		conn,
 		async (db) => (await serverVersion(db)).major,
 	);
-	const key = `expected-${hashOf(VERSION, String(major), ...migrations.flatMap((m) => [m.name, m.sql]))}`;
+	const key = `expected-${hashOf(VERSION, String(major), ...migrationsContent(migrations))}`;
 	const cached = cacheGet<{ fingerprint: string }>(key);
 	if (cached) return cached.fingerprint;
 	const scratch = `${conn.database.slice(0, 30)}_drift_${randomBytes(6).toString("hex")}`;
