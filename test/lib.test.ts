@@ -353,14 +353,21 @@ describe("why a child tool failed", () => {
 });
 
 describe("application hooks", () => {
-	it("a hook ended by SIGINT is an interruption (exit 130), not a failed hook: the Ctrl-C can reach it before the runbook", async () => {
-		const run = runHook("APP_STOP_CMD", {
+	it("a hook ended by SIGINT is an interruption when the run's own Ctrl-C follows (the terminal's reaches both), a stopped hook when none does", async () => {
+		// The Ctrl-C reaches the hook's shell first and the runbook's handler 300 ms later.
+		const run = new AbortController();
+		const interrupted = runHook("APP_STOP_CMD", {
 			env: { APP_STOP_CMD: "echo stopping; kill -INT $$" },
+			signal: run.signal,
 		});
-		await expect(run).rejects.toMatchObject({
-			exitCode: EXIT.interrupted,
-			message: "Interrupted by the operator (APP_STOP_CMD was stopped).",
+		setTimeout(() => run.abort(), 300);
+		await expect(interrupted).rejects.toThrow("aborted");
+		// Someone stopped the hook alone: after the grace, it is a hook that failed.
+		const alone = await runHook("APP_STOP_CMD", {
+			env: { APP_STOP_CMD: "kill -INT $$" },
+			signal: new AbortController().signal,
 		});
+		expect(alone).toMatchObject({ outcome: "failed", exitCode: null });
 		const failed = await runHook("APP_STOP_CMD", {
 			env: { APP_STOP_CMD: "echo no such app >&2; exit 3" },
 		});

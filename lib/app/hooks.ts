@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { EXIT, RunbookError } from "../kit/errors.ts";
 import { formatDuration } from "../kit/format.ts";
 import { redact } from "../kit/secrets.ts";
+import { awaitRunInterrupt } from "../kit/tool-shell.ts";
 
 export type HookName =
 	| "APP_STOP_CMD"
@@ -86,19 +87,17 @@ export async function runHook(
 			clearTimeout(timer);
 			reject(new RunbookError(`${name} could not be started: ${err.message}`));
 		});
-		child.on("close", (code, signal) => {
+		child.on("close", async (code, signal) => {
 			clearTimeout(timer);
 			opts.signal?.removeEventListener("abort", onAbort);
 			if (partial) lines.push(redact(partial));
-			// A Ctrl-C reaches the whole process group: the hook may die of it before the runbook's
-			// own handler has run, and that is an interruption, not a failed hook.
-			if (opts.signal?.aborted || signal === "SIGINT")
-				return reject(
-					new RunbookError(
-						`Interrupted by the operator (${name} was stopped).`,
-						EXIT.interrupted,
-					),
-				);
+			// A Ctrl-C reaches the hook's shell too, maybe before the runbook's own handler.
+			try {
+				if (!timedOut)
+					await awaitRunInterrupt({ signal, exitCode: code }, opts.signal);
+			} catch (err) {
+				return reject(err);
+			}
 			if (timedOut)
 				lines.push(`(stopped after ${formatDuration(timeoutMs)}: timed out)`);
 			resolve({

@@ -9,9 +9,8 @@ import { tmpdir } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { failureReason } from "../kit/child-failure.ts";
-import { sleep } from "../kit/duration.ts";
 import { redact } from "../kit/secrets.ts";
-import { toolShell } from "../kit/tool-shell.ts";
+import { awaitRunInterrupt, toolShell } from "../kit/tool-shell.ts";
 import type { Target } from "../pg/target.ts";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -119,9 +118,6 @@ export function prismaEnv(
 	};
 }
 
-/** How long a Prisma child stopped by a signal waits for the run's own interrupt. */
-const CHILD_STOP_GRACE_MS = 2000;
-
 /** One Prisma CLI command, its output redacted; throws "aborted" when the run was interrupted. */
 export async function runPrisma(
 	args: string[],
@@ -136,11 +132,7 @@ export async function runPrisma(
 	const $ = await toolShell({ cwd: ROOT, env: childEnv, signal });
 	const run =
 		await $`${process.execPath} ${[prismaBin, ...args, "--config", CONFIG_PATH]}`;
-	// A terminal's Ctrl-C reaches the Prisma child too, and its exit can be seen before the run's
-	// own abort: wait for that (up to 2 s), so the step ends as interrupted rather than failed.
-	if (signal && (run.signal || run.exitCode === 130))
-		await sleep(CHILD_STOP_GRACE_MS, signal).catch(() => {});
-	if (signal?.aborted) throw new Error("aborted");
+	await awaitRunInterrupt(run, signal);
 	return {
 		exitCode: run.exitCode ?? 1,
 		signal: run.signal,

@@ -7,7 +7,7 @@ import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
 import { EXIT, RunbookError, refusal } from "../kit/errors.ts";
 import { redact } from "../kit/secrets.ts";
-import { toolShell } from "../kit/tool-shell.ts";
+import { awaitRunInterrupt, toolShell } from "../kit/tool-shell.ts";
 import { type Connection, libpqEnv } from "./target.ts";
 
 const execFileAsync = promisify(execFile);
@@ -112,7 +112,7 @@ export async function runTool(
 	};
 	const $ = await toolShell({ env, signal: opts.signal });
 	const run = await $`${tool.path} ${args}`;
-	if (opts.signal?.aborted) throw new Error("aborted");
+	await awaitRunInterrupt(run, opts.signal);
 	return {
 		exitCode: run.exitCode ?? 1,
 		signal: run.signal,
