@@ -19,8 +19,8 @@ import { statements } from "./drift.ts";
 import {
 	copyMigrations,
 	migrationsDir,
-	prismaCacheInputs,
 	prismaCommand,
+	prismaDiffInputs,
 	prismaErrorText,
 	runPrisma,
 } from "./prisma-cli.ts";
@@ -83,7 +83,8 @@ export async function computeDownSql(
 		);
 	}
 	const upTo = applied.slice(0, applied.indexOf(to) + 1);
-	// The diff depends on the files and Prisma alone: a rerun (after a Ctrl-C, say) reads it back.
+	// The diff depends on the files, Prisma and the server's version: a rerun (after a Ctrl-C, say)
+	// reads it back.
 	const files = (names: string[]) =>
 		migrationsContent(
 			names.map((name) => ({
@@ -93,7 +94,7 @@ export async function computeDownSql(
 		);
 	const lock = join(source, "migration_lock.toml");
 	const inputs = [
-		...prismaCacheInputs(env),
+		...(await prismaDiffInputs(target, env)),
 		existsSync(lock) ? readFileSync(lock, "utf8") : "(no lock file)",
 		`${applied.length} applied, back to the first ${upTo.length}`,
 		...files(applied),

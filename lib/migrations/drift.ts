@@ -21,7 +21,7 @@ import {
 	copyMigrations,
 	displayPath,
 	migrationsDir,
-	prismaCacheInputs,
+	prismaDiffInputs,
 	prismaErrorText,
 	runPrisma,
 	schemaPath,
@@ -172,26 +172,29 @@ function schemaSource(env: Record<string, string | undefined>): string[] {
 		.flatMap((f) => [f, readFileSync(join(path, f), "utf8")]);
 }
 
-/** What `migrate diff` from the migrations to the schema depends on: the files and Prisma alone. */
-export const schemaDiffInputs = (
+/** What `migrate diff` from the migrations to the schema depends on: the files, Prisma and the server's major version. */
+export const schemaDiffInputs = async (
+	target: Target,
 	env: Record<string, string | undefined>,
-): string[] => [
-	...prismaCacheInputs(env),
+): Promise<string[]> => [
+	...(await prismaDiffInputs(target, env)),
 	...schemaSource(env),
 	...migrationsContent(readLocalMigrations(migrationsDir(env))),
 ];
 
 /**
  * SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated).
- * It depends on those files and Prisma alone, not on the database: cached by a hash of them.
+ * It depends on those files, Prisma and the server's version, not on the database: cached by them.
  */
 export async function schemaDrift(
 	target: Target,
 	env: Record<string, string | undefined>,
 	signal?: AbortSignal,
 ): Promise<string[]> {
-	const script = await cached("schema-diff", schemaDiffInputs(env), () =>
-		prismaOrFail(driftCommandsFor(env).schema, target, env, signal),
+	const script = await cached(
+		"schema-diff",
+		await schemaDiffInputs(target, env),
+		() => prismaOrFail(driftCommandsFor(env).schema, target, env, signal),
 	);
 	return statements(script ?? "");
 }

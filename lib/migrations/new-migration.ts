@@ -39,7 +39,7 @@ export async function generateMigration(
 	// The same diff as validate's schema drift, and the same cache entry.
 	const script = await cached(
 		"schema-diff",
-		schemaDiffInputs(env),
+		await schemaDiffInputs(target, env),
 		async () => {
 			const run = await runPrisma(
 				driftCommands(migrationsDir(env)).schema,

@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { failureReason } from "../kit/child-failure.ts";
 import { redact } from "../kit/secrets.ts";
 import { awaitRunInterrupt, toolShell } from "../kit/tool-shell.ts";
+import { serverVersion, withClient } from "../pg/db.ts";
 import type { Target } from "../pg/target.ts";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -94,6 +95,22 @@ export const prismaCacheInputs = (
 	PRISMA_VERSION,
 	env.PRISMA_ENGINE ?? process.env.PRISMA_ENGINE ?? "wasm",
 ];
+
+/**
+ * The same for a `migrate diff` of migrations, which Prisma builds in shadow databases on the
+ * target's server: also that server's major version (its catalog is what Prisma compares).
+ */
+export async function prismaDiffInputs(
+	target: Target,
+	env: Record<string, string | undefined>,
+): Promise<string[]> {
+	const major = await withClient(
+		target.direct,
+		async (db) => (await serverVersion(db)).major,
+		"runbook:version",
+	);
+	return [...prismaCacheInputs(env), `PostgreSQL ${major}`];
+}
 
 export function prismaCommand(args: string[]): string {
 	return `npx prisma ${args.join(" ")} --config prisma/prisma.config.ts`;
