@@ -21,6 +21,7 @@ import {
 	copyMigrations,
 	displayPath,
 	migrationsDir,
+	type PrismaRun,
 	prismaDiffInputs,
 	prismaErrorText,
 	runPrisma,
@@ -84,6 +85,12 @@ export function statements(script: string): string[] {
 	return readSql(script).map((s) => `${s.sql};`);
 }
 
+/** "prisma <command> failed: " and the first lines of Prisma's error. */
+const prismaFailure = (run: PrismaRun) =>
+	new RunbookError(
+		`${run.command.split(" --")[0]} failed: ${prismaErrorText(run).split("\n").slice(0, 4).join(" ")}`,
+	);
+
 async function prismaOrFail(
 	args: string[],
 	target: Target,
@@ -91,11 +98,7 @@ async function prismaOrFail(
 	signal?: AbortSignal,
 ) {
 	const run = await runPrisma(args, target, env, signal);
-	if (run.exitCode !== 0) {
-		throw new RunbookError(
-			`${run.command.split(" --")[0]} failed: ${prismaErrorText(run).split("\n").slice(0, 4).join(" ")}`,
-		);
-	}
+	if (run.exitCode !== 0) throw prismaFailure(run);
 	return run.stdout;
 }
 
@@ -172,31 +175,42 @@ function schemaSource(env: Record<string, string | undefined>): string[] {
 		.flatMap((f) => [f, readFileSync(join(path, f), "utf8")]);
 }
 
-/** What `migrate diff` from the migrations to the schema depends on: the files, Prisma and the server's major version. */
-export const schemaDiffInputs = async (
+/**
+ * Prisma's script from the migrations' result to the schema (`migrate diff --from-migrations
+ * --to-schema-datamodel`). It depends on those files, Prisma and the server's major version, not on
+ * the database: cached by them. `failed` makes the error when Prisma fails.
+ */
+export async function schemaDiffScript(
 	target: Target,
 	env: Record<string, string | undefined>,
-): Promise<string[]> => [
-	...(await prismaDiffInputs(target, env)),
-	...schemaSource(env),
-	...migrationsContent(readLocalMigrations(migrationsDir(env))),
-];
+	signal: AbortSignal | undefined,
+	failed: (run: PrismaRun) => Error,
+): Promise<string> {
+	const inputs = [
+		...(await prismaDiffInputs(target, env)),
+		...schemaSource(env),
+		...migrationsContent(readLocalMigrations(migrationsDir(env))),
+	];
+	const script = await cached("schema-diff", inputs, async () => {
+		const run = await runPrisma(
+			driftCommandsFor(env).schema,
+			target,
+			env,
+			signal,
+		);
+		if (run.exitCode !== 0) throw failed(run);
+		return run.stdout;
+	});
+	return script ?? "";
+}
 
-/**
- * SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated).
- * It depends on those files, Prisma and the server's version, not on the database: cached by them.
- */
+/** SQL that would take the migrations' result to prisma/schema.prisma (a change not yet migrated). */
 export async function schemaDrift(
 	target: Target,
 	env: Record<string, string | undefined>,
 	signal?: AbortSignal,
 ): Promise<string[]> {
-	const script = await cached(
-		"schema-diff",
-		await schemaDiffInputs(target, env),
-		() => prismaOrFail(driftCommandsFor(env).schema, target, env, signal),
-	);
-	return statements(script ?? "");
+	return statements(await schemaDiffScript(target, env, signal, prismaFailure));
 }
 
 /**

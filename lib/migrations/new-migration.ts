@@ -6,11 +6,10 @@
 // <timestamp>_<name>/migration.sql, and `migrate deploy`.
 
 import { join } from "node:path";
-import { cached } from "../kit/cache.ts";
 import { RunbookError, usageError } from "../kit/errors.ts";
 import { utcStamp } from "../kit/format.ts";
 import type { Target } from "../pg/target.ts";
-import { driftCommands, schemaDiffInputs, statements } from "./drift.ts";
+import { schemaDiffScript, statements } from "./drift.ts";
 import { type LocalMigration, writeMigrationFolder } from "./history.ts";
 import { migrationsDir, prismaErrorText, runPrisma } from "./prisma-cli.ts";
 
@@ -37,27 +36,18 @@ export async function generateMigration(
 	signal: AbortSignal,
 ): Promise<{ script: string; statements: string[] }> {
 	// The same diff as validate's schema drift, and the same cache entry.
-	const script = await cached(
-		"schema-diff",
-		await schemaDiffInputs(target, env),
-		async () => {
-			const run = await runPrisma(
-				driftCommands(migrationsDir(env)).schema,
-				target,
-				env,
-				signal,
-			);
-			if (run.exitCode !== 0) {
-				throw new RunbookError(
-					`prisma migrate diff failed:\n${prismaErrorText(run)}`,
-					1,
-					"Check prisma/schema.prisma with: npx prisma validate --config prisma/prisma.config.ts",
-				);
-			}
-			return run.stdout;
-		},
+	const script = await schemaDiffScript(
+		target,
+		env,
+		signal,
+		(run) =>
+			new RunbookError(
+				`prisma migrate diff failed:\n${prismaErrorText(run)}`,
+				1,
+				"Check prisma/schema.prisma with: npx prisma validate --config prisma/prisma.config.ts",
+			),
 	);
-	return { script: script ?? "", statements: statements(script ?? "") };
+	return { script, statements: statements(script) };
 }
 
 /** Writes the script as <migrations>/<UTC timestamp>_<name>/migration.sql; returns it as read back. */

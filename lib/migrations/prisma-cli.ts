@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { failureReason } from "../kit/child-failure.ts";
 import { redact } from "../kit/secrets.ts";
 import { awaitRunInterrupt, toolShell } from "../kit/tool-shell.ts";
-import { serverVersion, withClient } from "../pg/db.ts";
+import { serverMajor } from "../pg/db.ts";
 import type { Target } from "../pg/target.ts";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -104,12 +104,10 @@ export async function prismaDiffInputs(
 	target: Target,
 	env: Record<string, string | undefined>,
 ): Promise<string[]> {
-	const major = await withClient(
-		target.direct,
-		async (db) => (await serverVersion(db)).major,
-		"runbook:version",
-	);
-	return [...prismaCacheInputs(env), `PostgreSQL ${major}`];
+	return [
+		...prismaCacheInputs(env),
+		`PostgreSQL ${await serverMajor(target.direct)}`,
+	];
 }
 
 export function prismaCommand(args: string[]): string {

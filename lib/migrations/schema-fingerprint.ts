@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type pg from "pg";
 import { cacheGet, cachePut, hashOf } from "../kit/cache.ts";
-import { connect, quoteIdent, serverVersion, withClient } from "../pg/db.ts";
+import { connect, quoteIdent, serverMajor, withClient } from "../pg/db.ts";
 import type { Target } from "../pg/target.ts";
 import { withDatabase } from "../pg/target.ts";
 
@@ -122,10 +122,7 @@ export async function expectedFingerprint(
 	signal?: AbortSignal,
 ): Promise<string | undefined> {
 	const conn = target.direct;
-	const major = await withClient(
-		conn,
-		async (db) => (await serverVersion(db)).major,
-	);
+	const major = await serverMajor(conn);
 	const key = `expected-${hashOf(VERSION, String(major), ...migrationsContent(migrations))}`;
 	const cached = cacheGet<{ fingerprint: string }>(key);
 	if (cached) return cached.fingerprint;

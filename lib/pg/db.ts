@@ -55,3 +55,25 @@ export async function serverVersion(
 	const num = Number(rows[0].n);
 	return { text: rows[0].v, major: Math.floor(num / 10000), num };
 }
+
+/** Each server's major version, read once per process (keyed by the connection string). */
+const majors = new Map<string, Promise<number>>();
+
+/**
+ * The major version of the server `conn` names, on a connection of its own: read once per run
+ * (the cache keys of Prisma's diffs and of the expected catalog both hold it).
+ */
+export function serverMajor(conn: Connection): Promise<number> {
+	let major = majors.get(conn.url);
+	if (!major) {
+		major = withClient(
+			conn,
+			async (db) => (await serverVersion(db)).major,
+			"runbook:version",
+		);
+		// A failed read is not kept: the next caller tries again.
+		major.catch(() => majors.delete(conn.url));
+		majors.set(conn.url, major);
+	}
+	return major;
+}
